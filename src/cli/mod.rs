@@ -1,0 +1,122 @@
+//! The command line: `serve` (the default) and a small gRPC client for humans
+//! (`game-sessions ...`, `player-sessions ...`) that prints tables or JSON.
+
+mod client;
+mod output;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+pub use client::{ClientArgs, GameSessionsCmd, PlayerSessionsCmd};
+
+use crate::config::{Config, ServeArgs};
+
+/// session-broker: player-session broker for game-server fleets.
+///
+/// With no subcommand it serves with the flags below (same as `serve`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "session-broker",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve(ServeArgs),
+    /// Register, inspect, heartbeat, update and end game sessions.
+    #[command(name = "game-sessions")]
+    GameSessions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: GameSessionsCmd,
+    },
+    /// Reserve, accept, remove and list player sessions.
+    #[command(name = "player-sessions")]
+    PlayerSessions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: PlayerSessionsCmd,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::GameSessions { client, cmd }) => client::game_sessions(client, cmd).await,
+        Some(Command::PlayerSessions { client, cmd }) => client::player_sessions(client, cmd).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    crate::telemetry::init(config.log_format, &config.log_level)?;
+    let shutdown = CancellationToken::new();
+    let daemon = crate::start(config.clone(), shutdown.clone()).await?;
+    let grace = config.shutdown_grace;
+    tokio::spawn(watch_signals(shutdown.clone()));
+    shutdown.cancelled().await;
+    tracing::info!(grace = ?grace, "shutting down: draining in-flight calls");
+    match tokio::time::timeout(grace, daemon.wait()).await {
+        Ok(result) => {
+            result?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Err(_) => {
+            anyhow::bail!("shutdown grace of {grace:?} exceeded; exiting with calls in flight")
+        }
+    }
+}
+
+/// First SIGTERM/SIGINT: cancel `shutdown` (drain). Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut signals = 0;
+    loop {
+        if let Err(e) = next_signal().await {
+            tracing::error!(error = %e, "cannot listen for signals");
+            return;
+        }
+        signals += 1;
+        if signals == 1 {
+            shutdown.cancel();
+        } else {
+            eprintln!("second signal: exiting immediately");
+            std::process::exit(130);
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn next_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r.context("SIGINT handler")?,
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn next_signal() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await.context("ctrl-c handler")
+}
+
+/// Default client timeout for one call.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);

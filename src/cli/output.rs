@@ -1,0 +1,195 @@
+//! Tables and JSON for the client subcommands.
+
+use serde_json::{json, Map, Value};
+
+use crate::{
+    grpc::from_timestamp,
+    proto::{self, GameSessionStatus, PlayerSessionCreationPolicy, PlayerSessionStatus},
+};
+
+fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.map(|t| from_timestamp(t).to_string()).unwrap_or_default()
+}
+
+fn status_name(v: i32) -> &'static str {
+    match PlayerSessionStatus::try_from(v) {
+        Ok(PlayerSessionStatus::Reserved) => "RESERVED",
+        Ok(PlayerSessionStatus::Active) => "ACTIVE",
+        Ok(PlayerSessionStatus::Completed) => "COMPLETED",
+        Ok(PlayerSessionStatus::Timedout) => "TIMEDOUT",
+        _ => "UNSPECIFIED",
+    }
+}
+
+fn game_status_name(v: i32) -> &'static str {
+    match GameSessionStatus::try_from(v) {
+        Ok(GameSessionStatus::Active) => "ACTIVE",
+        Ok(GameSessionStatus::Terminated) => "TERMINATED",
+        Ok(GameSessionStatus::Error) => "ERROR",
+        _ => "UNSPECIFIED",
+    }
+}
+
+fn policy_name(v: i32) -> &'static str {
+    match PlayerSessionCreationPolicy::try_from(v) {
+        Ok(PlayerSessionCreationPolicy::AcceptAll) => "ACCEPT_ALL",
+        Ok(PlayerSessionCreationPolicy::DenyAll) => "DENY_ALL",
+        _ => "UNSPECIFIED",
+    }
+}
+
+fn opt_time_json(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| {
+        Value::String(from_timestamp(t).to_string())
+    })
+}
+
+/// A game session as JSON with the API's snake_case names.
+pub fn game_session_json(g: &proto::GameSession) -> Value {
+    json!({
+        "game_session_id": g.game_session_id,
+        "fleet_id": g.fleet_id,
+        "name": g.name,
+        "ip_address": g.ip_address,
+        "port": g.port,
+        "maximum_player_session_count": g.maximum_player_session_count,
+        "current_player_session_count": g.current_player_session_count,
+        "player_session_creation_policy": policy_name(g.player_session_creation_policy),
+        "status": game_status_name(g.status),
+        "labels": g.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>(),
+        "release": g.release,
+        "environment": g.environment,
+        "reservation_timeout_seconds": g.reservation_timeout_seconds,
+        "heartbeat_timeout_seconds": g.heartbeat_timeout_seconds,
+        "creation_time": opt_time_json(g.creation_time.as_ref()),
+        "termination_time": opt_time_json(g.termination_time.as_ref()),
+        "termination_reason": g.termination_reason,
+    })
+}
+
+/// A player session as JSON with the API's snake_case names.
+pub fn player_session_json(p: &proto::PlayerSession) -> Value {
+    json!({
+        "player_session_id": p.player_session_id,
+        "player_id": p.player_id,
+        "game_session_id": p.game_session_id,
+        "fleet_id": p.fleet_id,
+        "status": status_name(p.status),
+        "creation_time": opt_time_json(p.creation_time.as_ref()),
+        "termination_time": opt_time_json(p.termination_time.as_ref()),
+        "reservation_deadline": opt_time_json(p.reservation_deadline.as_ref()),
+        "ip_address": p.ip_address,
+        "port": p.port,
+        "player_data": p.player_data,
+    })
+}
+
+pub fn print_game_session(g: &proto::GameSession, as_json: bool) {
+    if as_json {
+        println!("{}", game_session_json(g));
+        return;
+    }
+    let labels = g
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = [
+        ("game_session_id", g.game_session_id.clone()),
+        ("fleet_id", g.fleet_id.clone()),
+        ("name", g.name.clone()),
+        ("status", game_status_name(g.status).to_string()),
+        ("address", format!("{}:{}", g.ip_address, g.port)),
+        (
+            "players",
+            format!(
+                "{}/{}",
+                g.current_player_session_count, g.maximum_player_session_count
+            ),
+        ),
+        (
+            "policy",
+            policy_name(g.player_session_creation_policy).to_string(),
+        ),
+        ("labels", labels),
+        ("release", g.release.clone()),
+        ("environment", g.environment.clone()),
+        (
+            "reservation_timeout",
+            format!("{}s", g.reservation_timeout_seconds),
+        ),
+        (
+            "heartbeat_timeout",
+            format!("{}s", g.heartbeat_timeout_seconds),
+        ),
+        ("created", time(g.creation_time.as_ref())),
+        ("terminated", time(g.termination_time.as_ref())),
+        ("reason", g.termination_reason.clone()),
+    ];
+    for (k, v) in rows {
+        println!("{k:<20} {v}");
+    }
+}
+
+pub fn print_player_sessions(
+    sessions: &[proto::PlayerSession],
+    next_page_token: &str,
+    as_json: bool,
+) {
+    if as_json {
+        let v = json!({
+            "player_sessions": sessions.iter().map(player_session_json).collect::<Vec<_>>(),
+            "next_page_token": next_page_token,
+        });
+        println!("{v}");
+        return;
+    }
+    let header = [
+        "PLAYER_SESSION_ID",
+        "PLAYER_ID",
+        "STATUS",
+        "GAME_SESSION_ID",
+        "CREATED",
+        "TERMINATED",
+    ];
+    let rows: Vec<[String; 6]> = sessions
+        .iter()
+        .map(|p| {
+            [
+                p.player_session_id.clone(),
+                p.player_id.clone(),
+                status_name(p.status).to_string(),
+                p.game_session_id.clone(),
+                time(p.creation_time.as_ref()),
+                time(p.termination_time.as_ref()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(&header));
+    for r in &rows {
+        println!(
+            "{}",
+            line(&r.iter().map(String::as_str).collect::<Vec<_>>())
+        );
+    }
+    if !next_page_token.is_empty() {
+        println!("next page: --page-token {next_page_token}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Player sessions and their state machine.
+//!
+//! ```text
+//!   RESERVED --accept--> ACTIVE --complete--> COMPLETED
+//!   RESERVED --complete (removed / game session ended)--> COMPLETED
+//!   RESERVED --time out--> TIMEDOUT
+//! ```
+//! COMPLETED and TIMEDOUT are terminal: nothing changes them again.
+
+use std::{fmt, sync::Arc};
+
+use super::{Error, GameSessionInfo, PlayerId, PlayerSessionId, Result, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PlayerSessionStatus {
+    Reserved,
+    Active,
+    Completed,
+    TimedOut,
+}
+
+impl PlayerSessionStatus {
+    /// RESERVED and ACTIVE hold a seat.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            PlayerSessionStatus::Reserved | PlayerSessionStatus::Active
+        )
+    }
+    pub fn is_terminal(self) -> bool {
+        !self.is_live()
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlayerSessionStatus::Reserved => "RESERVED",
+            PlayerSessionStatus::Active => "ACTIVE",
+            PlayerSessionStatus::Completed => "COMPLETED",
+            PlayerSessionStatus::TimedOut => "TIMEDOUT",
+        }
+    }
+}
+
+impl fmt::Display for PlayerSessionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One player's seat in one game session.
+#[derive(Debug, Clone)]
+pub struct PlayerSession {
+    pub id: PlayerSessionId,
+    pub player_id: PlayerId,
+    /// The game session's fixed part: id, fleet, address, port.
+    pub game: Arc<GameSessionInfo>,
+    pub status: PlayerSessionStatus,
+    pub creation_time: Timestamp,
+    pub termination_time: Option<Timestamp>,
+    /// When a RESERVED session times out.
+    pub reservation_deadline: Timestamp,
+    pub player_data: Option<Arc<str>>,
+}
+
+/// Outcome of a state-machine step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The session changed state.
+    Changed,
+    /// The request was already satisfied; nothing changed (idempotent repeat).
+    Unchanged,
+}
+
+impl PlayerSession {
+    /// RESERVED -> ACTIVE. ACTIVE stays ACTIVE (a repeated accept). Terminal: an error naming the status.
+    pub fn accept(&mut self) -> Result<Step> {
+        match self.status {
+            PlayerSessionStatus::Reserved => {
+                self.status = PlayerSessionStatus::Active;
+                Ok(Step::Changed)
+            }
+            PlayerSessionStatus::Active => Ok(Step::Unchanged),
+            status => Err(Error::PlayerSessionNotReserved {
+                id: self.id,
+                status,
+            }),
+        }
+    }
+
+    /// RESERVED or ACTIVE -> COMPLETED at `at`. Terminal sessions are left unchanged.
+    pub fn complete(&mut self, at: Timestamp) -> Step {
+        if self.status.is_terminal() {
+            return Step::Unchanged;
+        }
+        self.status = PlayerSessionStatus::Completed;
+        self.termination_time = Some(at);
+        Step::Changed
+    }
+
+    /// RESERVED -> TIMEDOUT if the deadline has passed at `now`; the termination time is the
+    /// deadline itself, however late the sweeper runs.
+    pub fn time_out(&mut self, now: Timestamp) -> Step {
+        if self.status != PlayerSessionStatus::Reserved || self.reservation_deadline > now {
+            return Step::Unchanged;
+        }
+        self.status = PlayerSessionStatus::TimedOut;
+        self.termination_time = Some(self.reservation_deadline);
+        Step::Changed
+    }
+}
+
+/// Parses optional player data: empty means none; at most 2048 characters.
+pub fn parse_player_data(field: &str, s: &str) -> Result<Option<Arc<str>>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let n = s.chars().count();
+    if n > super::limits::PLAYER_DATA_MAX {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "player_data longer than {} characters ({n})",
+                super::limits::PLAYER_DATA_MAX
+            ),
+        ));
+    }
+    Ok(Some(s.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{FleetId, GameSessionId};
+
+    fn session() -> PlayerSession {
+        PlayerSession {
+            id: PlayerSessionId::generate(),
+            player_id: PlayerId::parse("p", "player-1").unwrap(),
+            game: Arc::new(GameSessionInfo {
+                id: GameSessionId::parse("g", "gs-1").unwrap(),
+                fleet_id: FleetId::parse("f", "fleet-1").unwrap(),
+                ip_address: "10.0.0.1".into(),
+                port: 7777,
+            }),
+            status: PlayerSessionStatus::Reserved,
+            creation_time: Timestamp(1_000),
+            termination_time: None,
+            reservation_deadline: Timestamp(61_000),
+            player_data: None,
+        }
+    }
+
+    #[test]
+    fn accept_then_complete() {
+        let mut s = session();
+        assert_eq!(s.accept().unwrap(), Step::Changed);
+        assert_eq!(s.status, PlayerSessionStatus::Active);
+        assert_eq!(s.accept().unwrap(), Step::Unchanged);
+        assert_eq!(
+            s.time_out(Timestamp(100_000)),
+            Step::Unchanged,
+            "ACTIVE never times out"
+        );
+        assert_eq!(s.complete(Timestamp(5_000)), Step::Changed);
+        assert_eq!(s.termination_time, Some(Timestamp(5_000)));
+        assert_eq!(s.complete(Timestamp(6_000)), Step::Unchanged);
+        assert_eq!(s.termination_time, Some(Timestamp(5_000)));
+        let e = s.accept().unwrap_err();
+        assert!(e.to_string().contains("COMPLETED"), "{e}");
+    }
+
+    #[test]
+    fn time_out_only_at_the_deadline() {
+        let mut s = session();
+        assert_eq!(s.time_out(Timestamp(60_999)), Step::Unchanged);
+        assert_eq!(s.time_out(Timestamp(70_000)), Step::Changed);
+        assert_eq!(s.status, PlayerSessionStatus::TimedOut);
+        assert_eq!(
+            s.termination_time,
+            Some(Timestamp(61_000)),
+            "terminated at the deadline"
+        );
+        assert!(s.accept().unwrap_err().to_string().contains("TIMEDOUT"));
+        assert_eq!(s.complete(Timestamp(80_000)), Step::Unchanged);
+        assert_eq!(s.status, PlayerSessionStatus::TimedOut);
+    }
+}

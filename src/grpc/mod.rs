@@ -1,0 +1,110 @@
+//! The gRPC front: one file per service, `convert` for message <-> domain, `status` for the one
+//! error mapping. Also serves `grpc.health.v1.Health` and server reflection (v1 and v1alpha).
+
+mod convert;
+mod game_sessions;
+mod player_sessions;
+pub mod status;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{server::TcpIncoming, Server};
+use tonic_health::server::HealthReporter;
+
+pub use convert::{from_timestamp, timestamp};
+pub use game_sessions::GameSessions;
+pub use player_sessions::PlayerSessions;
+
+use crate::{
+    proto::{
+        game_session_service_server::GameSessionServiceServer,
+        player_session_service_server::PlayerSessionServiceServer,
+    },
+    store::Store,
+};
+
+/// The encoded descriptor set of `proto/`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/session_broker_descriptor.bin"));
+
+/// A bound gRPC listener, ready to serve.
+pub struct GrpcServer {
+    listener: TcpListener,
+    store: Arc<Store>,
+    health: HealthReporter,
+    health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+}
+
+impl GrpcServer {
+    /// Binds the listener (so the caller learns the port before serving).
+    pub async fn bind(addr: SocketAddr, store: Arc<Store>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let health = HealthReporter::new();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
+        Ok(GrpcServer {
+            listener,
+            store,
+            health,
+            health_service,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The reporter behind `grpc.health.v1.Health`.
+    pub fn health(&self) -> HealthReporter {
+        self.health.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting and lets in-flight calls finish.
+    pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let game_sessions = GameSessionServiceServer::new(GameSessions::new(self.store.clone()));
+        let player_sessions =
+            PlayerSessionServiceServer::new(PlayerSessions::new(self.store.clone()));
+        self.health
+            .set_serving::<GameSessionServiceServer<GameSessions>>()
+            .await;
+        self.health
+            .set_serving::<PlayerSessionServiceServer<PlayerSessions>>()
+            .await;
+
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        let health = self.health.clone();
+        let stop = shutdown.clone();
+        Server::builder()
+            .add_service(self.health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(game_sessions)
+            .add_service(player_sessions)
+            .serve_with_incoming_shutdown(incoming, async move {
+                stop.cancelled().await;
+                health
+                    .set_not_serving::<GameSessionServiceServer<GameSessions>>()
+                    .await;
+                health
+                    .set_not_serving::<PlayerSessionServiceServer<PlayerSessions>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            })
+            .await?;
+        Ok(())
+    }
+}

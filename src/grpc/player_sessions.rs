@@ -1,0 +1,194 @@
+//! `PlayerSessionService`: translates requests into store calls.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::{
+    domain::{
+        limits, parse_player_data, Error, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId,
+        Result,
+    },
+    proto::{self, player_session_service_server::PlayerSessionService},
+    store::{Describe, DescribeBy, PageToken, Reserve, Store},
+};
+
+pub struct PlayerSessions {
+    store: Arc<Store>,
+}
+
+impl PlayerSessions {
+    pub fn new(store: Arc<Store>) -> Self {
+        PlayerSessions { store }
+    }
+}
+
+fn gsid(s: &str) -> Result<GameSessionId> {
+    GameSessionId::parse("game_session_id", s)
+}
+
+fn psid(s: &str) -> Result<PlayerSessionId> {
+    PlayerSessionId::parse("player_session_id", s)
+}
+
+fn batch_request(r: proto::CreatePlayerSessionsRequest) -> Result<Reserve> {
+    if r.player_ids.is_empty() || r.player_ids.len() > limits::MAX_BATCH_PLAYERS {
+        return Err(Error::invalid(
+            "player_ids",
+            format!(
+                "must hold 1 to {} player ids, got {}",
+                limits::MAX_BATCH_PLAYERS,
+                r.player_ids.len()
+            ),
+        ));
+    }
+    if let Some(k) = r.player_data.keys().find(|k| !r.player_ids.contains(k)) {
+        return Err(Error::invalid(
+            "player_data",
+            format!("key {k:?} is not one of player_ids"),
+        ));
+    }
+    let players = r
+        .player_ids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let id = PlayerId::parse(&format!("player_ids[{i}]"), p)?;
+            let data = match r.player_data.get(p) {
+                Some(d) => parse_player_data(&format!("player_data[{p}]"), d)?,
+                None => None,
+            };
+            Ok((id, data))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Reserve {
+        game_session_id: gsid(&r.game_session_id)?,
+        players,
+        idempotency_key: IdempotencyKey::parse_optional("idempotency_key", &r.idempotency_key)?,
+    })
+}
+
+fn describe_request(r: &proto::DescribePlayerSessionsRequest) -> Result<Describe> {
+    let given = [
+        !r.player_session_id.is_empty(),
+        !r.game_session_id.is_empty(),
+        !r.player_id.is_empty(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        return Err(Error::invalid(
+            "player_session_id",
+            format!(
+                "exactly one of player_session_id, game_session_id and player_id must be set, got {given}"
+            ),
+        ));
+    }
+    let by = if !r.player_session_id.is_empty() {
+        DescribeBy::PlayerSession(psid(&r.player_session_id)?)
+    } else if !r.game_session_id.is_empty() {
+        DescribeBy::GameSession(gsid(&r.game_session_id)?)
+    } else {
+        DescribeBy::Player(PlayerId::parse("player_id", &r.player_id)?)
+    };
+    let status = convert::status_filter("status_filter", r.status_filter)?;
+    let limit = match r.limit {
+        0 => limits::DESCRIBE_LIMIT_DEFAULT,
+        n if n > limits::DESCRIBE_LIMIT_MAX => {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be at most {}, got {n}", limits::DESCRIBE_LIMIT_MAX),
+            ))
+        }
+        n => n,
+    };
+    let query = Describe::query_fingerprint(&by, status);
+    let after = match r.page_token.as_str() {
+        "" => None,
+        t => Some(PageToken::decode("page_token", t, query)?.after),
+    };
+    Ok(Describe {
+        by,
+        status,
+        limit,
+        after,
+    })
+}
+
+#[tonic::async_trait]
+impl PlayerSessionService for PlayerSessions {
+    async fn create_player_session(
+        &self,
+        req: Request<proto::CreatePlayerSessionRequest>,
+    ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
+        let r = req.into_inner();
+        let cmd = Reserve {
+            game_session_id: gsid(&r.game_session_id)?,
+            players: vec![(
+                PlayerId::parse("player_id", &r.player_id)?,
+                parse_player_data("player_data", &r.player_data)?,
+            )],
+            idempotency_key: IdempotencyKey::parse_optional("idempotency_key", &r.idempotency_key)?,
+        };
+        let created = self.store.reserve(cmd)?;
+        let ps = created
+            .first()
+            .ok_or_else(|| Error::Internal("reservation returned no session".into()))?;
+        Ok(Response::new(convert::player_session(ps)))
+    }
+
+    async fn create_player_sessions(
+        &self,
+        req: Request<proto::CreatePlayerSessionsRequest>,
+    ) -> std::result::Result<Response<proto::CreatePlayerSessionsResponse>, Status> {
+        let cmd = batch_request(req.into_inner())?;
+        let created = self.store.reserve(cmd)?;
+        Ok(Response::new(proto::CreatePlayerSessionsResponse {
+            player_sessions: created.iter().map(convert::player_session).collect(),
+        }))
+    }
+
+    async fn accept_player_session(
+        &self,
+        req: Request<proto::AcceptPlayerSessionRequest>,
+    ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
+        let r = req.get_ref();
+        let ps = self
+            .store
+            .accept(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)?;
+        Ok(Response::new(convert::player_session(&ps)))
+    }
+
+    async fn remove_player_session(
+        &self,
+        req: Request<proto::RemovePlayerSessionRequest>,
+    ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
+        let r = req.get_ref();
+        let ps = self
+            .store
+            .remove(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)?;
+        Ok(Response::new(convert::player_session(&ps)))
+    }
+
+    async fn describe_player_sessions(
+        &self,
+        req: Request<proto::DescribePlayerSessionsRequest>,
+    ) -> std::result::Result<Response<proto::DescribePlayerSessionsResponse>, Status> {
+        let q = describe_request(req.get_ref())?;
+        let page = self.store.describe(&q)?;
+        let query = Describe::query_fingerprint(&q.by, q.status);
+        Ok(Response::new(proto::DescribePlayerSessionsResponse {
+            player_sessions: page
+                .player_sessions
+                .iter()
+                .map(convert::player_session)
+                .collect(),
+            next_page_token: page
+                .next
+                .map(|after| PageToken { after, query }.encode())
+                .unwrap_or_default(),
+        }))
+    }
+}

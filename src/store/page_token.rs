@@ -1,0 +1,109 @@
+//! Opaque page tokens: the position after which the next page starts, plus a fingerprint of the
+//! query so a token cannot be replayed against a different query.
+//!
+//! Positions are `(creation_time, player_session_id)`, the listing order, so a token survives
+//! concurrent inserts: new sessions sort after every existing position.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use uuid::Uuid;
+
+use crate::domain::{Error, PlayerSessionId, Result, Timestamp};
+
+const VERSION: u8 = 1;
+const LEN: usize = 1 + 8 + 16 + 8;
+
+/// A decoded page token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageToken {
+    pub after: (Timestamp, PlayerSessionId),
+    pub query: u64,
+}
+
+impl PageToken {
+    pub fn encode(&self) -> String {
+        let mut buf = [0u8; LEN];
+        buf[0] = VERSION;
+        buf[1..9].copy_from_slice(&self.after.0.as_micros().to_be_bytes());
+        buf[9..25].copy_from_slice(self.after.1.uuid().as_bytes());
+        buf[25..33].copy_from_slice(&self.query.to_be_bytes());
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    /// Decodes a token and checks it belongs to `query`.
+    pub fn decode(field: &str, s: &str, query: u64) -> Result<Self> {
+        let bad = || Error::invalid(field, "is not a page token returned by this query");
+        let buf = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+        if buf.len() != LEN || buf[0] != VERSION {
+            return Err(bad());
+        }
+        let t = i64::from_be_bytes(buf[1..9].try_into().map_err(|_| bad())?);
+        let id = Uuid::from_slice(&buf[9..25]).map_err(|_| bad())?;
+        let q = u64::from_be_bytes(buf[25..33].try_into().map_err(|_| bad())?);
+        if q != query {
+            return Err(bad());
+        }
+        Ok(PageToken {
+            after: (Timestamp::from_micros(t), PlayerSessionId::from_uuid(id)),
+            query,
+        })
+    }
+}
+
+/// FNV-1a, 64 bit: a stable fingerprint (the same across runs and builds, unlike `DefaultHasher`).
+#[derive(Debug, Clone, Copy)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    pub fn bytes(mut self, data: &[u8]) -> Self {
+        for b in data {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+    /// Adds a length-prefixed string, so ("ab","c") and ("a","bc") differ.
+    pub fn str(self, s: &str) -> Self {
+        self.bytes(&(s.len() as u64).to_le_bytes())
+            .bytes(s.as_bytes())
+    }
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_rejects() {
+        let t = PageToken {
+            after: (Timestamp::from_micros(123_456), PlayerSessionId::generate()),
+            query: 42,
+        };
+        let s = t.encode();
+        assert_eq!(PageToken::decode("page_token", &s, 42).unwrap(), t);
+        assert!(
+            PageToken::decode("page_token", &s, 43).is_err(),
+            "other query"
+        );
+        assert!(PageToken::decode("page_token", "garbage!", 42).is_err());
+        assert!(PageToken::decode("page_token", "", 42).is_err());
+        let mut bytes = URL_SAFE_NO_PAD.decode(&s).unwrap();
+        bytes[0] = 9;
+        assert!(PageToken::decode("page_token", &URL_SAFE_NO_PAD.encode(bytes), 42).is_err());
+    }
+
+    #[test]
+    fn fingerprints_are_length_prefixed() {
+        let a = Fingerprint::default().str("ab").str("c").finish();
+        let b = Fingerprint::default().str("a").str("bc").finish();
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,550 @@
+//! Store unit tests: transitions, capacity, indexes, idempotency, the sweeper under paused time,
+//! and a property test over random operation sequences.
+
+use std::{sync::Arc, time::Duration};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::{
+    domain::{FleetId, GameSessionStatus},
+    sweeper,
+};
+
+fn store_with(config: StoreConfig) -> Store {
+    Store::new(
+        Clock::starting_at(Timestamp::from_micros(1_700_000_000_000_000)),
+        config,
+    )
+}
+
+fn store() -> Store {
+    store_with(StoreConfig::default())
+}
+
+fn register(s: &Store, id: &str, max: u32) -> GameSession {
+    s.register_game_session(RegisterGameSession {
+        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
+        game_session_id: Some(GameSessionId::parse("game_session_id", id).unwrap()),
+        name: "match".into(),
+        ip_address: "10.0.0.1".into(),
+        port: 7777,
+        maximum_player_session_count: max,
+        labels: Default::default(),
+        release: "1.0.0".into(),
+        environment: "prod".into(),
+        reservation_timeout: None,
+        heartbeat_timeout: None,
+    })
+    .unwrap()
+}
+
+fn gs(id: &str) -> GameSessionId {
+    GameSessionId::parse("game_session_id", id).unwrap()
+}
+
+fn reserve(s: &Store, g: &str, players: &[&str]) -> Result<Vec<PlayerSession>> {
+    s.reserve(Reserve {
+        game_session_id: gs(g),
+        players: players
+            .iter()
+            .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
+            .collect(),
+        idempotency_key: None,
+    })
+}
+
+fn describe_all(s: &Store, by: DescribeBy, limit: u32) -> Vec<PlayerSession> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s
+            .describe(&Describe {
+                by: by.clone(),
+                status: None,
+                limit,
+                after,
+            })
+            .unwrap();
+        out.extend(page.player_sessions);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reserve_accept_remove_keeps_counts() {
+    let s = store();
+    register(&s, "gs-1", 3);
+    let created = reserve(&s, "gs-1", &["a", "b"]).unwrap();
+    assert_eq!(
+        s.get_game_session(&gs("gs-1"))
+            .unwrap()
+            .current_player_session_count,
+        2
+    );
+    let a = created[0].id;
+    assert_eq!(
+        s.accept(&gs("gs-1"), a).unwrap().status,
+        PlayerSessionStatus::Active
+    );
+    assert_eq!(
+        s.accept(&gs("gs-1"), a).unwrap().status,
+        PlayerSessionStatus::Active,
+        "idempotent"
+    );
+    let removed = s.remove(&gs("gs-1"), a).unwrap();
+    assert_eq!(removed.status, PlayerSessionStatus::Completed);
+    assert_eq!(
+        s.remove(&gs("gs-1"), a).unwrap().termination_time,
+        removed.termination_time
+    );
+    assert_eq!(
+        s.get_game_session(&gs("gs-1"))
+            .unwrap()
+            .current_player_session_count,
+        1
+    );
+    // The player may come back once the old session is terminal.
+    reserve(&s, "gs-1", &["a"]).unwrap();
+    assert!(matches!(
+        reserve(&s, "gs-1", &["a"]),
+        Err(Error::PlayerAlreadyInGameSession { .. })
+    ));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_is_all_or_nothing() {
+    let s = store();
+    register(&s, "gs-1", 3);
+    reserve(&s, "gs-1", &["a"]).unwrap();
+    assert!(matches!(
+        reserve(&s, "gs-1", &["b", "c", "d"]),
+        Err(Error::GameSessionFull {
+            free: 2,
+            requested: 3,
+            ..
+        })
+    ));
+    assert!(matches!(
+        reserve(&s, "gs-1", &["b", "a"]),
+        Err(Error::PlayerAlreadyInGameSession { .. })
+    ));
+    assert!(matches!(
+        reserve(&s, "gs-1", &["b", "b"]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let g = s.get_game_session(&gs("gs-1")).unwrap();
+    assert_eq!(
+        g.current_player_session_count, 1,
+        "failed batches changed nothing"
+    );
+    assert_eq!(s.len().1, 1);
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn accept_checks_the_game_session() {
+    let s = store();
+    register(&s, "gs-1", 3);
+    register(&s, "gs-2", 3);
+    let p = reserve(&s, "gs-1", &["a"]).unwrap()[0].id;
+    assert!(matches!(
+        s.accept(&gs("gs-2"), p),
+        Err(Error::PlayerSessionNotInGameSession { .. })
+    ));
+    assert!(matches!(
+        s.accept(&gs("gs-9"), p),
+        Err(Error::GameSessionNotFound(_))
+    ));
+    assert!(matches!(
+        s.accept(&gs("gs-1"), PlayerSessionId::generate()),
+        Err(Error::PlayerSessionNotFound(_))
+    ));
+    assert_eq!(
+        s.get_player_session(p).unwrap().status,
+        PlayerSessionStatus::Reserved
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_and_end() {
+    let s = store();
+    register(&s, "gs-1", 3);
+    let ps = reserve(&s, "gs-1", &["a", "b"]).unwrap();
+    s.accept(&gs("gs-1"), ps[0].id).unwrap();
+    assert!(matches!(
+        s.update_game_session(&gs("gs-1"), Some(1), Some(CreationPolicy::DenyAll)),
+        Err(Error::CapacityBelowCurrent { .. })
+    ));
+    assert_eq!(
+        s.get_game_session(&gs("gs-1")).unwrap().creation_policy,
+        CreationPolicy::AcceptAll,
+        "a failed update changes nothing"
+    );
+    s.update_game_session(&gs("gs-1"), Some(2), Some(CreationPolicy::DenyAll))
+        .unwrap();
+    assert!(matches!(
+        reserve(&s, "gs-1", &["c"]),
+        Err(Error::CreationDenied(_))
+    ));
+    let ended = s.end_game_session(&gs("gs-1"), true, "segfault").unwrap();
+    assert_eq!(ended.status, GameSessionStatus::Error);
+    assert_eq!(ended.current_player_session_count, 0);
+    for p in &ps {
+        let p = s.get_player_session(p.id).unwrap();
+        assert_eq!(p.status, PlayerSessionStatus::Completed);
+        assert_eq!(p.termination_time, ended.termination_time);
+    }
+    let again = s.end_game_session(&gs("gs-1"), false, "other").unwrap();
+    assert_eq!(
+        again.status,
+        GameSessionStatus::Error,
+        "ending is idempotent"
+    );
+    assert_eq!(again.termination_reason.as_deref(), Some("segfault"));
+    assert!(matches!(
+        reserve(&s, "gs-1", &["z"]),
+        Err(Error::GameSessionNotActive { .. })
+    ));
+    assert!(matches!(
+        s.heartbeat(&gs("gs-1")),
+        Err(Error::GameSessionNotActive { .. })
+    ));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotency_keys() {
+    let s = store();
+    register(&s, "gs-1", 2);
+    let req = |players: &[&str], key: &str| Reserve {
+        game_session_id: gs("gs-1"),
+        players: players
+            .iter()
+            .map(|p| (PlayerId::parse("p", p).unwrap(), None))
+            .collect(),
+        idempotency_key: IdempotencyKey::parse_optional("k", key).unwrap(),
+    };
+    let first = s.reserve(req(&["a"], "k1")).unwrap();
+    let again = s.reserve(req(&["a"], "k1")).unwrap();
+    assert_eq!(
+        first[0].id, again[0].id,
+        "a retry returns the original reservation"
+    );
+    assert_eq!(
+        s.get_game_session(&gs("gs-1"))
+            .unwrap()
+            .current_player_session_count,
+        1
+    );
+    assert_eq!(
+        s.reserve(req(&["b"], "k1")).unwrap_err(),
+        Error::IdempotencyKeyReused
+    );
+    // The key outlives the reservation timeout, then expires.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    sweeper::fire_due(&s);
+    let retried = s.reserve(req(&["a"], "k1")).unwrap();
+    assert_eq!(retried[0].status, PlayerSessionStatus::TimedOut);
+    tokio::time::advance(Duration::from_secs(600)).await;
+    sweeper::fire_due(&s);
+    let fresh = s.reserve(req(&["a"], "k1")).unwrap();
+    assert_ne!(
+        fresh[0].id, first[0].id,
+        "expired key starts a new reservation"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reservations_time_out_at_their_deadline() {
+    let s = Arc::new(store());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(sweeper::run(s.clone(), cancel.clone()));
+    register(&s, "gs-1", 2);
+    let ps = reserve(&s, "gs-1", &["a", "b"]).unwrap();
+    s.accept(&gs("gs-1"), ps[1].id).unwrap();
+    tokio::time::advance(Duration::from_millis(59_999)).await;
+    tokio::task::yield_now().await;
+    assert_eq!(
+        s.get_player_session(ps[0].id).unwrap().status,
+        PlayerSessionStatus::Reserved
+    );
+    tokio::time::advance(Duration::from_millis(2)).await;
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    let timed_out = s.get_player_session(ps[0].id).unwrap();
+    assert_eq!(timed_out.status, PlayerSessionStatus::TimedOut);
+    assert_eq!(timed_out.termination_time, Some(ps[0].reservation_deadline));
+    assert_eq!(
+        s.get_player_session(ps[1].id).unwrap().status,
+        PlayerSessionStatus::Active
+    );
+    assert_eq!(
+        s.get_game_session(&gs("gs-1"))
+            .unwrap()
+            .current_player_session_count,
+        1
+    );
+    s.check_invariants().unwrap();
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_loss_ends_the_game_session() {
+    let s = Arc::new(store());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(sweeper::run(s.clone(), cancel.clone()));
+    s.register_game_session(RegisterGameSession {
+        fleet_id: FleetId::parse("f", "fleet-1").unwrap(),
+        game_session_id: Some(gs("hb")),
+        name: String::new(),
+        ip_address: String::new(),
+        port: 0,
+        maximum_player_session_count: 4,
+        labels: Default::default(),
+        release: String::new(),
+        environment: String::new(),
+        reservation_timeout: Some(Duration::from_secs(600)),
+        heartbeat_timeout: Some(Duration::from_secs(10)),
+    })
+    .unwrap();
+    let ps = reserve(&s, "hb", &["a"]).unwrap();
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(8)).await;
+        s.heartbeat(&gs("hb")).unwrap();
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(
+        s.get_game_session(&gs("hb")).unwrap().status,
+        GameSessionStatus::Active
+    );
+    tokio::time::advance(Duration::from_millis(10_050)).await;
+    for _ in 0..5 {
+        tokio::task::yield_now().await;
+    }
+    let g = s.get_game_session(&gs("hb")).unwrap();
+    assert_eq!(g.status, GameSessionStatus::Error);
+    assert_eq!(g.termination_reason.as_deref(), Some("heartbeat timeout"));
+    assert_eq!(
+        s.get_player_session(ps[0].id).unwrap().status,
+        PlayerSessionStatus::Completed
+    );
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retention_purges_history() {
+    let s = store_with(StoreConfig {
+        retention: Duration::from_secs(3600),
+        ..StoreConfig::default()
+    });
+    register(&s, "gs-1", 4);
+    let ps = reserve(&s, "gs-1", &["a", "b"]).unwrap();
+    s.remove(&gs("gs-1"), ps[0].id).unwrap();
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    sweeper::fire_due(&s);
+    assert!(
+        s.get_player_session(ps[0].id).is_ok(),
+        "kept during retention"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    sweeper::fire_due(&s);
+    assert!(
+        s.get_player_session(ps[0].id).is_err(),
+        "purged after retention"
+    );
+    // b timed out at 60 s, so it is purged at 3660 s; the game session is still active.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    sweeper::fire_due(&s);
+    assert!(s.get_player_session(ps[1].id).is_err());
+    assert!(s.get_game_session(&gs("gs-1")).is_ok());
+    s.end_game_session(&gs("gs-1"), false, "").unwrap();
+    tokio::time::advance(Duration::from_secs(3601)).await;
+    sweeper::fire_due(&s);
+    assert!(s.get_game_session(&gs("gs-1")).is_err());
+    assert_eq!(s.len(), (0, 0));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn describe_pages_in_order() {
+    let s = store();
+    register(&s, "gs-1", 1000);
+    for i in 0..40 {
+        reserve(&s, "gs-1", &[&format!("p{i}")]).unwrap();
+        reserve(&s, "gs-1", &[&format!("q{i}"), &format!("r{i}")]).unwrap();
+        tokio::time::advance(Duration::from_millis(1)).await;
+    }
+    let all = describe_all(&s, DescribeBy::GameSession(gs("gs-1")), 7);
+    assert_eq!(all.len(), 120);
+    let keys: Vec<_> = all.iter().map(|p| (p.creation_time, p.id)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        keys, sorted,
+        "ordered by creation time then id, no duplicates"
+    );
+    let one = describe_all(
+        &s,
+        DescribeBy::Player(PlayerId::parse("p", "q3").unwrap()),
+        1,
+    );
+    assert_eq!(one.len(), 1);
+    let none = describe_all(
+        &s,
+        DescribeBy::Player(PlayerId::parse("p", "nobody").unwrap()),
+        5,
+    );
+    assert!(none.is_empty());
+}
+
+#[test]
+fn racing_reservers_never_overfill() {
+    let s = Arc::new(
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { store() }),
+    );
+    register(&s, "race", 10);
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || reserve(&s, "race", &[&format!("player-{i}")]))
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::GameSessionFull { .. })))
+        .count();
+    assert_eq!((ok, full), (10, 54));
+    assert_eq!(
+        s.get_game_session(&gs("race"))
+            .unwrap()
+            .current_player_session_count,
+        10
+    );
+    s.check_invariants().unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Reserve(usize, Vec<usize>),
+    Accept(usize, usize),
+    Remove(usize, usize),
+    Advance(u64),
+    End(usize, bool),
+    Resize(usize, u32),
+    Heartbeat(usize),
+    Deny(usize, bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, prop::collection::vec(0..8usize, 1..4)).prop_map(|(g, p)| Op::Reserve(g, p)),
+        3 => (0..3usize, any::<prop::sample::Index>()).prop_map(|(g, i)| Op::Accept(g, i.index(1 << 16))),
+        2 => (0..3usize, any::<prop::sample::Index>()).prop_map(|(g, i)| Op::Remove(g, i.index(1 << 16))),
+        2 => (0..90u64).prop_map(Op::Advance),
+        1 => (0..3usize, any::<bool>()).prop_map(|(g, c)| Op::End(g, c)),
+        1 => (0..3usize, 1..6u32).prop_map(|(g, m)| Op::Resize(g, m)),
+        1 => (0..3usize).prop_map(Op::Heartbeat),
+        1 => (0..3usize, any::<bool>()).prop_map(|(g, d)| Op::Deny(g, d)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any sequence of operations keeps count == RESERVED + ACTIVE <= max, keeps the indexes
+    /// consistent, and never changes a terminal session again.
+    #[test]
+    fn invariants_hold_for_any_sequence(ops in prop::collection::vec(op(), 1..80)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let s = store_with(StoreConfig {
+                retention: Duration::from_secs(120),
+                ..StoreConfig::default()
+            });
+            let names = ["g0", "g1", "g2"];
+            for (i, n) in names.iter().enumerate() {
+                s.register_game_session(RegisterGameSession {
+                    fleet_id: FleetId::parse("f", "fleet").unwrap(),
+                    game_session_id: Some(gs(n)),
+                    name: String::new(),
+                    ip_address: String::new(),
+                    port: 0,
+                    maximum_player_session_count: 3,
+                    labels: Default::default(),
+                    release: String::new(),
+                    environment: String::new(),
+                    reservation_timeout: Some(Duration::from_secs(30 + 10 * i as u64)),
+                    heartbeat_timeout: (i == 2).then(|| Duration::from_secs(45)),
+                })
+                .unwrap();
+            }
+            let mut created: Vec<PlayerSessionId> = Vec::new();
+            let mut terminal: HashMap<PlayerSessionId, (PlayerSessionStatus, Option<Timestamp>)> =
+                HashMap::new();
+            for op in ops {
+                match op {
+                    Op::Reserve(g, players) => {
+                        let mut players: Vec<String> = players.iter().map(|p| format!("p{p}")).collect();
+                        players.sort();
+                        players.dedup();
+                        let refs: Vec<&str> = players.iter().map(String::as_str).collect();
+                        if let Ok(ps) = reserve(&s, names[g], &refs) {
+                            created.extend(ps.iter().map(|p| p.id));
+                        }
+                    }
+                    Op::Accept(g, i) if !created.is_empty() => {
+                        let _ = s.accept(&gs(names[g]), created[i % created.len()]);
+                    }
+                    Op::Remove(g, i) if !created.is_empty() => {
+                        let _ = s.remove(&gs(names[g]), created[i % created.len()]);
+                    }
+                    Op::Advance(secs) => {
+                        tokio::time::advance(Duration::from_secs(secs)).await;
+                        sweeper::fire_due(&s);
+                    }
+                    Op::End(g, crashed) => {
+                        let _ = s.end_game_session(&gs(names[g]), crashed, "");
+                    }
+                    Op::Resize(g, max) => {
+                        let _ = s.update_game_session(&gs(names[g]), Some(max), None);
+                    }
+                    Op::Heartbeat(g) => {
+                        let _ = s.heartbeat(&gs(names[g]));
+                    }
+                    Op::Deny(g, deny) => {
+                        let p = if deny { CreationPolicy::DenyAll } else { CreationPolicy::AcceptAll };
+                        let _ = s.update_game_session(&gs(names[g]), None, Some(p));
+                    }
+                    _ => {}
+                }
+                s.check_invariants().map_err(TestCaseError::fail)?;
+                for id in &created {
+                    let Ok(p) = s.get_player_session(*id) else { continue }; // purged
+                    if let Some(prev) = terminal.get(id) {
+                        prop_assert_eq!(*prev, (p.status, p.termination_time), "terminal session changed");
+                    } else if p.status.is_terminal() {
+                        terminal.insert(*id, (p.status, p.termination_time));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,98 @@
+//! Shared helpers: start the real daemon on ephemeral ports and connect generated clients.
+#![allow(dead_code)]
+
+use session_broker::{
+    config::Config,
+    proto::{
+        game_session_service_client::GameSessionServiceClient,
+        player_session_service_client::PlayerSessionServiceClient, GameSession,
+        RegisterGameSessionRequest,
+    },
+    Daemon,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct TestDaemon {
+    pub daemon: Daemon,
+    pub shutdown: CancellationToken,
+    pub games: GameSessionServiceClient<Channel>,
+    pub players: PlayerSessionServiceClient<Channel>,
+    pub channel: Channel,
+}
+
+impl TestDaemon {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::ephemeral();
+        f(&mut config);
+        let shutdown = CancellationToken::new();
+        let daemon = session_broker::start(config, shutdown.clone())
+            .await
+            .expect("daemon starts");
+        let channel = Channel::from_shared(format!("http://{}", daemon.grpc_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("client connects");
+        TestDaemon {
+            daemon,
+            shutdown,
+            games: GameSessionServiceClient::new(channel.clone()),
+            players: PlayerSessionServiceClient::new(channel.clone()),
+            channel,
+        }
+    }
+
+    pub async fn register(&mut self, id: &str, max: u32) -> GameSession {
+        self.games
+            .register_game_session(register_request(id, max))
+            .await
+            .expect("register")
+            .into_inner()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.daemon.wait().await.expect("clean stop");
+    }
+}
+
+pub fn register_request(id: &str, max: u32) -> RegisterGameSessionRequest {
+    RegisterGameSessionRequest {
+        fleet_id: "fleet-1".into(),
+        game_session_id: id.into(),
+        name: format!("match {id}"),
+        ip_address: "10.1.2.3".into(),
+        port: 7777,
+        maximum_player_session_count: max,
+        labels: [("map".to_string(), "dust".to_string())].into(),
+        release: "1.4.2".into(),
+        environment: "production".into(),
+        reservation_timeout_seconds: 0,
+        heartbeat_timeout_seconds: 0,
+    }
+}
+
+/// Keeps tokio's paused clock from auto-advancing while the test waits on real network I/O:
+/// a running blocking task inhibits auto-advance, so only `tokio::time::advance` moves time.
+pub struct HoldClock(Option<std::sync::mpsc::Sender<()>>);
+
+impl HoldClock {
+    pub fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        HoldClock(Some(tx))
+    }
+}
+
+impl Drop for HoldClock {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}
