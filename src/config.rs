@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-use crate::store::StoreConfig;
+use crate::{
+    journal::{Durability, JournalConfig},
+    store::StoreConfig,
+};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -32,9 +35,35 @@ pub struct ServeArgs {
     )]
     pub admin_listen: SocketAddr,
 
-    /// Directory for the durable journal.
+    /// Directory for the durable journal and snapshots (created if missing).
     #[arg(long, env = "SESSION_BROKER_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// sync: reply after the change is fdatasync'ed (group commit); async: reply at once and
+    /// sync at least every 100 ms (a crash may lose the last 100 ms of acknowledged changes).
+    #[arg(long, env = "SESSION_BROKER_DURABILITY", value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
+
+    /// Start a new journal segment file past this size.
+    #[arg(long, env = "SESSION_BROKER_SEGMENT_SIZE", default_value = "64MiB", value_parser = parse_bytes)]
+    pub segment_size: u64,
+
+    /// Take a snapshot after this many journal bytes (bounds disk use and restart time).
+    #[arg(long, env = "SESSION_BROKER_SNAPSHOT_EVERY_BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub snapshot_every_bytes: u64,
+
+    /// Take a snapshot after this many journal records.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_SNAPSHOT_EVERY_RECORDS",
+        default_value_t = 1_000_000
+    )]
+    pub snapshot_every_records: u64,
+
+    /// On a corrupt journal record before the tail, truncate there (losing what follows)
+    /// instead of refusing to start.
+    #[arg(long, env = "SESSION_BROKER_JOURNAL_TRUNCATE_CORRUPT")]
+    pub journal_truncate_corrupt: bool,
 
     /// Default time a reservation waits for AcceptPlayerSession before it times out
     /// (game sessions may set their own).
@@ -67,12 +96,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 60s, 5m, 30d)"))
 }
 
+/// Parses a size such as `4096`, `64KiB`, `64MiB`, `1GiB` (also `KB`, `MB`, `GB`, `K`, `M`, `G`).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 64MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// The validated daemon configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    pub data_dir: PathBuf,
+    /// `None`: keep state in memory only (tests, embedding). The daemon always has a journal.
+    pub journal: Option<JournalConfig>,
     pub store: StoreConfig,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -103,10 +152,23 @@ impl Config {
                 reason: "must be at least 1s".into(),
             });
         }
+        if a.segment_size < 4096 {
+            return Err(ConfigError {
+                flag: "segment-size",
+                reason: "must be at least 4KiB".into(),
+            });
+        }
         Ok(Config {
             listen: a.listen,
             admin_listen: a.admin_listen,
-            data_dir: a.data_dir,
+            journal: Some(JournalConfig {
+                dir: a.data_dir,
+                durability: a.durability,
+                segment_bytes: a.segment_size,
+                snapshot_every_bytes: a.snapshot_every_bytes.max(1),
+                snapshot_every_records: a.snapshot_every_records.max(1),
+                truncate_corrupt: a.journal_truncate_corrupt,
+            }),
             store: StoreConfig {
                 reservation_timeout: a.reservation_timeout,
                 retention: a.retention,
@@ -118,12 +180,13 @@ impl Config {
         })
     }
 
-    /// Defaults with both listeners on ephemeral loopback ports: for tests and embedding.
+    /// Defaults with both listeners on ephemeral loopback ports and state in memory only:
+    /// for tests and embedding. Set `journal` for durability.
     pub fn ephemeral() -> Self {
         Config {
             listen: "127.0.0.1:0".parse().expect("literal"),
             admin_listen: "127.0.0.1:0".parse().expect("literal"),
-            data_dir: PathBuf::from("./data"),
+            journal: None,
             store: StoreConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,

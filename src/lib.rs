@@ -26,31 +26,54 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod journal;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
 
-/// Code generated from `proto/` (package `session_broker.v1`): messages, clients and servers.
 #[allow(clippy::all, missing_docs)]
-pub mod proto {
-    tonic::include_proto!("session_broker.v1");
+mod pb {
+    pub mod session_broker {
+        pub mod v1 {
+            tonic::include_proto!("session_broker.v1");
+        }
+        pub mod storage {
+            pub mod v1 {
+                tonic::include_proto!("session_broker.storage.v1");
+            }
+        }
+    }
 }
 
-use std::{net::SocketAddr, sync::Arc};
+/// On-disk formats of the journal and snapshots (package `session_broker.storage.v1`).
+pub use pb::session_broker::storage::v1 as storage;
+/// Code generated from `proto/` (package `session_broker.v1`): messages, clients and servers.
+pub use pb::session_broker::v1 as proto;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use anyhow::Context;
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::Config, domain::Clock, grpc::GrpcServer, store::Store};
+use crate::{
+    config::Config,
+    domain::Clock,
+    grpc::GrpcServer,
+    journal::{recovery, snapshot, Journal, JournalConfig},
+    store::Store,
+};
 
-/// A started daemon: listeners bound, tasks running.
+/// A started daemon: state recovered, listeners bound, tasks running.
 pub struct Daemon {
     grpc_addr: SocketAddr,
     store: Arc<Store>,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
-    sweeper: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    fatal: Arc<Mutex<Option<String>>>,
+    _dir_lock: Option<std::fs::File>,
 }
 
 impl Daemon {
@@ -69,24 +92,112 @@ impl Daemon {
         self.shutdown.cancel();
     }
 
-    /// Waits until the daemon has stopped: the server drained in-flight calls and every
-    /// background task ended.
+    /// Waits until the daemon has stopped: the server drained in-flight calls, every background
+    /// task ended and the journal is flushed and synced. Fails if the journal failed.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let served = self.server.await.context("gRPC server task panicked")?;
+        let served = self.server.await.context("gRPC server task panicked");
         self.shutdown.cancel();
-        self.sweeper.await.context("sweeper task panicked")?;
-        served
+        for task in self.background {
+            task.await.context("background task panicked")?;
+        }
+        let journal = self.store.journal().clone();
+        tokio::task::spawn_blocking(move || journal.close())
+            .await
+            .context("journal close panicked")?;
+        if let Some(msg) = self.fatal.lock().take() {
+            anyhow::bail!(msg);
+        }
+        served?
+    }
+}
+
+/// Opens the journal in `config.dir`: locks the directory, recovers the state and starts the
+/// writer. Returns the store and the directory lock (keep it for the daemon's lifetime).
+async fn open_journal(
+    jc: &JournalConfig,
+    store_config: crate::store::StoreConfig,
+    on_fatal: Arc<dyn Fn(String) + Send + Sync>,
+) -> anyhow::Result<(Arc<Store>, std::fs::File)> {
+    let lock = journal::lock_dir(&jc.dir)?;
+    let journal = Journal::new(jc.durability);
+    let store = Arc::new(Store::new(Clock::system(), store_config, journal.clone()));
+    let started = Instant::now();
+    let recovered = {
+        let (jc, store) = (jc.clone(), store.clone());
+        tokio::task::spawn_blocking(move || recovery::recover(&jc, &store))
+            .await
+            .context("recovery panicked")??
+    };
+    journal.start(jc, &recovered, on_fatal)?;
+    store.rearm_timers();
+    let (game_sessions, player_sessions) = store.len();
+    tracing::info!(
+        data_dir = %jc.dir.display(),
+        snapshot = ?recovered.snapshot,
+        records_replayed = recovered.records_replayed,
+        next_lsn = recovered.next_lsn,
+        game_sessions,
+        player_sessions,
+        took_ms = started.elapsed().as_millis() as u64,
+        "journal recovered"
+    );
+    Ok((store, lock))
+}
+
+/// Takes a snapshot whenever the journal asks for one, until shutdown.
+async fn snapshotter(store: Arc<Store>, dir: std::path::PathBuf, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = store.journal().snapshot_due() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (store, dir) = (store.clone(), dir.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            snapshot::take(&store, &store.journal().clone(), &dir)
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "snapshot failed; the journal keeps growing until one succeeds")
+            }
+            Err(e) => tracing::error!(error = %e, "snapshot task panicked"),
+        }
     }
 }
 
 /// Binds the listeners and starts every task of the daemon. Returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
-    let store = Arc::new(Store::new(Clock::system(), config.store.clone()));
+    let fatal: Arc<Mutex<Option<String>>> = Arc::default();
+    let on_fatal: Arc<dyn Fn(String) + Send + Sync> = {
+        let (fatal, shutdown) = (fatal.clone(), shutdown.clone());
+        Arc::new(move |msg| {
+            fatal.lock().get_or_insert(msg);
+            shutdown.cancel();
+        })
+    };
+    let (store, dir_lock) = match &config.journal {
+        Some(jc) => {
+            let (store, lock) = open_journal(jc, config.store.clone(), on_fatal).await?;
+            (store, Some(lock))
+        }
+        None => (
+            Arc::new(Store::in_memory(Clock::system(), config.store.clone())),
+            None,
+        ),
+    };
     let server = GrpcServer::bind(config.listen, store.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = server.local_addr()?;
-    let sweeper = tokio::spawn(sweeper::run(store.clone(), shutdown.clone()));
+    let mut background = vec![tokio::spawn(sweeper::run(store.clone(), shutdown.clone()))];
+    if let Some(jc) = &config.journal {
+        background.push(tokio::spawn(snapshotter(
+            store.clone(),
+            jc.dir.clone(),
+            shutdown.clone(),
+        )));
+    }
     let server = tokio::spawn(server.serve(shutdown.clone()));
     tracing::info!(%grpc_addr, "session-broker serving");
     Ok(Daemon {
@@ -94,7 +205,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store,
         shutdown,
         server,
-        sweeper,
+        background,
+        fatal,
+        _dir_lock: dir_lock,
     })
 }
 

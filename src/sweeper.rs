@@ -95,8 +95,8 @@ pub fn fire_due(store: &Store) -> usize {
             return fired;
         }
         fired += due.len();
-        for (at, timer) in due.drain(..) {
-            store.fire(at, timer, now);
+        for (_, timer) in due.drain(..) {
+            store.fire(timer, now);
         }
     }
 }
@@ -110,8 +110,8 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
         match timers.next_deadline() {
             Some(t) if t <= now => {
                 timers.pop_due(now, CHUNK, &mut due);
-                for (at, timer) in due.drain(..) {
-                    store.fire(at, timer, now);
+                for (_, timer) in due.drain(..) {
+                    store.fire(timer, now);
                 }
                 // Let RPCs run between chunks of a large burst.
                 tokio::task::yield_now().await;

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
-use super::{ids::check_text, limits, Error, FleetId, GameSessionId, Result, Timestamp};
+use super::{ids::check_text, limits, EndCause, Error, FleetId, GameSessionId, Result, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GameSessionStatus {
@@ -130,6 +130,8 @@ pub struct GameSession {
     pub creation_time: Timestamp,
     pub termination_time: Option<Timestamp>,
     pub termination_reason: Option<Arc<str>>,
+    /// Why it ended (set with the termination time).
+    pub end_cause: Option<EndCause>,
 }
 
 impl GameSession {
@@ -192,17 +194,14 @@ impl GameSession {
         Ok(())
     }
 
-    /// Ends the game session (TERMINATED, or ERROR when `crashed`). Returns false if it had
-    /// already ended (ending is idempotent).
-    pub fn end(&mut self, at: Timestamp, crashed: bool, reason: Arc<str>) -> bool {
+    /// Ends the game session (TERMINATED, or ERROR when it crashed or lost its heartbeat).
+    /// Returns false if it had already ended (ending is idempotent).
+    pub fn end(&mut self, at: Timestamp, cause: EndCause, reason: Arc<str>) -> bool {
         if !self.is_active() {
             return false;
         }
-        self.status = if crashed {
-            GameSessionStatus::Error
-        } else {
-            GameSessionStatus::Terminated
-        };
+        self.status = cause.status();
+        self.end_cause = Some(cause);
         self.termination_time = Some(at);
         self.termination_reason = Some(reason);
         self.heartbeat_deadline = None;

@@ -1,6 +1,7 @@
 //! The domain core: identifiers, time, game and player sessions, their state machine, capacity
 //! rules and the error type. Nothing here knows about gRPC or HTTP; `grpc/` and the CLI translate.
 
+mod change;
 mod error;
 mod game_session;
 mod ids;
@@ -8,10 +9,13 @@ pub mod limits;
 mod player_session;
 mod time;
 
+pub use change::{Change, EndCause, EndReason, Lsn};
 pub use error::{Error, Result};
 pub use game_session::{
     CreationPolicy, GameSession, GameSessionInfo, GameSessionStatus, RegisterGameSession,
 };
 pub use ids::{check_text, FleetId, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId};
-pub use player_session::{parse_player_data, PlayerSession, PlayerSessionStatus, Step};
+pub use player_session::{
+    parse_player_data, PlayerSession, PlayerSessionStatus, SessionLsns, Step,
+};
 pub use time::{Clock, Timestamp};

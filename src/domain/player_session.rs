@@ -9,7 +9,7 @@
 
 use std::{fmt, sync::Arc};
 
-use super::{Error, GameSessionInfo, PlayerId, PlayerSessionId, Result, Timestamp};
+use super::{EndReason, Error, GameSessionInfo, Lsn, PlayerId, PlayerSessionId, Result, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PlayerSessionStatus {
@@ -59,6 +59,20 @@ pub struct PlayerSession {
     /// When a RESERVED session times out.
     pub reservation_deadline: Timestamp,
     pub player_data: Option<Arc<str>>,
+    /// When the game server accepted the player.
+    pub accepted_at: Option<Timestamp>,
+    /// Why a COMPLETED session ended.
+    pub end_reason: Option<EndReason>,
+    /// The journal records of this session (for its history).
+    pub lsns: SessionLsns,
+}
+
+/// LSNs of the journal records of one player session (0 = no such record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionLsns {
+    pub reserved: Lsn,
+    pub accepted: Lsn,
+    pub ended: Lsn,
 }
 
 /// Outcome of a state-machine step.
@@ -72,10 +86,11 @@ pub enum Step {
 
 impl PlayerSession {
     /// RESERVED -> ACTIVE. ACTIVE stays ACTIVE (a repeated accept). Terminal: an error naming the status.
-    pub fn accept(&mut self) -> Result<Step> {
+    pub fn accept(&mut self, at: Timestamp) -> Result<Step> {
         match self.status {
             PlayerSessionStatus::Reserved => {
                 self.status = PlayerSessionStatus::Active;
+                self.accepted_at = Some(at);
                 Ok(Step::Changed)
             }
             PlayerSessionStatus::Active => Ok(Step::Unchanged),
@@ -87,12 +102,13 @@ impl PlayerSession {
     }
 
     /// RESERVED or ACTIVE -> COMPLETED at `at`. Terminal sessions are left unchanged.
-    pub fn complete(&mut self, at: Timestamp) -> Step {
+    pub fn complete(&mut self, at: Timestamp, reason: EndReason) -> Step {
         if self.status.is_terminal() {
             return Step::Unchanged;
         }
         self.status = PlayerSessionStatus::Completed;
         self.termination_time = Some(at);
+        self.end_reason = Some(reason);
         Step::Changed
     }
 
@@ -146,25 +162,36 @@ mod tests {
             termination_time: None,
             reservation_deadline: Timestamp(61_000),
             player_data: None,
+            accepted_at: None,
+            end_reason: None,
+            lsns: SessionLsns::default(),
         }
     }
 
     #[test]
     fn accept_then_complete() {
         let mut s = session();
-        assert_eq!(s.accept().unwrap(), Step::Changed);
+        assert_eq!(s.accept(Timestamp(2_000)).unwrap(), Step::Changed);
         assert_eq!(s.status, PlayerSessionStatus::Active);
-        assert_eq!(s.accept().unwrap(), Step::Unchanged);
+        assert_eq!(s.accept(Timestamp(3_000)).unwrap(), Step::Unchanged);
+        assert_eq!(s.accepted_at, Some(Timestamp(2_000)));
         assert_eq!(
             s.time_out(Timestamp(100_000)),
             Step::Unchanged,
             "ACTIVE never times out"
         );
-        assert_eq!(s.complete(Timestamp(5_000)), Step::Changed);
+        assert_eq!(
+            s.complete(Timestamp(5_000), EndReason::Removed),
+            Step::Changed
+        );
         assert_eq!(s.termination_time, Some(Timestamp(5_000)));
-        assert_eq!(s.complete(Timestamp(6_000)), Step::Unchanged);
+        assert_eq!(
+            s.complete(Timestamp(6_000), EndReason::GameSessionEnded),
+            Step::Unchanged
+        );
         assert_eq!(s.termination_time, Some(Timestamp(5_000)));
-        let e = s.accept().unwrap_err();
+        assert_eq!(s.end_reason, Some(EndReason::Removed));
+        let e = s.accept(Timestamp(7_000)).unwrap_err();
         assert!(e.to_string().contains("COMPLETED"), "{e}");
     }
 
@@ -179,8 +206,15 @@ mod tests {
             Some(Timestamp(61_000)),
             "terminated at the deadline"
         );
-        assert!(s.accept().unwrap_err().to_string().contains("TIMEDOUT"));
-        assert_eq!(s.complete(Timestamp(80_000)), Step::Unchanged);
+        assert!(s
+            .accept(Timestamp(70_001))
+            .unwrap_err()
+            .to_string()
+            .contains("TIMEDOUT"));
+        assert_eq!(
+            s.complete(Timestamp(80_000), EndReason::Removed),
+            Step::Unchanged
+        );
         assert_eq!(s.status, PlayerSessionStatus::TimedOut);
     }
 }

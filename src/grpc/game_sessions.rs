@@ -70,7 +70,7 @@ impl GameSessionService for GameSessions {
         req: Request<proto::RegisterGameSessionRequest>,
     ) -> Reply {
         let cmd = register_request(req.into_inner())?;
-        let g = self.store.register_game_session(cmd)?;
+        let g = self.store.register_game_session(cmd).await?;
         Ok(Response::new(convert::game_session(&g)))
     }
 
@@ -89,7 +89,8 @@ impl GameSessionService for GameSessions {
             .transpose()?;
         let g = self
             .store
-            .update_game_session(&id, r.maximum_player_session_count, policy)?;
+            .update_game_session(&id, r.maximum_player_session_count, policy)
+            .await?;
         Ok(Response::new(convert::game_session(&g)))
     }
 
@@ -97,7 +98,10 @@ impl GameSessionService for GameSessions {
         let r = req.into_inner();
         let id = gsid(&r.game_session_id)?;
         crate::domain::check_text("reason", &r.reason, limits::REASON_MAX)?;
-        let g = self.store.end_game_session(&id, r.crashed, &r.reason)?;
+        let g = self
+            .store
+            .end_game_session(&id, r.crashed, &r.reason)
+            .await?;
         Ok(Response::new(convert::game_session(&g)))
     }
 

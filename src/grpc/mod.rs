@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::server::HealthReporter;
 
-pub use convert::{from_timestamp, timestamp};
+pub use convert::{creation_policy as creation_policy_proto, from_timestamp, timestamp};
 pub use game_sessions::GameSessions;
 pub use player_sessions::PlayerSessions;
 

@@ -132,7 +132,7 @@ impl PlayerSessionService for PlayerSessions {
             )],
             idempotency_key: IdempotencyKey::parse_optional("idempotency_key", &r.idempotency_key)?,
         };
-        let created = self.store.reserve(cmd)?;
+        let created = self.store.reserve(cmd).await?;
         let ps = created
             .first()
             .ok_or_else(|| Error::Internal("reservation returned no session".into()))?;
@@ -144,7 +144,7 @@ impl PlayerSessionService for PlayerSessions {
         req: Request<proto::CreatePlayerSessionsRequest>,
     ) -> std::result::Result<Response<proto::CreatePlayerSessionsResponse>, Status> {
         let cmd = batch_request(req.into_inner())?;
-        let created = self.store.reserve(cmd)?;
+        let created = self.store.reserve(cmd).await?;
         Ok(Response::new(proto::CreatePlayerSessionsResponse {
             player_sessions: created.iter().map(convert::player_session).collect(),
         }))
@@ -157,7 +157,8 @@ impl PlayerSessionService for PlayerSessions {
         let r = req.get_ref();
         let ps = self
             .store
-            .accept(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)?;
+            .accept(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
+            .await?;
         Ok(Response::new(convert::player_session(&ps)))
     }
 
@@ -168,7 +169,8 @@ impl PlayerSessionService for PlayerSessions {
         let r = req.get_ref();
         let ps = self
             .store
-            .remove(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)?;
+            .remove(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
+            .await?;
         Ok(Response::new(convert::player_session(&ps)))
     }
 
@@ -189,6 +191,17 @@ impl PlayerSessionService for PlayerSessions {
                 .next
                 .map(|after| PageToken { after, query }.encode())
                 .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_player_session_history(
+        &self,
+        req: Request<proto::GetPlayerSessionHistoryRequest>,
+    ) -> std::result::Result<Response<proto::GetPlayerSessionHistoryResponse>, Status> {
+        let id = psid(&req.get_ref().player_session_id)?;
+        let ps = self.store.get_player_session(id)?;
+        Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
+            records: crate::journal::records::history(&ps),
         }))
     }
 }

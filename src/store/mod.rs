@@ -5,11 +5,17 @@
 //! - Every change to a player session happens while holding its game session's entry
 //!   (`game_sessions.get_mut`): the seat count, the live-player map and the player session change
 //!   together, so N racing reservers for the last seat see exactly one winner.
-//! - Lock order: `game_sessions` -> `idempotency` -> `player_sessions` -> `by_player` -> timer heap.
-//!   Code that needs a player session's game session first reads the id and drops the guard.
-//! - Nothing here is async: no lock is ever held across an `.await`.
+//! - Lock order: `game_sessions` -> `idempotency` -> journal append -> `player_sessions` ->
+//!   `by_player` -> timer heap. Code that needs a player session's game session first reads the
+//!   id and drops the guard.
+//! - Every mutation validates first, then appends its changes to the journal (still under the
+//!   game session's lock, so LSN order is the order of application), then applies them; after
+//!   releasing every lock the caller waits until the records are durable. A failed call changes
+//!   nothing. No lock is ever held across an `.await`.
 
+mod ops;
 mod page_token;
+mod replay;
 
 use std::{
     collections::{hash_map, BTreeSet, HashMap},
@@ -17,16 +23,16 @@ use std::{
     time::Duration,
 };
 
-use dashmap::{mapref::entry::Entry, DashMap};
+use dashmap::DashMap;
 
 pub use page_token::{Fingerprint, PageToken};
 
 use crate::{
     domain::{
-        limits, Clock, CreationPolicy, Error, GameSession, GameSessionId, GameSessionInfo,
-        GameSessionStatus, IdempotencyKey, PlayerId, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, RegisterGameSession, Result, Step, Timestamp,
+        limits, Clock, Error, GameSession, GameSessionId, GameSessionInfo, IdempotencyKey,
+        PlayerId, PlayerSession, PlayerSessionId, PlayerSessionStatus, Result, Timestamp,
     },
+    journal::Journal,
     sweeper::{Timer, Timers},
 };
 
@@ -61,6 +67,13 @@ struct GameSessionEntry {
 }
 
 impl GameSessionEntry {
+    fn new(session: GameSession) -> Self {
+        GameSessionEntry {
+            session,
+            players: BTreeSet::new(),
+            live: HashMap::new(),
+        }
+    }
     fn snapshot(&self) -> GameSession {
         self.session.clone()
     }
@@ -72,6 +85,7 @@ impl GameSessionEntry {
 struct IdempotencyRecord {
     fingerprint: u64,
     player_session_ids: Vec<PlayerSessionId>,
+    expires: Timestamp,
 }
 
 /// A validated reservation request (CreatePlayerSession or CreatePlayerSessions).
@@ -160,6 +174,7 @@ pub struct Page {
 pub struct Store {
     clock: Clock,
     config: StoreConfig,
+    journal: Journal,
     game_sessions: DashMap<GameSessionId, GameSessionEntry>,
     player_sessions: DashMap<PlayerSessionId, PlayerSession>,
     /// Player sessions of each player, in listing order.
@@ -169,16 +184,23 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(clock: Clock, config: StoreConfig) -> Self {
+    /// A store whose changes go to `journal` (use [`Journal::disabled`] for memory only).
+    pub fn new(clock: Clock, config: StoreConfig, journal: Journal) -> Self {
         Store {
             clock,
             config,
+            journal,
             game_sessions: DashMap::new(),
             player_sessions: DashMap::new(),
             by_player: DashMap::new(),
             idempotency: DashMap::new(),
             timers: Timers::default(),
         }
+    }
+
+    /// A store without a journal (state lives in memory only).
+    pub fn in_memory(clock: Clock, config: StoreConfig) -> Self {
+        Self::new(clock, config, Journal::disabled())
     }
 
     pub fn clock(&self) -> &Clock {
@@ -193,61 +215,13 @@ impl Store {
         &self.timers
     }
 
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
     /// Number of retained game sessions and player sessions.
     pub fn len(&self) -> (usize, usize) {
         (self.game_sessions.len(), self.player_sessions.len())
-    }
-
-    // ----- game sessions -------------------------------------------------------------------
-
-    /// Registers a new ACTIVE game session with policy ACCEPT_ALL.
-    pub fn register_game_session(&self, req: RegisterGameSession) -> Result<GameSession> {
-        req.validate()?;
-        let now = self.clock.now();
-        let id = req
-            .game_session_id
-            .clone()
-            .unwrap_or_else(GameSessionId::generate);
-        let heartbeat_deadline = req.heartbeat_timeout.map(|t| now.saturating_add(t));
-        let session = GameSession {
-            info: Arc::new(GameSessionInfo {
-                id: id.clone(),
-                fleet_id: req.fleet_id,
-                ip_address: req.ip_address.into(),
-                port: req.port,
-            }),
-            name: req.name.into(),
-            maximum_player_session_count: req.maximum_player_session_count,
-            current_player_session_count: 0,
-            creation_policy: CreationPolicy::AcceptAll,
-            status: GameSessionStatus::Active,
-            labels: Arc::new(req.labels),
-            release: req.release.into(),
-            environment: req.environment.into(),
-            reservation_timeout: req
-                .reservation_timeout
-                .unwrap_or(self.config.reservation_timeout),
-            heartbeat_timeout: req.heartbeat_timeout,
-            heartbeat_deadline,
-            creation_time: now,
-            termination_time: None,
-            termination_reason: None,
-        };
-        match self.game_sessions.entry(id.clone()) {
-            Entry::Occupied(_) => return Err(Error::GameSessionIdTaken(id)),
-            Entry::Vacant(v) => {
-                v.insert(GameSessionEntry {
-                    session: session.clone(),
-                    players: BTreeSet::new(),
-                    live: HashMap::new(),
-                });
-            }
-        }
-        if let Some(d) = heartbeat_deadline {
-            self.timers.schedule(d, Timer::Heartbeat(id.clone()));
-        }
-        tracing::debug!(game_session_id = %id, fleet_id = %session.fleet_id(), "game session registered");
-        Ok(session)
     }
 
     pub fn get_game_session(&self, id: &GameSessionId) -> Result<GameSession> {
@@ -257,196 +231,16 @@ impl Store {
             .ok_or_else(|| Error::GameSessionNotFound(id.clone()))
     }
 
-    /// Extends the heartbeat deadline of an ACTIVE game session.
-    pub fn heartbeat(&self, id: &GameSessionId) -> Result<GameSession> {
-        let now = self.clock.now();
-        let mut e = self.entry_mut(id)?;
-        e.session.check_active()?;
-        if let Some(t) = e.session.heartbeat_timeout {
-            // The pending heartbeat timer finds the moved deadline and re-arms itself.
-            e.session.heartbeat_deadline = Some(now.saturating_add(t));
-        }
-        Ok(e.snapshot())
+    pub fn get_player_session(&self, id: PlayerSessionId) -> Result<PlayerSession> {
+        self.player_sessions
+            .get(&id)
+            .map(|p| p.clone())
+            .ok_or(Error::PlayerSessionNotFound(id))
     }
 
-    /// Changes capacity and/or creation policy of an ACTIVE game session; all or nothing.
-    pub fn update_game_session(
-        &self,
-        id: &GameSessionId,
-        maximum_player_session_count: Option<u32>,
-        policy: Option<CreationPolicy>,
-    ) -> Result<GameSession> {
-        let mut e = self.entry_mut(id)?;
-        e.session.check_active()?;
-        if let Some(max) = maximum_player_session_count {
-            e.session.check_resize(max)?;
-        }
-        if let Some(max) = maximum_player_session_count {
-            e.session.maximum_player_session_count = max;
-        }
-        if let Some(p) = policy {
-            e.session.creation_policy = p;
-        }
-        tracing::debug!(game_session_id = %id, ?maximum_player_session_count, ?policy, "game session updated");
-        Ok(e.snapshot())
-    }
-
-    /// Ends a game session and completes its RESERVED and ACTIVE player sessions. Idempotent.
-    pub fn end_game_session(
-        &self,
-        id: &GameSessionId,
-        crashed: bool,
-        reason: &str,
-    ) -> Result<GameSession> {
-        let now = self.clock.now();
-        let mut e = self.entry_mut(id)?;
-        self.end_locked(&mut e, now, crashed, reason);
-        Ok(e.snapshot())
-    }
-
-    fn end_locked(&self, e: &mut GameSessionEntry, at: Timestamp, crashed: bool, reason: &str) {
-        if !e.session.end(at, crashed, reason.into()) {
-            return;
-        }
-        let live: Vec<PlayerSessionId> = e.live.drain().map(|(_, ps)| ps).collect();
-        for psid in live {
-            if let Some(mut ps) = self.player_sessions.get_mut(&psid) {
-                ps.complete(at);
-            }
-            self.schedule_purge(at, Timer::PurgePlayerSession(psid));
-        }
-        e.sync_count();
-        self.schedule_purge(at, Timer::PurgeGameSession(e.session.id().clone()));
-        tracing::debug!(
-            game_session_id = %e.session.id(),
-            status = %e.session.status,
-            reason,
-            "game session ended"
-        );
-    }
-
-    // ----- player sessions -----------------------------------------------------------------
-
-    /// Reserves seats for 1-25 players: all of them or none.
-    pub fn reserve(&self, req: Reserve) -> Result<Vec<PlayerSession>> {
-        req.validate()?;
-        let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
-        let now = self.clock.now();
-        let mut e = self.entry_mut(&req.game_session_id)?;
-
-        let idem_slot = match &req.idempotency_key {
-            None => None,
-            Some(key) => match self.idempotency.entry(key.clone()) {
-                Entry::Occupied(o) => {
-                    let rec = o.get();
-                    if Some(rec.fingerprint) != fingerprint {
-                        return Err(Error::IdempotencyKeyReused);
-                    }
-                    // A retry: the original reservation, as it is now.
-                    return rec
-                        .player_session_ids
-                        .iter()
-                        .map(|id| {
-                            self.player_sessions
-                                .get(id)
-                                .map(|ps| ps.clone())
-                                .ok_or(Error::PlayerSessionNotFound(*id))
-                        })
-                        .collect();
-                }
-                Entry::Vacant(v) => Some(v),
-            },
-        };
-
-        e.session.check_active()?;
-        if e.session.creation_policy == CreationPolicy::DenyAll {
-            return Err(Error::CreationDenied(req.game_session_id.clone()));
-        }
-        if let Some((p, _)) = req.players.iter().find(|(p, _)| e.live.contains_key(p)) {
-            return Err(Error::PlayerAlreadyInGameSession {
-                player_id: p.to_string(),
-                game_session_id: req.game_session_id.clone(),
-            });
-        }
-        let requested = req.players.len() as u32;
-        if e.session.free_seats() < requested {
-            return Err(Error::GameSessionFull {
-                id: req.game_session_id.clone(),
-                free: e.session.free_seats(),
-                requested,
-            });
-        }
-
-        // Every check passed: nothing below can fail.
-        let deadline = now.saturating_add(e.session.reservation_timeout);
-        let mut created = Vec::with_capacity(req.players.len());
-        for (player_id, player_data) in req.players {
-            let ps = PlayerSession {
-                id: PlayerSessionId::generate(),
-                player_id,
-                game: e.session.info.clone(),
-                status: PlayerSessionStatus::Reserved,
-                creation_time: now,
-                termination_time: None,
-                reservation_deadline: deadline,
-                player_data,
-            };
-            e.live.insert(ps.player_id.clone(), ps.id);
-            e.players.insert((now, ps.id));
-            self.player_sessions.insert(ps.id, ps.clone());
-            insert_sorted(
-                &mut self.by_player.entry(ps.player_id.clone()).or_default(),
-                (now, ps.id),
-            );
-            created.push(ps);
-        }
-        e.sync_count();
-        if let (Some(slot), Some(fingerprint)) = (idem_slot, fingerprint) {
-            let key = slot.key().clone();
-            slot.insert(IdempotencyRecord {
-                fingerprint,
-                player_session_ids: created.iter().map(|p| p.id).collect(),
-            });
-            let ttl = self
-                .config
-                .idempotency_ttl
-                .max(e.session.reservation_timeout);
-            self.timers
-                .schedule(now.saturating_add(ttl), Timer::IdempotencyExpiry(key));
-        }
-        drop(e);
-        for ps in &created {
-            self.timers.schedule(deadline, Timer::Reservation(ps.id));
-            tracing::debug!(
-                player_session_id = %ps.id,
-                player_id = %ps.player_id,
-                game_session_id = %ps.game.id,
-                "player session reserved"
-            );
-        }
-        Ok(created)
-    }
-
-    /// RESERVED -> ACTIVE; an ACTIVE session is returned unchanged.
-    pub fn accept(&self, gsid: &GameSessionId, psid: PlayerSessionId) -> Result<PlayerSession> {
-        let _e = self.entry_mut(gsid)?;
-        let mut ps = self.player_in(gsid, psid)?;
-        ps.accept()?;
-        tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session accepted");
-        Ok(ps.clone())
-    }
-
-    /// RESERVED or ACTIVE -> COMPLETED, freeing the seat; a terminal session is returned unchanged.
-    pub fn remove(&self, gsid: &GameSessionId, psid: PlayerSessionId) -> Result<PlayerSession> {
-        let now = self.clock.now();
-        let mut e = self.entry_mut(gsid)?;
-        let mut ps = self.player_in(gsid, psid)?;
-        if ps.complete(now) == Step::Changed {
-            release_seat(&mut e, &ps);
-            self.schedule_purge(now, Timer::PurgePlayerSession(psid));
-            tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session completed");
-        }
-        Ok(ps.clone())
+    /// The fixed part of a game session (replay uses it to rebuild player sessions).
+    pub fn game_info(&self, id: &GameSessionId) -> Option<Arc<GameSessionInfo>> {
+        self.game_sessions.get(id).map(|e| e.session.info.clone())
     }
 
     /// Lists player sessions, ordered by creation time then id.
@@ -470,8 +264,7 @@ impl Store {
         match &q.by {
             DescribeBy::PlayerSession(id) => {
                 if let Some(ps) = self.player_sessions.get(id) {
-                    let pos = (ps.creation_time, ps.id);
-                    let after_ok = q.after.is_none_or(|a| pos > a);
+                    let after_ok = q.after.is_none_or(|a| (ps.creation_time, ps.id) > a);
                     if matches(&ps) && after_ok {
                         out.push(ps.clone());
                     }
@@ -514,106 +307,6 @@ impl Store {
             player_sessions: out,
             next,
         })
-    }
-
-    pub fn get_player_session(&self, id: PlayerSessionId) -> Result<PlayerSession> {
-        self.player_sessions
-            .get(&id)
-            .map(|p| p.clone())
-            .ok_or(Error::PlayerSessionNotFound(id))
-    }
-
-    // ----- timers --------------------------------------------------------------------------
-
-    /// Fires one timer that was due at `at`, re-checking the current state at `now`.
-    pub fn fire(&self, at: Timestamp, timer: Timer, now: Timestamp) {
-        match timer {
-            Timer::Reservation(psid) => self.time_out(psid, now),
-            Timer::Heartbeat(gsid) => self.check_heartbeat(&gsid, now),
-            Timer::PurgePlayerSession(psid) => self.purge_player_session(psid, now),
-            Timer::PurgeGameSession(gsid) => self.purge_game_session(&gsid, now),
-            Timer::IdempotencyExpiry(key) => {
-                let _ = at;
-                self.idempotency.remove(&key);
-            }
-        }
-    }
-
-    fn time_out(&self, psid: PlayerSessionId, now: Timestamp) {
-        let Some(gsid) = self.player_sessions.get(&psid).map(|p| p.game.id.clone()) else {
-            return;
-        };
-        let Some(mut e) = self.game_sessions.get_mut(&gsid) else {
-            return;
-        };
-        let Some(mut ps) = self.player_sessions.get_mut(&psid) else {
-            return;
-        };
-        if ps.time_out(now) == Step::Changed {
-            release_seat(&mut e, &ps);
-            let at = ps.termination_time.unwrap_or(now);
-            self.schedule_purge(at, Timer::PurgePlayerSession(psid));
-            tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session timed out");
-        }
-    }
-
-    fn check_heartbeat(&self, gsid: &GameSessionId, now: Timestamp) {
-        let Some(mut e) = self.game_sessions.get_mut(gsid) else {
-            return;
-        };
-        let Some(deadline) = e
-            .session
-            .heartbeat_deadline
-            .filter(|_| e.session.is_active())
-        else {
-            return;
-        };
-        if deadline <= now {
-            tracing::info!(game_session_id = %gsid, "game session missed its heartbeat deadline");
-            self.end_locked(&mut e, deadline, true, "heartbeat timeout");
-        } else {
-            drop(e);
-            self.timers
-                .schedule(deadline, Timer::Heartbeat(gsid.clone()));
-        }
-    }
-
-    fn purge_player_session(&self, psid: PlayerSessionId, now: Timestamp) {
-        let Some((gsid, due)) = self.player_sessions.get(&psid).and_then(|p| {
-            p.termination_time
-                .map(|t| (p.game.id.clone(), t.saturating_add(self.config.retention)))
-        }) else {
-            return;
-        };
-        if due > now {
-            return;
-        }
-        let e = self.game_sessions.get_mut(&gsid);
-        if let Some((_, ps)) = self.player_sessions.remove(&psid) {
-            if let Some(mut e) = e {
-                e.players.remove(&(ps.creation_time, psid));
-            }
-            self.unindex_player(&ps);
-        }
-    }
-
-    fn purge_game_session(&self, gsid: &GameSessionId, now: Timestamp) {
-        let due = self.game_sessions.get(gsid).and_then(|e| {
-            e.session
-                .termination_time
-                .map(|t| t.saturating_add(self.config.retention))
-        });
-        if due.is_none_or(|d| d > now) {
-            return;
-        }
-        if let Some((_, e)) = self.game_sessions.remove(gsid) {
-            for (_, psid) in e.players {
-                if let Some((_, ps)) = self.player_sessions.remove(&psid) {
-                    self.unindex_player(&ps);
-                }
-            }
-            tracing::debug!(game_session_id = %gsid, "game session purged");
-        }
     }
 
     /// Checks every cross-structure invariant; returns the first violation. For tests and
@@ -721,6 +414,19 @@ impl Store {
             .schedule(terminated_at.saturating_add(self.config.retention), timer);
     }
 
+    /// Adds a new player session to every index. Call with its game session's entry locked.
+    fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) {
+        if ps.status.is_live() {
+            e.live.insert(ps.player_id.clone(), ps.id);
+        }
+        e.players.insert((ps.creation_time, ps.id));
+        insert_sorted(
+            &mut self.by_player.entry(ps.player_id.clone()).or_default(),
+            (ps.creation_time, ps.id),
+        );
+        self.player_sessions.insert(ps.id, ps);
+    }
+
     fn unindex_player(&self, ps: &PlayerSession) {
         if let dashmap::mapref::entry::Entry::Occupied(mut o) =
             self.by_player.entry(ps.player_id.clone())
@@ -749,4 +455,4 @@ fn insert_sorted<T: Ord>(v: &mut Vec<T>, item: T) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,18 +1,18 @@
 //! Store unit tests: transitions, capacity, indexes, idempotency, the sweeper under paused time,
 //! and a property test over random operation sequences.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    domain::{FleetId, GameSessionStatus},
+    domain::{CreationPolicy, FleetId, GameSessionStatus, RegisterGameSession},
     sweeper,
 };
 
 fn store_with(config: StoreConfig) -> Store {
-    Store::new(
+    Store::in_memory(
         Clock::starting_at(Timestamp::from_micros(1_700_000_000_000_000)),
         config,
     )
@@ -22,8 +22,8 @@ fn store() -> Store {
     store_with(StoreConfig::default())
 }
 
-fn register(s: &Store, id: &str, max: u32) -> GameSession {
-    s.register_game_session(RegisterGameSession {
+pub(crate) fn registration(id: &str, max: u32) -> RegisterGameSession {
+    RegisterGameSession {
         fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
         game_session_id: Some(GameSessionId::parse("game_session_id", id).unwrap()),
         name: "match".into(),
@@ -35,23 +35,32 @@ fn register(s: &Store, id: &str, max: u32) -> GameSession {
         environment: "prod".into(),
         reservation_timeout: None,
         heartbeat_timeout: None,
-    })
-    .unwrap()
+    }
+}
+
+async fn register(s: &Store, id: &str, max: u32) -> GameSession {
+    s.register_game_session(registration(id, max))
+        .await
+        .unwrap()
 }
 
 fn gs(id: &str) -> GameSessionId {
     GameSessionId::parse("game_session_id", id).unwrap()
 }
 
-fn reserve(s: &Store, g: &str, players: &[&str]) -> Result<Vec<PlayerSession>> {
-    s.reserve(Reserve {
+pub(crate) fn reservation(g: &str, players: &[&str]) -> Reserve {
+    Reserve {
         game_session_id: gs(g),
         players: players
             .iter()
             .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
             .collect(),
         idempotency_key: None,
-    })
+    }
+}
+
+async fn reserve(s: &Store, g: &str, players: &[&str]) -> Result<Vec<PlayerSession>> {
+    s.reserve(reservation(g, players)).await
 }
 
 fn describe_all(s: &Store, by: DescribeBy, limit: u32) -> Vec<PlayerSession> {
@@ -77,40 +86,35 @@ fn describe_all(s: &Store, by: DescribeBy, limit: u32) -> Vec<PlayerSession> {
 #[tokio::test(start_paused = true)]
 async fn reserve_accept_remove_keeps_counts() {
     let s = store();
-    register(&s, "gs-1", 3);
-    let created = reserve(&s, "gs-1", &["a", "b"]).unwrap();
-    assert_eq!(
+    register(&s, "gs-1", 3).await;
+    let created = reserve(&s, "gs-1", &["a", "b"]).await.unwrap();
+    let count = |s: &Store| {
         s.get_game_session(&gs("gs-1"))
             .unwrap()
-            .current_player_session_count,
-        2
-    );
+            .current_player_session_count
+    };
+    assert_eq!(count(&s), 2);
     let a = created[0].id;
     assert_eq!(
-        s.accept(&gs("gs-1"), a).unwrap().status,
+        s.accept(&gs("gs-1"), a).await.unwrap().status,
         PlayerSessionStatus::Active
     );
     assert_eq!(
-        s.accept(&gs("gs-1"), a).unwrap().status,
+        s.accept(&gs("gs-1"), a).await.unwrap().status,
         PlayerSessionStatus::Active,
         "idempotent"
     );
-    let removed = s.remove(&gs("gs-1"), a).unwrap();
+    let removed = s.remove(&gs("gs-1"), a).await.unwrap();
     assert_eq!(removed.status, PlayerSessionStatus::Completed);
     assert_eq!(
-        s.remove(&gs("gs-1"), a).unwrap().termination_time,
+        s.remove(&gs("gs-1"), a).await.unwrap().termination_time,
         removed.termination_time
     );
-    assert_eq!(
-        s.get_game_session(&gs("gs-1"))
-            .unwrap()
-            .current_player_session_count,
-        1
-    );
+    assert_eq!(count(&s), 1);
     // The player may come back once the old session is terminal.
-    reserve(&s, "gs-1", &["a"]).unwrap();
+    reserve(&s, "gs-1", &["a"]).await.unwrap();
     assert!(matches!(
-        reserve(&s, "gs-1", &["a"]),
+        reserve(&s, "gs-1", &["a"]).await,
         Err(Error::PlayerAlreadyInGameSession { .. })
     ));
     s.check_invariants().unwrap();
@@ -119,10 +123,10 @@ async fn reserve_accept_remove_keeps_counts() {
 #[tokio::test(start_paused = true)]
 async fn batch_is_all_or_nothing() {
     let s = store();
-    register(&s, "gs-1", 3);
-    reserve(&s, "gs-1", &["a"]).unwrap();
+    register(&s, "gs-1", 3).await;
+    reserve(&s, "gs-1", &["a"]).await.unwrap();
     assert!(matches!(
-        reserve(&s, "gs-1", &["b", "c", "d"]),
+        reserve(&s, "gs-1", &["b", "c", "d"]).await,
         Err(Error::GameSessionFull {
             free: 2,
             requested: 3,
@@ -130,11 +134,11 @@ async fn batch_is_all_or_nothing() {
         })
     ));
     assert!(matches!(
-        reserve(&s, "gs-1", &["b", "a"]),
+        reserve(&s, "gs-1", &["b", "a"]).await,
         Err(Error::PlayerAlreadyInGameSession { .. })
     ));
     assert!(matches!(
-        reserve(&s, "gs-1", &["b", "b"]),
+        reserve(&s, "gs-1", &["b", "b"]).await,
         Err(Error::InvalidArgument { .. })
     ));
     let g = s.get_game_session(&gs("gs-1")).unwrap();
@@ -149,19 +153,19 @@ async fn batch_is_all_or_nothing() {
 #[tokio::test(start_paused = true)]
 async fn accept_checks_the_game_session() {
     let s = store();
-    register(&s, "gs-1", 3);
-    register(&s, "gs-2", 3);
-    let p = reserve(&s, "gs-1", &["a"]).unwrap()[0].id;
+    register(&s, "gs-1", 3).await;
+    register(&s, "gs-2", 3).await;
+    let p = reserve(&s, "gs-1", &["a"]).await.unwrap()[0].id;
     assert!(matches!(
-        s.accept(&gs("gs-2"), p),
+        s.accept(&gs("gs-2"), p).await,
         Err(Error::PlayerSessionNotInGameSession { .. })
     ));
     assert!(matches!(
-        s.accept(&gs("gs-9"), p),
+        s.accept(&gs("gs-9"), p).await,
         Err(Error::GameSessionNotFound(_))
     ));
     assert!(matches!(
-        s.accept(&gs("gs-1"), PlayerSessionId::generate()),
+        s.accept(&gs("gs-1"), PlayerSessionId::generate()).await,
         Err(Error::PlayerSessionNotFound(_))
     ));
     assert_eq!(
@@ -173,11 +177,12 @@ async fn accept_checks_the_game_session() {
 #[tokio::test(start_paused = true)]
 async fn update_and_end() {
     let s = store();
-    register(&s, "gs-1", 3);
-    let ps = reserve(&s, "gs-1", &["a", "b"]).unwrap();
-    s.accept(&gs("gs-1"), ps[0].id).unwrap();
+    register(&s, "gs-1", 3).await;
+    let ps = reserve(&s, "gs-1", &["a", "b"]).await.unwrap();
+    s.accept(&gs("gs-1"), ps[0].id).await.unwrap();
     assert!(matches!(
-        s.update_game_session(&gs("gs-1"), Some(1), Some(CreationPolicy::DenyAll)),
+        s.update_game_session(&gs("gs-1"), Some(1), Some(CreationPolicy::DenyAll))
+            .await,
         Err(Error::CapacityBelowCurrent { .. })
     ));
     assert_eq!(
@@ -186,20 +191,31 @@ async fn update_and_end() {
         "a failed update changes nothing"
     );
     s.update_game_session(&gs("gs-1"), Some(2), Some(CreationPolicy::DenyAll))
+        .await
         .unwrap();
     assert!(matches!(
-        reserve(&s, "gs-1", &["c"]),
+        reserve(&s, "gs-1", &["c"]).await,
         Err(Error::CreationDenied(_))
     ));
-    let ended = s.end_game_session(&gs("gs-1"), true, "segfault").unwrap();
+    let ended = s
+        .end_game_session(&gs("gs-1"), true, "segfault")
+        .await
+        .unwrap();
     assert_eq!(ended.status, GameSessionStatus::Error);
     assert_eq!(ended.current_player_session_count, 0);
     for p in &ps {
         let p = s.get_player_session(p.id).unwrap();
         assert_eq!(p.status, PlayerSessionStatus::Completed);
         assert_eq!(p.termination_time, ended.termination_time);
+        assert_eq!(
+            p.end_reason,
+            Some(crate::domain::EndReason::GameSessionCrashed)
+        );
     }
-    let again = s.end_game_session(&gs("gs-1"), false, "other").unwrap();
+    let again = s
+        .end_game_session(&gs("gs-1"), false, "other")
+        .await
+        .unwrap();
     assert_eq!(
         again.status,
         GameSessionStatus::Error,
@@ -207,7 +223,7 @@ async fn update_and_end() {
     );
     assert_eq!(again.termination_reason.as_deref(), Some("segfault"));
     assert!(matches!(
-        reserve(&s, "gs-1", &["z"]),
+        reserve(&s, "gs-1", &["z"]).await,
         Err(Error::GameSessionNotActive { .. })
     ));
     assert!(matches!(
@@ -220,17 +236,14 @@ async fn update_and_end() {
 #[tokio::test(start_paused = true)]
 async fn idempotency_keys() {
     let s = store();
-    register(&s, "gs-1", 2);
-    let req = |players: &[&str], key: &str| Reserve {
-        game_session_id: gs("gs-1"),
-        players: players
-            .iter()
-            .map(|p| (PlayerId::parse("p", p).unwrap(), None))
-            .collect(),
-        idempotency_key: IdempotencyKey::parse_optional("k", key).unwrap(),
+    register(&s, "gs-1", 2).await;
+    let req = |players: &[&str], key: &str| {
+        let mut r = reservation("gs-1", players);
+        r.idempotency_key = IdempotencyKey::parse_optional("k", key).unwrap();
+        r
     };
-    let first = s.reserve(req(&["a"], "k1")).unwrap();
-    let again = s.reserve(req(&["a"], "k1")).unwrap();
+    let first = s.reserve(req(&["a"], "k1")).await.unwrap();
+    let again = s.reserve(req(&["a"], "k1")).await.unwrap();
     assert_eq!(
         first[0].id, again[0].id,
         "a retry returns the original reservation"
@@ -242,17 +255,17 @@ async fn idempotency_keys() {
         1
     );
     assert_eq!(
-        s.reserve(req(&["b"], "k1")).unwrap_err(),
+        s.reserve(req(&["b"], "k1")).await.unwrap_err(),
         Error::IdempotencyKeyReused
     );
     // The key outlives the reservation timeout, then expires.
     tokio::time::advance(Duration::from_secs(61)).await;
     sweeper::fire_due(&s);
-    let retried = s.reserve(req(&["a"], "k1")).unwrap();
+    let retried = s.reserve(req(&["a"], "k1")).await.unwrap();
     assert_eq!(retried[0].status, PlayerSessionStatus::TimedOut);
     tokio::time::advance(Duration::from_secs(600)).await;
     sweeper::fire_due(&s);
-    let fresh = s.reserve(req(&["a"], "k1")).unwrap();
+    let fresh = s.reserve(req(&["a"], "k1")).await.unwrap();
     assert_ne!(
         fresh[0].id, first[0].id,
         "expired key starts a new reservation"
@@ -264,9 +277,9 @@ async fn reservations_time_out_at_their_deadline() {
     let s = Arc::new(store());
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(sweeper::run(s.clone(), cancel.clone()));
-    register(&s, "gs-1", 2);
-    let ps = reserve(&s, "gs-1", &["a", "b"]).unwrap();
-    s.accept(&gs("gs-1"), ps[1].id).unwrap();
+    register(&s, "gs-1", 2).await;
+    let ps = reserve(&s, "gs-1", &["a", "b"]).await.unwrap();
+    s.accept(&gs("gs-1"), ps[1].id).await.unwrap();
     tokio::time::advance(Duration::from_millis(59_999)).await;
     tokio::task::yield_now().await;
     assert_eq!(
@@ -300,21 +313,11 @@ async fn heartbeat_loss_ends_the_game_session() {
     let s = Arc::new(store());
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(sweeper::run(s.clone(), cancel.clone()));
-    s.register_game_session(RegisterGameSession {
-        fleet_id: FleetId::parse("f", "fleet-1").unwrap(),
-        game_session_id: Some(gs("hb")),
-        name: String::new(),
-        ip_address: String::new(),
-        port: 0,
-        maximum_player_session_count: 4,
-        labels: Default::default(),
-        release: String::new(),
-        environment: String::new(),
-        reservation_timeout: Some(Duration::from_secs(600)),
-        heartbeat_timeout: Some(Duration::from_secs(10)),
-    })
-    .unwrap();
-    let ps = reserve(&s, "hb", &["a"]).unwrap();
+    let mut r = registration("hb", 4);
+    r.reservation_timeout = Some(Duration::from_secs(600));
+    r.heartbeat_timeout = Some(Duration::from_secs(10));
+    s.register_game_session(r).await.unwrap();
+    let ps = reserve(&s, "hb", &["a"]).await.unwrap();
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(8)).await;
         s.heartbeat(&gs("hb")).unwrap();
@@ -331,10 +334,9 @@ async fn heartbeat_loss_ends_the_game_session() {
     let g = s.get_game_session(&gs("hb")).unwrap();
     assert_eq!(g.status, GameSessionStatus::Error);
     assert_eq!(g.termination_reason.as_deref(), Some("heartbeat timeout"));
-    assert_eq!(
-        s.get_player_session(ps[0].id).unwrap().status,
-        PlayerSessionStatus::Completed
-    );
+    let p = s.get_player_session(ps[0].id).unwrap();
+    assert_eq!(p.status, PlayerSessionStatus::Completed);
+    assert_eq!(p.end_reason, Some(crate::domain::EndReason::HeartbeatLost));
     cancel.cancel();
     task.await.unwrap();
 }
@@ -345,9 +347,9 @@ async fn retention_purges_history() {
         retention: Duration::from_secs(3600),
         ..StoreConfig::default()
     });
-    register(&s, "gs-1", 4);
-    let ps = reserve(&s, "gs-1", &["a", "b"]).unwrap();
-    s.remove(&gs("gs-1"), ps[0].id).unwrap();
+    register(&s, "gs-1", 4).await;
+    let ps = reserve(&s, "gs-1", &["a", "b"]).await.unwrap();
+    s.remove(&gs("gs-1"), ps[0].id).await.unwrap();
     tokio::time::advance(Duration::from_secs(3599)).await;
     sweeper::fire_due(&s);
     assert!(
@@ -365,7 +367,7 @@ async fn retention_purges_history() {
     sweeper::fire_due(&s);
     assert!(s.get_player_session(ps[1].id).is_err());
     assert!(s.get_game_session(&gs("gs-1")).is_ok());
-    s.end_game_session(&gs("gs-1"), false, "").unwrap();
+    s.end_game_session(&gs("gs-1"), false, "").await.unwrap();
     tokio::time::advance(Duration::from_secs(3601)).await;
     sweeper::fire_due(&s);
     assert!(s.get_game_session(&gs("gs-1")).is_err());
@@ -376,10 +378,12 @@ async fn retention_purges_history() {
 #[tokio::test(start_paused = true)]
 async fn describe_pages_in_order() {
     let s = store();
-    register(&s, "gs-1", 1000);
+    register(&s, "gs-1", 1000).await;
     for i in 0..40 {
-        reserve(&s, "gs-1", &[&format!("p{i}")]).unwrap();
-        reserve(&s, "gs-1", &[&format!("q{i}"), &format!("r{i}")]).unwrap();
+        reserve(&s, "gs-1", &[&format!("p{i}")]).await.unwrap();
+        reserve(&s, "gs-1", &[&format!("q{i}"), &format!("r{i}")])
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_millis(1)).await;
     }
     let all = describe_all(&s, DescribeBy::GameSession(gs("gs-1")), 7);
@@ -406,21 +410,20 @@ async fn describe_pages_in_order() {
     assert!(none.is_empty());
 }
 
-#[test]
-fn racing_reservers_never_overfill() {
-    let s = Arc::new(
-        tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(async { store() }),
-    );
-    register(&s, "race", 10);
-    let handles: Vec<_> = (0..64)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_reservers_never_overfill() {
+    let s = Arc::new(store());
+    register(&s, "race", 10).await;
+    let tasks: Vec<_> = (0..64)
         .map(|i| {
             let s = s.clone();
-            std::thread::spawn(move || reserve(&s, "race", &[&format!("player-{i}")]))
+            tokio::spawn(async move { reserve(&s, "race", &[&format!("player-{i}")]).await })
         })
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let full = results
         .iter()
@@ -436,8 +439,9 @@ fn racing_reservers_never_overfill() {
     s.check_invariants().unwrap();
 }
 
+/// One operation of the model tests.
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     Reserve(usize, Vec<usize>),
     Accept(usize, usize),
     Remove(usize, usize),
@@ -448,7 +452,7 @@ enum Op {
     Deny(usize, bool),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..3usize, prop::collection::vec(0..8usize, 1..4)).prop_map(|(g, p)| Op::Reserve(g, p)),
         3 => (0..3usize, any::<prop::sample::Index>()).prop_map(|(g, i)| Op::Accept(g, i.index(1 << 16))),
@@ -459,6 +463,63 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize).prop_map(Op::Heartbeat),
         1 => (0..3usize, any::<bool>()).prop_map(|(g, d)| Op::Deny(g, d)),
     ]
+}
+
+pub(crate) const GAMES: [&str; 3] = ["g0", "g1", "g2"];
+
+/// Registers the three game sessions the model tests use.
+pub(crate) async fn register_model_games(s: &Store) {
+    for (i, n) in GAMES.iter().enumerate() {
+        let mut r = registration(n, 3);
+        r.reservation_timeout = Some(Duration::from_secs(30 + 10 * i as u64));
+        r.heartbeat_timeout = (i == 2).then(|| Duration::from_secs(45));
+        s.register_game_session(r).await.unwrap();
+    }
+}
+
+/// Runs one model operation; `created` collects every reserved session id.
+pub(crate) async fn run_op(s: &Store, op: &Op, created: &mut Vec<PlayerSessionId>) {
+    match op {
+        Op::Reserve(g, players) => {
+            let mut players: Vec<String> = players.iter().map(|p| format!("p{p}")).collect();
+            players.sort();
+            players.dedup();
+            let refs: Vec<&str> = players.iter().map(String::as_str).collect();
+            if let Ok(ps) = reserve(s, GAMES[*g], &refs).await {
+                created.extend(ps.iter().map(|p| p.id));
+            }
+        }
+        Op::Accept(g, i) if !created.is_empty() => {
+            let _ = s.accept(&gs(GAMES[*g]), created[i % created.len()]).await;
+        }
+        Op::Remove(g, i) if !created.is_empty() => {
+            let _ = s.remove(&gs(GAMES[*g]), created[i % created.len()]).await;
+        }
+        Op::Advance(secs) => {
+            tokio::time::advance(Duration::from_secs(*secs)).await;
+            sweeper::fire_due(s);
+        }
+        Op::End(g, crashed) => {
+            let _ = s.end_game_session(&gs(GAMES[*g]), *crashed, "").await;
+        }
+        Op::Resize(g, max) => {
+            let _ = s
+                .update_game_session(&gs(GAMES[*g]), Some(*max), None)
+                .await;
+        }
+        Op::Heartbeat(g) => {
+            let _ = s.heartbeat(&gs(GAMES[*g]));
+        }
+        Op::Deny(g, deny) => {
+            let p = if *deny {
+                CreationPolicy::DenyAll
+            } else {
+                CreationPolicy::AcceptAll
+            };
+            let _ = s.update_game_session(&gs(GAMES[*g]), None, Some(p)).await;
+        }
+        _ => {}
+    }
 }
 
 proptest! {
@@ -478,62 +539,12 @@ proptest! {
                 retention: Duration::from_secs(120),
                 ..StoreConfig::default()
             });
-            let names = ["g0", "g1", "g2"];
-            for (i, n) in names.iter().enumerate() {
-                s.register_game_session(RegisterGameSession {
-                    fleet_id: FleetId::parse("f", "fleet").unwrap(),
-                    game_session_id: Some(gs(n)),
-                    name: String::new(),
-                    ip_address: String::new(),
-                    port: 0,
-                    maximum_player_session_count: 3,
-                    labels: Default::default(),
-                    release: String::new(),
-                    environment: String::new(),
-                    reservation_timeout: Some(Duration::from_secs(30 + 10 * i as u64)),
-                    heartbeat_timeout: (i == 2).then(|| Duration::from_secs(45)),
-                })
-                .unwrap();
-            }
+            register_model_games(&s).await;
             let mut created: Vec<PlayerSessionId> = Vec::new();
             let mut terminal: HashMap<PlayerSessionId, (PlayerSessionStatus, Option<Timestamp>)> =
                 HashMap::new();
-            for op in ops {
-                match op {
-                    Op::Reserve(g, players) => {
-                        let mut players: Vec<String> = players.iter().map(|p| format!("p{p}")).collect();
-                        players.sort();
-                        players.dedup();
-                        let refs: Vec<&str> = players.iter().map(String::as_str).collect();
-                        if let Ok(ps) = reserve(&s, names[g], &refs) {
-                            created.extend(ps.iter().map(|p| p.id));
-                        }
-                    }
-                    Op::Accept(g, i) if !created.is_empty() => {
-                        let _ = s.accept(&gs(names[g]), created[i % created.len()]);
-                    }
-                    Op::Remove(g, i) if !created.is_empty() => {
-                        let _ = s.remove(&gs(names[g]), created[i % created.len()]);
-                    }
-                    Op::Advance(secs) => {
-                        tokio::time::advance(Duration::from_secs(secs)).await;
-                        sweeper::fire_due(&s);
-                    }
-                    Op::End(g, crashed) => {
-                        let _ = s.end_game_session(&gs(names[g]), crashed, "");
-                    }
-                    Op::Resize(g, max) => {
-                        let _ = s.update_game_session(&gs(names[g]), Some(max), None);
-                    }
-                    Op::Heartbeat(g) => {
-                        let _ = s.heartbeat(&gs(names[g]));
-                    }
-                    Op::Deny(g, deny) => {
-                        let p = if deny { CreationPolicy::DenyAll } else { CreationPolicy::AcceptAll };
-                        let _ = s.update_game_session(&gs(names[g]), None, Some(p));
-                    }
-                    _ => {}
-                }
+            for op in &ops {
+                run_op(&s, op, &mut created).await;
                 s.check_invariants().map_err(TestCaseError::fail)?;
                 for id in &created {
                     let Ok(p) = s.get_player_session(*id) else { continue }; // purged

@@ -47,6 +47,15 @@ impl TestDaemon {
         }
     }
 
+    /// A daemon with a sync journal in `dir`.
+    pub async fn start_durable(dir: &std::path::Path) -> Self {
+        let dir = dir.to_path_buf();
+        Self::start_with(move |c| {
+            c.journal = Some(session_broker::journal::JournalConfig::new(dir));
+        })
+        .await
+    }
+
     pub async fn register(&mut self, id: &str, max: u32) -> GameSession {
         self.games
             .register_game_session(register_request(id, max))

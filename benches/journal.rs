@@ -1,0 +1,271 @@
+//! Journal figures (`cargo bench --bench journal`): prints, does not assert.
+//!
+//! 1. RPC throughput at 64 concurrent gRPC clients (CreatePlayerSession), state in memory vs a
+//!    `sync` journal (group commit), and the ratio.
+//! 2. Records appended per second by 64 concurrent writers straight into the store (sync).
+//! 3. Replay rate: recovery of a journal of 1,000,000 reservations, no snapshot.
+//! 4. Start-up time with 1,000,000 live sessions from a snapshot.
+//!
+//! `SB_BENCH_SESSIONS` overrides the 1,000,000; `SB_BENCH_SECS` the seconds per throughput run.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use session_broker::{
+    config::Config,
+    domain::{Clock, FleetId, GameSessionId, PlayerId, RegisterGameSession},
+    journal::{recovery, snapshot, Durability, Journal, JournalConfig},
+    proto::{
+        game_session_service_client::GameSessionServiceClient,
+        player_session_service_client::PlayerSessionServiceClient, CreatePlayerSessionRequest,
+        RegisterGameSessionRequest,
+    },
+    store::{Reserve, Store, StoreConfig},
+};
+use tokio_util::sync::CancellationToken;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn registration(id: &str, max: u32) -> RegisterGameSession {
+    RegisterGameSession {
+        fleet_id: FleetId::parse("f", "bench").unwrap(),
+        game_session_id: Some(GameSessionId::parse("g", id).unwrap()),
+        name: String::new(),
+        ip_address: "10.0.0.1".into(),
+        port: 7777,
+        maximum_player_session_count: max,
+        labels: Default::default(),
+        release: "1.0".into(),
+        environment: "bench".into(),
+        reservation_timeout: Some(Duration::from_secs(86_400)),
+        heartbeat_timeout: None,
+    }
+}
+
+/// CreatePlayerSession over gRPC from `clients` concurrent callers for `secs`; returns calls/s.
+async fn rpc_throughput(journal: Option<JournalConfig>, clients: usize, secs: u64) -> f64 {
+    let mut config = Config::ephemeral();
+    config.journal = journal;
+    config.store.reservation_timeout = Duration::from_secs(86_400);
+    let shutdown = CancellationToken::new();
+    let daemon = session_broker::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let url = format!("http://{}", daemon.grpc_addr());
+    let channels: Vec<_> = futures_connect(&url, 4).await;
+    let mut games = GameSessionServiceClient::new(channels[0].clone());
+    for g in 0..256 {
+        games
+            .register_game_session(RegisterGameSessionRequest {
+                fleet_id: "bench".into(),
+                game_session_id: format!("g{g}"),
+                maximum_player_session_count: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = PlayerSessionServiceClient::new(channels[c % channels.len()].clone());
+        let (done, stop) = (done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let game = format!("g{}", (c as u64 * 7 + i) % 256);
+                i += 1;
+                let r = client
+                    .create_player_session(CreatePlayerSessionRequest {
+                        game_session_id: game,
+                        player_id: format!("c{c}-{i}"),
+                        player_data: String::new(),
+                        idempotency_key: String::new(),
+                    })
+                    .await;
+                if r.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // warm-up
+    let start_count = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let n = done.load(Ordering::Relaxed) - start_count;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    shutdown.cancel();
+    daemon.wait().await.unwrap();
+    rate
+}
+
+async fn futures_connect(url: &str, n: usize) -> Vec<tonic::transport::Channel> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            tonic::transport::Channel::from_shared(url.to_string())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn open(dir: &std::path::Path, durability: Durability) -> (Arc<Store>, Duration) {
+    let jc = JournalConfig {
+        durability,
+        ..JournalConfig::new(dir)
+    };
+    let journal = Journal::new(durability);
+    let store = Arc::new(Store::new(
+        Clock::system(),
+        StoreConfig::default(),
+        journal.clone(),
+    ));
+    let started = Instant::now();
+    let rec = recovery::recover(&jc, &store).unwrap();
+    journal
+        .start(&jc, &rec, Arc::new(|m| panic!("{m}")))
+        .unwrap();
+    store.rearm_timers();
+    (store, started.elapsed())
+}
+
+/// Fills a store with `n` RESERVED sessions (64-byte player data) in game sessions of 1000 seats.
+async fn fill(store: &Store, n: u64) {
+    let data: Arc<str> = "x".repeat(64).into();
+    let games = n.div_ceil(1000);
+    for g in 0..games {
+        store
+            .register_game_session(registration(&format!("fill-{g}"), 1000))
+            .await
+            .unwrap();
+    }
+    for i in 0..n {
+        let gs = GameSessionId::parse("g", &format!("fill-{}", i / 1000)).unwrap();
+        store
+            .reserve(Reserve {
+                game_session_id: gs,
+                players: vec![(
+                    PlayerId::parse("p", &format!("player-{i}")).unwrap(),
+                    Some(data.clone()),
+                )],
+                idempotency_key: None,
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sessions = env_u64("SB_BENCH_SESSIONS", 1_000_000);
+    let secs = env_u64("SB_BENCH_SECS", 5);
+    rt.block_on(async move {
+        println!("journal benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+        let mem = rpc_throughput(None, 64, secs).await;
+        let dir = tempfile::tempdir().unwrap();
+        let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
+        println!("rpc CreatePlayerSession, 64 clients: memory {mem:.0}/s, sync journal {sync:.0}/s, ratio {:.2}", sync / mem);
+
+        // Appends straight into the store from 64 writers (sync, group commit).
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path(), Durability::Sync);
+        for g in 0..64 {
+            store.register_game_session(registration(&format!("w{g}"), 1000)).await.unwrap();
+        }
+        let count = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let until = started + Duration::from_secs(secs);
+        let mut tasks = Vec::new();
+        for w in 0..64u64 {
+            let (store, count) = (store.clone(), count.clone());
+            tasks.push(tokio::spawn(async move {
+                let gs = GameSessionId::parse("g", &format!("w{w}")).unwrap();
+                let mut i = 0;
+                while Instant::now() < until && i < 1000 {
+                    store
+                        .reserve(Reserve {
+                            game_session_id: gs.clone(),
+                            players: vec![(PlayerId::parse("p", &format!("p{i}")).unwrap(), None)],
+                            idempotency_key: None,
+                        })
+                        .await
+                        .unwrap();
+                    i += 1;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n = count.load(Ordering::Relaxed);
+        println!("sync appends, 64 writers: {:.0} records/s ({n} records)", n as f64 / started.elapsed().as_secs_f64());
+        store.journal().close();
+
+        // Replay rate and start-up with `sessions` live reservations.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path(), Durability::Async);
+        let t = Instant::now();
+        fill(&store, sessions).await;
+        println!("filled {sessions} reservations in {:.1}s", t.elapsed().as_secs_f64());
+        let records = store.journal().last_lsn();
+        store.journal().close();
+        drop(store);
+        let (store, took) = tokio::task::spawn_blocking({
+            let d = dir.path().to_path_buf();
+            move || open(&d, Durability::Sync)
+        })
+        .await
+        .unwrap();
+        println!(
+            "replay without snapshot: {records} records in {:.2}s = {:.0} records/s",
+            took.as_secs_f64(),
+            records as f64 / took.as_secs_f64()
+        );
+        let d = dir.path().to_path_buf();
+        let s2 = store.clone();
+        let stats = tokio::task::spawn_blocking(move || snapshot::take(&s2, s2.journal(), &d))
+            .await
+            .unwrap()
+            .unwrap();
+        store.journal().close();
+        drop(store);
+        let (store, took) = tokio::task::spawn_blocking({
+            let d = dir.path().to_path_buf();
+            move || open(&d, Durability::Sync)
+        })
+        .await
+        .unwrap();
+        println!(
+            "start-up from snapshot ({} MiB) with {} live sessions: {:.2}s",
+            stats.bytes >> 20,
+            store.len().1,
+            took.as_secs_f64()
+        );
+        store.journal().close();
+    });
+}

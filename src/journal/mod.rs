@@ -1,0 +1,341 @@
+//! The durable journal: every state change is appended as operation updates (see [`records`])
+//! in CRC-framed checkpoints; a single writer thread does group commit (one write and one
+//! fdatasync per batch of pending checkpoints) and only then completes the callers. Snapshots
+//! bound the disk use; recovery loads the newest snapshot and replays later segments.
+//!
+//! Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
+
+pub mod frame;
+pub mod records;
+pub mod recovery;
+pub mod segment;
+pub mod snapshot;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+};
+
+use parking_lot::{Condvar, Mutex};
+use prost::Message;
+use tokio::sync::{watch, Notify};
+
+use crate::{
+    domain::{Change, Error, Lsn, Result},
+    storage::Checkpoint,
+};
+
+/// When a call's changes count as durable.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Reply after the records are written and fdatasync'ed (group commit).
+    Sync,
+    /// Reply at once; records are synced at least every 100 ms (a crash loses at most that window).
+    Async,
+}
+
+/// Journal settings.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Start a new segment file past this size.
+    pub segment_bytes: u64,
+    /// Take a snapshot after this many journal bytes since the last one.
+    pub snapshot_every_bytes: u64,
+    /// Take a snapshot after this many records since the last one.
+    pub snapshot_every_records: u64,
+    /// Truncate the journal at a corrupt record instead of refusing to start (loses what follows).
+    pub truncate_corrupt: bool,
+}
+
+impl JournalConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        JournalConfig {
+            dir: dir.into(),
+            durability: Durability::Sync,
+            segment_bytes: 64 << 20,
+            snapshot_every_bytes: 256 << 20,
+            snapshot_every_records: 1_000_000,
+            truncate_corrupt: false,
+        }
+    }
+}
+
+/// Why the journal could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} at offset {offset}: {reason} (start with --journal-truncate-corrupt to drop everything from there on)")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{path}: {reason}")]
+    BadSnapshot { path: PathBuf, reason: String },
+    #[error("data directory {0} is in use by another session-broker process")]
+    Locked(PathBuf),
+}
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> JournalError {
+    let path = path.into();
+    move |source| JournalError::Io { path, source }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// No files: LSNs are assigned, everything is durable at once (tests, embedding).
+    Disabled,
+    Sync,
+    Async,
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    next_lsn: Lsn,
+    /// LSN of the last record in `buf`.
+    buffered_last: Lsn,
+    records: u64,
+    closed: bool,
+}
+
+struct Inner {
+    mode: Mode,
+    pending: Mutex<Pending>,
+    wake_writer: Condvar,
+    /// LSN up to which records are durable (written and synced).
+    durable: watch::Sender<Lsn>,
+    failed: AtomicBool,
+    snapshot_due: Notify,
+    records_since_snapshot: AtomicU64,
+    snapshot_every_records: AtomicU64,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal(Arc<Inner>);
+
+impl Journal {
+    fn with_mode(mode: Mode) -> Self {
+        Journal(Arc::new(Inner {
+            mode,
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 << 10),
+                next_lsn: 1,
+                buffered_last: 0,
+                records: 0,
+                closed: false,
+            }),
+            wake_writer: Condvar::new(),
+            durable: watch::channel(0).0,
+            failed: AtomicBool::new(false),
+            snapshot_due: Notify::new(),
+            records_since_snapshot: AtomicU64::new(0),
+            snapshot_every_records: AtomicU64::new(u64::MAX),
+            writer: Mutex::new(None),
+        }))
+    }
+
+    /// A journal that writes nothing (state lives in memory only).
+    pub fn disabled() -> Self {
+        Self::with_mode(Mode::Disabled)
+    }
+
+    /// A file journal whose writer is not started yet (recovery runs first).
+    pub fn new(durability: Durability) -> Self {
+        Self::with_mode(match durability {
+            Durability::Sync => Mode::Sync,
+            Durability::Async => Mode::Async,
+        })
+    }
+
+    /// Appends `changes` as one atomic checkpoint. Returns the LSN of the first record (record
+    /// `i` has LSN `first + i`). Never blocks on I/O. Call it while holding the lock that orders
+    /// the changes, so LSN order matches the order in which they were applied.
+    pub fn append(&self, changes: &[Change]) -> Result<Lsn> {
+        if self.0.failed.load(Ordering::Relaxed) {
+            return Err(Error::Unavailable(
+                "the journal failed; the daemon is stopping".into(),
+            ));
+        }
+        let records: Vec<_> = changes.iter().map(|c| records::encode(c, 0)).collect();
+        let n = records.len() as u64;
+        let mut p = self.0.pending.lock();
+        if p.closed {
+            return Err(Error::Unavailable(
+                "the journal is closed; the daemon is stopping".into(),
+            ));
+        }
+        let first = p.next_lsn;
+        p.next_lsn += n;
+        p.buffered_last = p.next_lsn - 1;
+        p.records += n;
+        if self.0.mode == Mode::Disabled {
+            drop(p);
+            self.0.durable.send_replace(first + n - 1);
+            return Ok(first);
+        }
+        let checkpoint = Checkpoint {
+            first_lsn: first,
+            records,
+        };
+        frame::put_with(&mut p.buf, |b| {
+            checkpoint.encode(b).expect("Vec grows");
+        });
+        drop(p);
+        self.0.wake_writer.notify_one();
+        let since = self
+            .0
+            .records_since_snapshot
+            .fetch_add(n, Ordering::Relaxed)
+            + n;
+        if since >= self.0.snapshot_every_records.load(Ordering::Relaxed) {
+            self.0.records_since_snapshot.store(0, Ordering::Relaxed);
+            self.0.snapshot_due.notify_one();
+        }
+        Ok(first)
+    }
+
+    /// Waits until `lsn` is durable (sync mode); returns at once in async mode.
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        if self.0.mode != Mode::Sync {
+            return self.check_failed();
+        }
+        let mut rx = self.0.durable.subscribe();
+        let failed = &self.0.failed;
+        let _ = rx
+            .wait_for(|d| *d >= lsn || failed.load(Ordering::Relaxed))
+            .await;
+        self.check_failed()
+    }
+
+    /// Waits until everything appended so far is durable, in any mode (snapshots, shutdown).
+    pub async fn wait_all_durable(&self) -> Result<()> {
+        if self.0.mode == Mode::Disabled {
+            return Ok(());
+        }
+        let lsn = self.last_lsn();
+        let mut rx = self.0.durable.subscribe();
+        let failed = &self.0.failed;
+        let _ = rx
+            .wait_for(|d| *d >= lsn || failed.load(Ordering::Relaxed))
+            .await;
+        self.check_failed()
+    }
+
+    fn check_failed(&self) -> Result<()> {
+        if self.0.failed.load(Ordering::Relaxed) {
+            Err(Error::Unavailable(
+                "the journal failed; the daemon is stopping".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// LSN of the last appended record (0 if none).
+    pub fn last_lsn(&self) -> Lsn {
+        self.0.pending.lock().next_lsn - 1
+    }
+
+    /// LSN up to which records are durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        *self.0.durable.borrow()
+    }
+
+    /// Subscribes to the durable LSN (it only grows).
+    pub fn subscribe_durable(&self) -> watch::Receiver<Lsn> {
+        self.0.durable.subscribe()
+    }
+
+    /// True once a write or fsync failed (the daemon must stop).
+    pub fn has_failed(&self) -> bool {
+        self.0.failed.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when enough has been appended since the last snapshot.
+    pub async fn snapshot_due(&self) {
+        self.0.snapshot_due.notified().await
+    }
+
+    /// Asks the snapshotter for a snapshot now.
+    pub fn request_snapshot(&self) {
+        self.0.snapshot_due.notify_one();
+    }
+
+    /// Starts the writer thread after recovery: `next_lsn` continues the recovered journal.
+    pub fn start(
+        &self,
+        config: &JournalConfig,
+        recovered: &recovery::Recovered,
+        on_fatal: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> std::result::Result<(), JournalError> {
+        {
+            let mut p = self.0.pending.lock();
+            p.next_lsn = recovered.next_lsn;
+            p.buffered_last = recovered.next_lsn - 1;
+        }
+        self.0.durable.send_replace(recovered.next_lsn - 1);
+        self.0
+            .snapshot_every_records
+            .store(config.snapshot_every_records.max(1), Ordering::Relaxed);
+        if self.0.mode == Mode::Disabled {
+            return Ok(());
+        }
+        let w = writer::Writer::open(self.0.clone(), config, recovered, on_fatal)?;
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || w.run())
+            .map_err(io_err(&config.dir))?;
+        *self.0.writer.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Flushes and syncs everything appended, then stops the writer. Appends after this fail.
+    pub fn close(&self) {
+        {
+            let mut p = self.0.pending.lock();
+            p.closed = true;
+        }
+        self.0.wake_writer.notify_all();
+        let handle = self.0.writer.lock().take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Locks the data directory against a second daemon. Keep the returned file open.
+pub fn lock_dir(dir: &std::path::Path) -> std::result::Result<std::fs::File, JournalError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}

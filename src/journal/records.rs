@@ -1,0 +1,487 @@
+//! The mapping of domain changes onto operation updates (documented in `docs/journal.md`), both
+//! ways, in one place:
+//!
+//! | change | operation_type | action | sub_type |
+//! |---|---|---|---|
+//! | game session registered | CONTEXT | START | `game_session` |
+//! | game session updated | STEP | SUCCEED | `update_game_session` |
+//! | game session ended | CONTEXT | SUCCEED (TERMINATED) / FAIL (ERROR) | `game_session` |
+//! | player session reserved | CALLBACK | START | `player_session` |
+//! | player session accepted | CALLBACK | SUCCEED | `player_session` |
+//! | player session timed out | CALLBACK | FAIL (`CallbackTimeout`) | `player_session` |
+//! | player session completed | CALLBACK | CANCEL | the reason, e.g. `removed` |
+//! | idempotency key used | STEP | SUCCEED | `idempotency_key` |
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    domain::{
+        Change, CreationPolicy, EndCause, EndReason, FleetId, GameSession, GameSessionId,
+        GameSessionInfo, GameSessionStatus, IdempotencyKey, Lsn, PlayerId, PlayerSession,
+        PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
+    },
+    grpc::{from_timestamp, timestamp},
+    proto::{
+        operation_payload::Payload, CallbackOptions, EndPayload, ErrorObject,
+        GameSessionDefinition, GameSessionUpdatePayload, IdempotencyPayload, OperationAction,
+        OperationPayload, OperationRecord, OperationType, PlayerSessionCreationPolicy,
+        ReservationPayload,
+    },
+};
+
+pub const SUB_GAME_SESSION: &str = "game_session";
+pub const SUB_UPDATE: &str = "update_game_session";
+pub const SUB_PLAYER_SESSION: &str = "player_session";
+pub const SUB_IDEMPOTENCY: &str = "idempotency_key";
+pub const ERR_CRASHED: &str = "GameSessionCrashed";
+pub const ERR_HEARTBEAT: &str = "HeartbeatTimeout";
+pub const ERR_TIMEOUT: &str = "CallbackTimeout";
+
+fn secs(d: Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+fn payload(p: Payload) -> Option<OperationPayload> {
+    Some(OperationPayload { payload: Some(p) })
+}
+
+fn base(
+    lsn: Lsn,
+    id: String,
+    ty: OperationType,
+    action: OperationAction,
+    sub_type: &str,
+    at: Timestamp,
+) -> OperationRecord {
+    OperationRecord {
+        lsn,
+        operation_id: id,
+        action: action as i32,
+        operation_type: ty as i32,
+        sub_type: sub_type.to_string(),
+        timestamp: Some(timestamp(at)),
+        ..Default::default()
+    }
+}
+
+/// The game session's definition (what a CONTEXT START carries).
+pub fn definition(g: &GameSession) -> GameSessionDefinition {
+    GameSessionDefinition {
+        fleet_id: g.fleet_id().to_string(),
+        name: g.name.to_string(),
+        ip_address: g.info.ip_address.to_string(),
+        port: u32::from(g.info.port),
+        maximum_player_session_count: g.maximum_player_session_count,
+        labels: g
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        release: g.release.to_string(),
+        environment: g.environment.to_string(),
+        reservation_timeout_seconds: secs(g.reservation_timeout),
+        heartbeat_timeout_seconds: g.heartbeat_timeout.map_or(0, secs),
+    }
+}
+
+/// Encodes one change as the operation update journaled for it.
+pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
+    use OperationAction as A;
+    use OperationType as T;
+    match change {
+        Change::GameSessionStarted(g) => {
+            let mut r = base(
+                lsn,
+                g.id().to_string(),
+                T::Context,
+                A::Start,
+                SUB_GAME_SESSION,
+                g.creation_time,
+            );
+            r.name = g.name.to_string();
+            r.result = payload(Payload::GameSession(definition(g)));
+            if let Some(hb) = g.heartbeat_timeout {
+                r.callback_options = Some(CallbackOptions {
+                    timeout_seconds: 0,
+                    heartbeat_timeout_seconds: secs(hb),
+                });
+            }
+            r
+        }
+        Change::GameSessionUpdated {
+            id,
+            maximum_player_session_count,
+            policy,
+            at,
+        } => {
+            let mut r = base(lsn, id.to_string(), T::Step, A::Succeed, SUB_UPDATE, *at);
+            r.parent_id = id.to_string();
+            r.result = payload(Payload::GameSessionUpdate(GameSessionUpdatePayload {
+                maximum_player_session_count: *maximum_player_session_count,
+                player_session_creation_policy: policy
+                    .map(|p| crate::grpc::creation_policy_proto(p) as i32),
+            }));
+            r
+        }
+        Change::GameSessionEnded {
+            id,
+            cause,
+            reason,
+            at,
+        } => {
+            let action = if *cause == EndCause::Ended {
+                A::Succeed
+            } else {
+                A::Fail
+            };
+            let mut r = base(
+                lsn,
+                id.to_string(),
+                T::Context,
+                action,
+                SUB_GAME_SESSION,
+                *at,
+            );
+            match cause {
+                EndCause::Ended => {
+                    r.result = payload(Payload::End(EndPayload {
+                        reason: reason.to_string(),
+                    }))
+                }
+                EndCause::Crashed | EndCause::HeartbeatLost => {
+                    r.error = Some(ErrorObject {
+                        error_type: if *cause == EndCause::Crashed {
+                            ERR_CRASHED
+                        } else {
+                            ERR_HEARTBEAT
+                        }
+                        .into(),
+                        error_message: reason.to_string(),
+                    })
+                }
+            }
+            r
+        }
+        Change::Reserved(ps) => {
+            let mut r = base(
+                lsn,
+                ps.id.to_string(),
+                T::Callback,
+                A::Start,
+                SUB_PLAYER_SESSION,
+                ps.creation_time,
+            );
+            r.parent_id = ps.game.id.to_string();
+            r.name = ps.player_id.to_string();
+            r.callback_options = Some(CallbackOptions {
+                timeout_seconds: secs(ps.reservation_deadline.duration_since(ps.creation_time)),
+                heartbeat_timeout_seconds: 0,
+            });
+            r.deadline = Some(timestamp(ps.reservation_deadline));
+            r.result = payload(Payload::Reservation(ReservationPayload {
+                player_id: ps.player_id.to_string(),
+                player_data: ps.player_data.as_deref().unwrap_or_default().to_string(),
+            }));
+            r
+        }
+        Change::IdempotencyKey {
+            key,
+            fingerprint,
+            player_session_ids,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                key.to_string(),
+                T::Step,
+                A::Succeed,
+                SUB_IDEMPOTENCY,
+                *at,
+            );
+            r.result = payload(Payload::Idempotency(IdempotencyPayload {
+                fingerprint: *fingerprint,
+                player_session_ids: player_session_ids.iter().map(|p| p.to_string()).collect(),
+            }));
+            r
+        }
+        Change::Accepted {
+            id,
+            game_session_id,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                id.to_string(),
+                T::Callback,
+                A::Succeed,
+                SUB_PLAYER_SESSION,
+                *at,
+            );
+            r.parent_id = game_session_id.to_string();
+            r
+        }
+        Change::TimedOut {
+            id,
+            game_session_id,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                id.to_string(),
+                T::Callback,
+                A::Fail,
+                SUB_PLAYER_SESSION,
+                *at,
+            );
+            r.parent_id = game_session_id.to_string();
+            r.error = Some(ErrorObject {
+                error_type: ERR_TIMEOUT.into(),
+                error_message: "not accepted before the reservation deadline".into(),
+            });
+            r
+        }
+        Change::Completed {
+            id,
+            game_session_id,
+            reason,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                id.to_string(),
+                T::Callback,
+                A::Cancel,
+                reason.as_str(),
+                *at,
+            );
+            r.parent_id = game_session_id.to_string();
+            r
+        }
+    }
+}
+
+/// A record that cannot be decoded: names the record so recovery can report it.
+#[derive(Debug, thiserror::Error)]
+#[error("journal record {lsn} ({operation_id:?}): {reason}")]
+pub struct DecodeError {
+    pub lsn: Lsn,
+    pub operation_id: String,
+    pub reason: String,
+}
+
+/// Decodes an operation update back into the change it records. `game` looks up the fixed part
+/// of a game session (for reservations). `Ok(None)`: a record that refers to something no longer
+/// retained (skipped on replay).
+pub fn decode(
+    r: &OperationRecord,
+    lookup_game: impl Fn(&GameSessionId) -> Option<Arc<GameSessionInfo>>,
+) -> Result<Option<Change>, DecodeError> {
+    let err = |reason: &str| DecodeError {
+        lsn: r.lsn,
+        operation_id: r.operation_id.clone(),
+        reason: reason.to_string(),
+    };
+    let at = r
+        .timestamp
+        .as_ref()
+        .map(from_timestamp)
+        .ok_or_else(|| err("no timestamp"))?;
+    let ty =
+        OperationType::try_from(r.operation_type).map_err(|_| err("unknown operation type"))?;
+    let action = OperationAction::try_from(r.action).map_err(|_| err("unknown action"))?;
+    let data = r.result.as_ref().and_then(|p| p.payload.as_ref());
+    let gsid = |s: &str| GameSessionId::parse("operation_id", s).map_err(|e| err(&e.to_string()));
+    let psid = |s: &str| PlayerSessionId::parse("operation_id", s).map_err(|e| err(&e.to_string()));
+    use OperationAction as A;
+    use OperationType as T;
+    Ok(Some(match (ty, action) {
+        (T::Context, A::Start) => {
+            let Some(Payload::GameSession(d)) = data else {
+                return Err(err("missing definition"));
+            };
+            Change::GameSessionStarted(
+                game_session_from(gsid(&r.operation_id)?, d, at).map_err(|e| err(&e))?,
+            )
+        }
+        (T::Step, A::Succeed) if r.sub_type == SUB_UPDATE => {
+            let Some(Payload::GameSessionUpdate(u)) = data else {
+                return Err(err("missing update"));
+            };
+            Change::GameSessionUpdated {
+                id: gsid(&r.operation_id)?,
+                maximum_player_session_count: u.maximum_player_session_count,
+                policy: u.player_session_creation_policy.map(policy_from),
+                at,
+            }
+        }
+        (T::Step, A::Succeed) if r.sub_type == SUB_IDEMPOTENCY => {
+            let Some(Payload::Idempotency(i)) = data else {
+                return Err(err("missing idempotency payload"));
+            };
+            Change::IdempotencyKey {
+                key: IdempotencyKey::parse_optional("operation_id", &r.operation_id)
+                    .map_err(|e| err(&e.to_string()))?
+                    .ok_or_else(|| err("empty idempotency key"))?,
+                fingerprint: i.fingerprint,
+                player_session_ids: i
+                    .player_session_ids
+                    .iter()
+                    .map(|s| psid(s))
+                    .collect::<Result<_, _>>()?,
+                at,
+            }
+        }
+        (T::Context, A::Succeed | A::Fail) => {
+            let (cause, reason) = match (&r.error, data) {
+                (None, Some(Payload::End(e))) => (EndCause::Ended, e.reason.clone()),
+                (None, _) => (EndCause::Ended, String::new()),
+                (Some(e), _) if e.error_type == ERR_HEARTBEAT => {
+                    (EndCause::HeartbeatLost, e.error_message.clone())
+                }
+                (Some(e), _) => (EndCause::Crashed, e.error_message.clone()),
+            };
+            Change::GameSessionEnded {
+                id: gsid(&r.operation_id)?,
+                cause,
+                reason: reason.into(),
+                at,
+            }
+        }
+        (T::Callback, A::Start) => {
+            let Some(Payload::Reservation(res)) = data else {
+                return Err(err("missing reservation"));
+            };
+            let game_id = gsid(&r.parent_id)?;
+            let Some(game) = lookup_game(&game_id) else {
+                return Ok(None);
+            };
+            let deadline = r
+                .deadline
+                .as_ref()
+                .map(from_timestamp)
+                .ok_or_else(|| err("no deadline"))?;
+            Change::Reserved(PlayerSession {
+                id: psid(&r.operation_id)?,
+                player_id: PlayerId::parse("player_id", &res.player_id)
+                    .map_err(|e| err(&e.to_string()))?,
+                game,
+                status: PlayerSessionStatus::Reserved,
+                creation_time: at,
+                termination_time: None,
+                reservation_deadline: deadline,
+                player_data: (!res.player_data.is_empty()).then(|| res.player_data.as_str().into()),
+                accepted_at: None,
+                end_reason: None,
+                lsns: SessionLsns {
+                    reserved: r.lsn,
+                    ..SessionLsns::default()
+                },
+            })
+        }
+        (T::Callback, A::Succeed) => Change::Accepted {
+            id: psid(&r.operation_id)?,
+            game_session_id: gsid(&r.parent_id)?,
+            at,
+        },
+        (T::Callback, A::Fail) => Change::TimedOut {
+            id: psid(&r.operation_id)?,
+            game_session_id: gsid(&r.parent_id)?,
+            at,
+        },
+        (T::Callback, A::Cancel) => Change::Completed {
+            id: psid(&r.operation_id)?,
+            game_session_id: gsid(&r.parent_id)?,
+            reason: EndReason::parse(&r.sub_type)
+                .ok_or_else(|| err("unknown completion reason"))?,
+            at,
+        },
+        _ => return Err(err("unknown operation update")),
+    }))
+}
+
+fn policy_from(v: i32) -> CreationPolicy {
+    match PlayerSessionCreationPolicy::try_from(v) {
+        Ok(PlayerSessionCreationPolicy::DenyAll) => CreationPolicy::DenyAll,
+        _ => CreationPolicy::AcceptAll,
+    }
+}
+
+/// Builds a fresh ACTIVE game session from its definition.
+pub fn game_session_from(
+    id: GameSessionId,
+    d: &GameSessionDefinition,
+    created: Timestamp,
+) -> Result<GameSession, String> {
+    let port = u16::try_from(d.port).map_err(|_| format!("port {} out of range", d.port))?;
+    Ok(GameSession {
+        info: Arc::new(GameSessionInfo {
+            id,
+            fleet_id: FleetId::parse("fleet_id", &d.fleet_id).map_err(|e| e.to_string())?,
+            ip_address: d.ip_address.as_str().into(),
+            port,
+        }),
+        name: d.name.as_str().into(),
+        maximum_player_session_count: d.maximum_player_session_count,
+        current_player_session_count: 0,
+        creation_policy: CreationPolicy::AcceptAll,
+        status: GameSessionStatus::Active,
+        labels: Arc::new(
+            d.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        release: d.release.as_str().into(),
+        environment: d.environment.as_str().into(),
+        reservation_timeout: Duration::from_secs(u64::from(d.reservation_timeout_seconds)),
+        heartbeat_timeout: (d.heartbeat_timeout_seconds > 0)
+            .then(|| Duration::from_secs(u64::from(d.heartbeat_timeout_seconds))),
+        heartbeat_deadline: None,
+        creation_time: created,
+        termination_time: None,
+        termination_reason: None,
+        end_cause: None,
+    })
+}
+
+/// The operation updates journaled for one player session, reconstructed from the fields each
+/// of them set (every record is a function of the session's state; see `docs/journal.md`).
+pub fn history(ps: &PlayerSession) -> Vec<OperationRecord> {
+    let mut reserved = ps.clone();
+    reserved.status = PlayerSessionStatus::Reserved;
+    let mut out = vec![encode(&Change::Reserved(reserved), ps.lsns.reserved)];
+    let gs = ps.game.id.clone();
+    if let Some(at) = ps.accepted_at {
+        out.push(encode(
+            &Change::Accepted {
+                id: ps.id,
+                game_session_id: gs.clone(),
+                at,
+            },
+            ps.lsns.accepted,
+        ));
+    }
+    match (ps.status, ps.termination_time) {
+        (PlayerSessionStatus::TimedOut, Some(at)) => {
+            out.push(encode(
+                &Change::TimedOut {
+                    id: ps.id,
+                    game_session_id: gs,
+                    at,
+                },
+                ps.lsns.ended,
+            ));
+        }
+        (PlayerSessionStatus::Completed, Some(at)) => out.push(encode(
+            &Change::Completed {
+                id: ps.id,
+                game_session_id: gs,
+                reason: ps.end_reason.unwrap_or(EndReason::Removed),
+                at,
+            },
+            ps.lsns.ended,
+        )),
+        _ => {}
+    }
+    out
+}

@@ -1,0 +1,169 @@
+//! Recovery: load the newest snapshot, replay every later record, truncate a torn tail.
+//!
+//! - A torn or corrupt tail of the last segment (nothing valid after it) is truncated with a
+//!   warning naming the file and offset: those records were never acknowledged.
+//! - Corruption before the tail (a bad frame followed by valid ones, or in an older segment)
+//!   refuses to start with an error naming file and offset, unless `truncate_corrupt` is set.
+//! - A missing or empty data directory starts fresh.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use prost::Message;
+
+use super::{frame, io_err, records, segment, snapshot, JournalConfig, JournalError};
+use crate::{domain::Lsn, storage::Checkpoint, store::Store};
+
+/// Where the journal continues after recovery.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// LSN of the next record to append.
+    pub next_lsn: Lsn,
+    /// The last segment and its valid length (appends continue there).
+    pub active_segment: Option<(PathBuf, u64)>,
+    pub snapshot: Option<PathBuf>,
+    pub records_replayed: u64,
+    pub segments: usize,
+}
+
+impl Recovered {
+    /// A fresh start (no files).
+    pub fn fresh() -> Self {
+        Recovered {
+            next_lsn: 1,
+            active_segment: None,
+            snapshot: None,
+            records_replayed: 0,
+            segments: 0,
+        }
+    }
+}
+
+/// Is there a valid frame (continuing the LSN sequence) anywhere in `buf`?
+fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
+    (1..buf.len()).any(|i| match frame::next(&buf[i..]) {
+        frame::Next::Frame { body, .. } => Checkpoint::decode(body)
+            .is_ok_and(|c| c.first_lsn >= expected_lsn && !c.records.is_empty()),
+        _ => false,
+    })
+}
+
+/// Rebuilds `store` (empty) from the files in `config.dir`.
+pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, JournalError> {
+    let dir = &config.dir;
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let _ = fs::remove_file(dir.join("snapshot.tmp"));
+    let mut out = Recovered::fresh();
+    let mut replay_from: Lsn = 1;
+    if let Some(path) = snapshot::newest(dir)? {
+        let stats = snapshot::load(store, &path)?;
+        replay_from = stats.replay_from;
+        out.next_lsn = replay_from;
+        tracing::info!(path = %path.display(), game_sessions = stats.game_sessions,
+            player_sessions = stats.player_sessions, "snapshot loaded");
+        out.snapshot = Some(path);
+    }
+    let segments = segment::list(dir, segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX)
+        .map_err(io_err(dir))?;
+    out.segments = segments.len();
+    if let Some((first, path)) = segments.first() {
+        if *first > replay_from {
+            return Err(JournalError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+                reason: format!("journal starts at LSN {first} but LSN {replay_from} is needed (a segment is missing)"),
+            });
+        }
+    }
+    let mut last_lsn: Option<Lsn> = None;
+    let count = segments.len();
+    for (index, (first_lsn, path)) in segments.iter().enumerate() {
+        let is_last = index + 1 == count;
+        let buf = fs::read(path).map_err(io_err(path))?;
+        let mut offset = 0usize;
+        let problem = loop {
+            match frame::next(&buf[offset..]) {
+                frame::Next::End => break None,
+                frame::Next::Truncated => break Some("torn record (file ends inside it)"),
+                frame::Next::Corrupt(why) => break Some(why),
+                frame::Next::Frame { body, len } => {
+                    let Ok(cp) = Checkpoint::decode(body) else {
+                        break Some("undecodable checkpoint");
+                    };
+                    let n = cp.records.len() as Lsn;
+                    if n == 0 {
+                        break Some("empty checkpoint");
+                    }
+                    let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
+                    if cp.first_lsn != expected {
+                        break Some("LSN sequence broken");
+                    }
+                    for (i, mut rec) in cp.records.into_iter().enumerate() {
+                        let lsn = cp.first_lsn + i as Lsn;
+                        rec.lsn = lsn;
+                        if lsn < replay_from {
+                            continue;
+                        }
+                        let change =
+                            records::decode(&rec, |g| store.game_info(g)).map_err(|e| {
+                                JournalError::Corrupt {
+                                    path: path.clone(),
+                                    offset: offset as u64,
+                                    reason: e.to_string(),
+                                }
+                            })?;
+                        if let Some(change) = change {
+                            store.apply(&change, lsn);
+                        }
+                        out.records_replayed += 1;
+                    }
+                    last_lsn = Some(cp.first_lsn + n - 1);
+                    offset += len;
+                }
+            }
+        };
+        let valid_len = offset as u64;
+        if let Some(reason) = problem {
+            let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
+            let before_tail = !is_last || valid_frame_after(&buf[offset..], expected);
+            if before_tail && !config.truncate_corrupt {
+                return Err(JournalError::Corrupt {
+                    path: path.clone(),
+                    offset: valid_len,
+                    reason: reason.into(),
+                });
+            }
+            if before_tail {
+                tracing::error!(path = %path.display(), offset = valid_len, reason,
+                    "corrupt journal record: truncating here and dropping everything after it (--journal-truncate-corrupt)");
+                for (_, later) in &segments[index + 1..] {
+                    fs::remove_file(later).map_err(io_err(later))?;
+                }
+            } else {
+                tracing::warn!(path = %path.display(), offset = valid_len, reason,
+                    "torn journal tail: truncating (those records were never acknowledged)");
+            }
+            truncate(path, valid_len)?;
+            out.active_segment = Some((path.clone(), valid_len));
+            break;
+        }
+        if is_last {
+            out.active_segment = Some((path.clone(), valid_len));
+        }
+    }
+    if let Some(l) = last_lsn {
+        out.next_lsn = out.next_lsn.max(l + 1);
+    }
+    Ok(out)
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.set_len(len).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}

@@ -1,0 +1,139 @@
+//! The single writer thread: group commit. It takes every pending checkpoint at once, writes
+//! them with one `write`, syncs with one `fdatasync`, and only then publishes the durable LSN
+//! that callers wait for. A write or sync error is fatal: it is logged, the journal refuses
+//! further appends, and the daemon stops with a non-zero exit (a retried fsync can lie).
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use super::{io_err, recovery::Recovered, segment, Inner, JournalConfig, JournalError, Mode};
+use crate::domain::Lsn;
+
+/// Async mode syncs at least this often.
+const ASYNC_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+pub(super) struct Writer {
+    inner: Arc<Inner>,
+    dir: PathBuf,
+    file: File,
+    segment_len: u64,
+    segment_bytes: u64,
+    snapshot_every_bytes: u64,
+    bytes_since_snapshot: u64,
+    on_fatal: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+impl Writer {
+    pub(super) fn open(
+        inner: Arc<Inner>,
+        config: &JournalConfig,
+        recovered: &Recovered,
+        on_fatal: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> Result<Self, JournalError> {
+        let (path, len) = match &recovered.active_segment {
+            Some((path, len)) => (path.clone(), *len),
+            None => (segment::segment_path(&config.dir, recovered.next_lsn), 0),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        segment::sync_dir(&config.dir).map_err(io_err(&config.dir))?;
+        Ok(Writer {
+            inner,
+            dir: config.dir.clone(),
+            file,
+            segment_len: len,
+            segment_bytes: config.segment_bytes.max(1),
+            snapshot_every_bytes: config.snapshot_every_bytes.max(1),
+            bytes_since_snapshot: 0,
+            on_fatal,
+        })
+    }
+
+    fn fatal(&self, what: &str, e: std::io::Error) {
+        let msg = format!("journal {what} failed: {e}; stopping (records after the last sync are not acknowledged)");
+        tracing::error!(error = %e, "{msg}");
+        self.inner.failed.store(true, Ordering::SeqCst);
+        // Wake every waiter so it sees the failure.
+        self.inner.durable.send_modify(|_| {});
+        (self.on_fatal)(msg);
+    }
+
+    pub(super) fn run(mut self) {
+        let mode = self.inner.mode;
+        let mut spare: Vec<u8> = Vec::with_capacity(64 << 10);
+        let mut unsynced: Option<Lsn> = None;
+        let mut last_sync = Instant::now();
+        loop {
+            let (buf, last, closed) = {
+                let mut p = self.inner.pending.lock();
+                while p.buf.is_empty() && !p.closed {
+                    match (mode, unsynced) {
+                        (Mode::Async, Some(_)) => {
+                            let left = ASYNC_SYNC_INTERVAL.saturating_sub(last_sync.elapsed());
+                            if left.is_zero()
+                                || self.inner.wake_writer.wait_for(&mut p, left).timed_out()
+                            {
+                                break;
+                            }
+                        }
+                        _ => self.inner.wake_writer.wait(&mut p),
+                    }
+                }
+                let buf = std::mem::replace(&mut p.buf, std::mem::take(&mut spare));
+                (buf, p.buffered_last, p.closed)
+            };
+            if !buf.is_empty() {
+                if let Err(e) = self.file.write_all(&buf) {
+                    return self.fatal("write", e);
+                }
+                self.segment_len += buf.len() as u64;
+                self.bytes_since_snapshot += buf.len() as u64;
+                unsynced = Some(last);
+            }
+            let sync_now = match mode {
+                Mode::Sync => unsynced.is_some(),
+                _ => unsynced.is_some() && (closed || last_sync.elapsed() >= ASYNC_SYNC_INTERVAL),
+            };
+            if sync_now {
+                if let Err(e) = self.file.sync_data() {
+                    return self.fatal("fdatasync", e);
+                }
+                last_sync = Instant::now();
+                if let Some(lsn) = unsynced.take() {
+                    self.inner.durable.send_replace(lsn);
+                }
+                if self.segment_len >= self.segment_bytes {
+                    if let Err(e) = self.rotate(last + 1) {
+                        return self.fatal("segment rotation", e);
+                    }
+                }
+                if self.bytes_since_snapshot >= self.snapshot_every_bytes {
+                    self.bytes_since_snapshot = 0;
+                    self.inner.snapshot_due.notify_one();
+                }
+            }
+            spare = buf;
+            spare.clear();
+            if closed && unsynced.is_none() && self.inner.pending.lock().buf.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn rotate(&mut self, next_lsn: Lsn) -> std::io::Result<()> {
+        let path = segment::segment_path(&self.dir, next_lsn);
+        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        segment::sync_dir(&self.dir)?;
+        self.segment_len = 0;
+        tracing::debug!(path = %path.display(), "new journal segment");
+        Ok(())
+    }
+}
