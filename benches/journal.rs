@@ -29,6 +29,9 @@ use session_broker::{
 };
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -182,13 +185,24 @@ fn main() {
         .unwrap();
     let sessions = env_u64("SB_BENCH_SESSIONS", 1_000_000);
     let secs = env_u64("SB_BENCH_SECS", 5);
+    // SB_BENCH_ONLY=rpc|append|replay runs one section (for profiling).
+    let only = std::env::var("SB_BENCH_ONLY").unwrap_or_default();
+    let run = move |section: &str| only.is_empty() || only == section;
     rt.block_on(async move {
         println!("journal benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
 
-        let mem = rpc_throughput(None, 64, secs).await;
-        let dir = tempfile::tempdir().unwrap();
-        let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
-        println!("rpc CreatePlayerSession, 64 clients: memory {mem:.0}/s, sync journal {sync:.0}/s, ratio {:.2}", sync / mem);
+        if run("rpc") {
+            let mem = rpc_throughput(None, 64, secs).await;
+            let dir = tempfile::tempdir().unwrap();
+            let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
+            println!("rpc CreatePlayerSession, 64 clients: memory {mem:.0}/s, sync journal {sync:.0}/s, ratio {:.2}", sync / mem);
+        }
+        if run("rpc-sync") {
+            let dir = tempfile::tempdir().unwrap();
+            let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
+            println!("rpc CreatePlayerSession, 64 clients, sync journal {sync:.0}/s");
+        }
+        if run("append") {
 
         // Appends straight into the store from 64 writers (sync, group commit).
         let dir = tempfile::tempdir().unwrap();
@@ -225,6 +239,10 @@ fn main() {
         let n = count.load(Ordering::Relaxed);
         println!("sync appends, 64 writers: {:.0} records/s ({n} records)", n as f64 / started.elapsed().as_secs_f64());
         store.journal().close();
+        }
+        if !run("replay") {
+            return;
+        }
 
         // Replay rate and start-up with `sessions` live reservations.
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,10 @@
 //! The `session-broker` binary: parse the command line, then serve or run a client command.
 
 use clap::Parser;
+
+/// mimalloc: measurably faster than glibc malloc for the many small allocations of the RPC path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use session_broker::cli::{self, Cli};
 
 fn main() -> std::process::ExitCode {

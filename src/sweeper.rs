@@ -55,6 +55,20 @@ impl Timers {
         }
     }
 
+    /// Schedules many timers at once (recovery): one lock and one heap rebuild.
+    pub fn schedule_all(&self, timers: Vec<(Timestamp, Timer)>) {
+        if timers.is_empty() {
+            return;
+        }
+        {
+            let mut heap = self.heap.lock();
+            let mut all = std::mem::take(&mut *heap).into_vec();
+            all.extend(timers.into_iter().map(Reverse));
+            *heap = BinaryHeap::from(all);
+        }
+        self.wake.notify_one();
+    }
+
     /// Number of pending timers.
     pub fn len(&self) -> usize {
         self.heap.lock().len()

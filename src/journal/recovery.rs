@@ -14,7 +14,7 @@ use std::{
 use prost::Message;
 
 use super::{frame, io_err, records, segment, snapshot, JournalConfig, JournalError};
-use crate::{domain::Lsn, storage::Checkpoint, store::Store};
+use crate::{domain::Lsn, proto::OperationRecord, storage::Checkpoint, store::Store};
 
 /// Where the journal continues after recovery.
 #[derive(Debug, Clone)]
@@ -50,8 +50,89 @@ fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
     })
 }
 
-/// Rebuilds `store` (empty) from the files in `config.dir`.
+/// Records routed to one replay worker: (record, position of its frame).
+type Batch = Vec<(OperationRecord, usize, u64)>;
+
+/// The game session a record belongs to: records of one game session are applied in LSN order
+/// by one worker; different game sessions commute.
+fn shard_of(r: &OperationRecord, shards: usize) -> usize {
+    let key = if r.parent_id.is_empty() {
+        &r.operation_id
+    } else {
+        &r.parent_id
+    };
+    (SHARD_HASH.hash_one(key) % shards as u64) as usize
+}
+
+static SHARD_HASH: std::sync::LazyLock<ahash::RandomState> =
+    std::sync::LazyLock::new(|| ahash::RandomState::with_seeds(1, 2, 3, 4));
+
+/// Rebuilds `store` (empty) from the files in `config.dir`, replaying on one worker per core.
 pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, JournalError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
+    let mut senders = Vec::with_capacity(workers);
+    let mut receivers = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(64);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let paths: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = receivers
+            .into_iter()
+            .map(|rx| {
+                scope.spawn(move || -> Result<(), (usize, u64, String)> {
+                    for batch in rx {
+                        for (rec, file, offset) in batch {
+                            let lsn = rec.lsn;
+                            match records::decode(&rec, |g| store.game_info(g)) {
+                                Ok(Some(change)) => store.apply(&change, lsn),
+                                Ok(None) => {}
+                                Err(e) => return Err((file, offset, e.to_string())),
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let result = read_and_route(config, store, &senders, &paths);
+        drop(senders);
+        let mut failure = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some((0, 0, "replay worker panicked".into()))),
+            }
+        }
+        let out = result?;
+        if let Some((file, offset, reason)) = failure {
+            let path = paths
+                .lock()
+                .map(|p| p.get(file).cloned())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            return Err(JournalError::Corrupt {
+                path,
+                offset,
+                reason,
+            });
+        }
+        Ok(out)
+    })
+}
+
+fn read_and_route(
+    config: &JournalConfig,
+    store: &Store,
+    workers: &[std::sync::mpsc::SyncSender<Batch>],
+    paths: &std::sync::Mutex<Vec<PathBuf>>,
+) -> Result<Recovered, JournalError> {
     let dir = &config.dir;
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let _ = fs::remove_file(dir.join("snapshot.tmp"));
@@ -79,6 +160,10 @@ pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, Journ
     }
     let mut last_lsn: Option<Lsn> = None;
     let count = segments.len();
+    if let Ok(mut p) = paths.lock() {
+        p.extend(segments.iter().map(|(_, p)| p.clone()));
+    }
+    let mut batches: Vec<Batch> = vec![Vec::new(); workers.len()];
     for (index, (first_lsn, path)) in segments.iter().enumerate() {
         let is_last = index + 1 == count;
         let buf = fs::read(path).map_err(io_err(path))?;
@@ -106,16 +191,13 @@ pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, Journ
                         if lsn < replay_from {
                             continue;
                         }
-                        let change =
-                            records::decode(&rec, |g| store.game_info(g)).map_err(|e| {
-                                JournalError::Corrupt {
-                                    path: path.clone(),
-                                    offset: offset as u64,
-                                    reason: e.to_string(),
-                                }
-                            })?;
-                        if let Some(change) = change {
-                            store.apply(&change, lsn);
+                        let shard = shard_of(&rec, workers.len());
+                        batches[shard].push((rec, index, offset as u64));
+                        if batches[shard].len() >= 256 {
+                            let full = std::mem::take(&mut batches[shard]);
+                            if workers[shard].send(full).is_err() {
+                                break;
+                            }
                         }
                         out.records_replayed += 1;
                     }
@@ -151,6 +233,11 @@ pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, Journ
         }
         if is_last {
             out.active_segment = Some((path.clone(), valid_len));
+        }
+    }
+    for (shard, batch) in batches.into_iter().enumerate() {
+        if !batch.is_empty() {
+            let _ = workers[shard].send(batch);
         }
     }
     if let Some(l) = last_lsn {

@@ -253,15 +253,56 @@ fn micros(v: i64) -> Option<Timestamp> {
     (v != 0).then_some(Timestamp::from_micros(v))
 }
 
-/// Loads a snapshot into an empty `store`. Returns the LSN to replay from.
+/// Loads a snapshot into an empty `store`. This thread reads and decodes; game sessions are
+/// rebuilt and indexed by one thread per core, so start-up uses every core.
 pub fn load(store: &Store, path: &Path) -> Result<SnapshotStats, JournalError> {
     let file = File::open(path).map_err(io_err(path))?;
     let mut r = BufReader::with_capacity(1 << 20, file);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<GameSessionState>(256);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|scope| {
+        let rx = &rx;
+        let inserters: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(move || -> Result<(), String> {
+                    loop {
+                        let next = rx.lock().map_err(|_| "loader poisoned")?.recv();
+                        let Ok(g) = next else { return Ok(()) };
+                        let (game, players) = restore_game(g)?;
+                        store.restore_game_session(game, players);
+                    }
+                })
+            })
+            .collect();
+        let read = read_items(store, path, &mut r, &tx);
+        drop(tx);
+        let mut inserted = Ok(());
+        for h in inserters {
+            let r = h
+                .join()
+                .map_err(|_| bad(path, "snapshot loader panicked"))?;
+            if inserted.is_ok() {
+                inserted = r;
+            }
+        }
+        let stats = read?;
+        inserted.map_err(|e| bad(path, e))?;
+        Ok(stats)
+    })
+}
+
+fn read_items(
+    store: &Store,
+    path: &Path,
+    r: &mut impl Read,
+    games: &std::sync::mpsc::SyncSender<GameSessionState>,
+) -> Result<SnapshotStats, JournalError> {
     let mut body = Vec::new();
     let mut stats = SnapshotStats::default();
     let mut header_seen = false;
     loop {
-        match read_frame(&mut r, &mut body) {
+        match read_frame(r, &mut body) {
             Ok(Some(())) => {}
             Ok(None) => return Err(bad(path, "ends without a footer (incomplete snapshot)")),
             Err(e) => return Err(bad(path, e.to_string())),
@@ -286,8 +327,9 @@ pub fn load(store: &Store, path: &Path) -> Result<SnapshotStats, JournalError> {
             Item::GameSession(g) => {
                 stats.game_sessions += 1;
                 stats.player_sessions += g.player_sessions.len() as u64;
-                let (game, players) = restore_game(g).map_err(|e| bad(path, e))?;
-                store.restore_game_session(game, players);
+                if games.send(g).is_err() {
+                    return Err(bad(path, "snapshot loader stopped"));
+                }
             }
             Item::Idempotency(i) => {
                 stats.idempotency_keys += 1;

@@ -57,13 +57,24 @@ impl Default for StoreConfig {
     }
 }
 
+/// Hasher of every map: much faster than SipHash, still seeded per process (DoS-resistant).
+type Hasher = ahash::RandomState;
+type Map<K, V> = DashMap<K, V, Hasher>;
+
+/// Shards per map: many more than cores, so concurrent calls rarely share a shard lock.
+const SHARDS: usize = 128;
+
+fn map<K: Eq + std::hash::Hash + Clone, V>() -> Map<K, V> {
+    DashMap::with_hasher_and_shard_amount(Hasher::new(), SHARDS)
+}
+
 /// A game session with its indexes.
 struct GameSessionEntry {
     session: GameSession,
     /// Every retained player session of this game session, in listing order.
     players: BTreeSet<(Timestamp, PlayerSessionId)>,
     /// The RESERVED or ACTIVE player session of each player holding a seat.
-    live: HashMap<PlayerId, PlayerSessionId>,
+    live: HashMap<PlayerId, PlayerSessionId, Hasher>,
 }
 
 impl GameSessionEntry {
@@ -71,7 +82,7 @@ impl GameSessionEntry {
         GameSessionEntry {
             session,
             players: BTreeSet::new(),
-            live: HashMap::new(),
+            live: HashMap::default(),
         }
     }
     fn snapshot(&self) -> GameSession {
@@ -175,11 +186,11 @@ pub struct Store {
     clock: Clock,
     config: StoreConfig,
     journal: Journal,
-    game_sessions: DashMap<GameSessionId, GameSessionEntry>,
-    player_sessions: DashMap<PlayerSessionId, PlayerSession>,
+    game_sessions: Map<GameSessionId, GameSessionEntry>,
+    player_sessions: Map<PlayerSessionId, PlayerSession>,
     /// Player sessions of each player, in listing order.
-    by_player: DashMap<PlayerId, Vec<(Timestamp, PlayerSessionId)>>,
-    idempotency: DashMap<IdempotencyKey, IdempotencyRecord>,
+    by_player: Map<PlayerId, Vec<(Timestamp, PlayerSessionId)>>,
+    idempotency: Map<IdempotencyKey, IdempotencyRecord>,
     timers: Timers,
 }
 
@@ -190,10 +201,10 @@ impl Store {
             clock,
             config,
             journal,
-            game_sessions: DashMap::new(),
-            player_sessions: DashMap::new(),
-            by_player: DashMap::new(),
-            idempotency: DashMap::new(),
+            game_sessions: map(),
+            player_sessions: map(),
+            by_player: map(),
+            idempotency: map(),
             timers: Timers::default(),
         }
     }

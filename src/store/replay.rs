@@ -189,42 +189,39 @@ impl Store {
     /// was down time out at once, with their deadline as termination time.
     pub fn rearm_timers(&self) {
         let now = self.clock.now();
-        let mut heartbeats = Vec::new();
+        let retention = self.config.retention;
+        let mut timers = Vec::with_capacity(self.player_sessions.len() + self.game_sessions.len());
         for mut e in self.game_sessions.iter_mut() {
             let id = e.key().clone();
             match (e.session.is_active(), e.session.heartbeat_timeout) {
                 (true, Some(t)) => {
                     let d = now.saturating_add(t);
                     e.session.heartbeat_deadline = Some(d);
-                    heartbeats.push((d, id));
+                    timers.push((d, Timer::Heartbeat(id)));
                 }
                 (false, _) => {
                     if let Some(t) = e.session.termination_time {
-                        self.schedule_purge(t, Timer::PurgeGameSession(id));
+                        timers.push((t.saturating_add(retention), Timer::PurgeGameSession(id)));
                     }
                 }
                 _ => {}
             }
         }
-        for (d, id) in heartbeats {
-            self.timers.schedule(d, Timer::Heartbeat(id));
-        }
         for ps in self.player_sessions.iter() {
-            match ps.status {
-                PlayerSessionStatus::Reserved => self
-                    .timers
-                    .schedule(ps.reservation_deadline, Timer::Reservation(ps.id)),
-                PlayerSessionStatus::Active => {}
-                _ => {
-                    if let Some(t) = ps.termination_time {
-                        self.schedule_purge(t, Timer::PurgePlayerSession(ps.id));
-                    }
+            match (ps.status, ps.termination_time) {
+                (PlayerSessionStatus::Reserved, _) => {
+                    timers.push((ps.reservation_deadline, Timer::Reservation(ps.id)))
                 }
+                (PlayerSessionStatus::Active, _) | (_, None) => {}
+                (_, Some(t)) => timers.push((
+                    t.saturating_add(retention),
+                    Timer::PurgePlayerSession(ps.id),
+                )),
             }
         }
         for r in self.idempotency.iter() {
-            self.timers
-                .schedule(r.expires, Timer::IdempotencyExpiry(r.key().clone()));
+            timers.push((r.expires, Timer::IdempotencyExpiry(r.key().clone())));
         }
+        self.timers.schedule_all(timers);
     }
 }
