@@ -198,7 +198,10 @@ fn main() {
             println!("rpc CreatePlayerSession, 64 clients: memory {mem:.0}/s, sync journal {sync:.0}/s, ratio {:.2}", sync / mem);
         }
         if run("rpc-sync") {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = match std::env::var("SB_BENCH_DIR") {
+                Ok(d) => tempfile::tempdir_in(d).unwrap(),
+                Err(_) => tempfile::tempdir().unwrap(),
+            };
             let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
             println!("rpc CreatePlayerSession, 64 clients, sync journal {sync:.0}/s");
         }

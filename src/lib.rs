@@ -13,6 +13,10 @@
 //!   sessions that stopped heartbeating, and purges history after the retention period.
 //! - [`grpc`]: tonic services (one file per service), proto <-> domain conversion, and the one
 //!   `impl From<domain::Error> for tonic::Status`.
+//! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
+//!   recovery); see `docs/journal.md`.
+//! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
+//! - [`admin`]: the admin HTTP port (metrics, health and readiness probes, fleet utilization).
 //! - [`config`]: the `serve` flags and the validated [`config::Config`].
 //! - [`cli`]: the command line: `serve` and a small client for humans.
 //! - [`proto`]: code generated from `proto/session_broker/v1/*.proto`.
@@ -22,11 +26,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod journal;
+pub mod metrics;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
@@ -68,9 +74,13 @@ use crate::{
 /// A started daemon: state recovered, listeners bound, tasks running.
 pub struct Daemon {
     grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
     store: Arc<Store>,
+    metrics: Arc<metrics::Metrics>,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
+    admin: JoinHandle<std::io::Result<()>>,
+    admin_stop: CancellationToken,
     background: Vec<JoinHandle<()>>,
     fatal: Arc<Mutex<Option<String>>>,
     _dir_lock: Option<std::fs::File>,
@@ -80,6 +90,16 @@ impl Daemon {
     /// The bound gRPC address (the real port when configured with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The daemon's metrics.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
     }
 
     /// The in-memory state (for embedding and tests).
@@ -104,6 +124,9 @@ impl Daemon {
         tokio::task::spawn_blocking(move || journal.close())
             .await
             .context("journal close panicked")?;
+        // The admin port answers (readyz 503) until everything above has drained.
+        self.admin_stop.cancel();
+        let _ = self.admin.await;
         if let Some(msg) = self.fatal.lock().take() {
             anyhow::bail!(msg);
         }
@@ -145,19 +168,27 @@ async fn open_journal(
 }
 
 /// Takes a snapshot whenever the journal asks for one, until shutdown.
-async fn snapshotter(store: Arc<Store>, dir: std::path::PathBuf, shutdown: CancellationToken) {
+async fn snapshotter(
+    store: Arc<Store>,
+    metrics: Arc<metrics::Metrics>,
+    dir: std::path::PathBuf,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = store.journal().snapshot_due() => {}
             _ = shutdown.cancelled() => return,
         }
         let (store, dir) = (store.clone(), dir.clone());
+        let started = Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             snapshot::take(&store, &store.journal().clone(), &dir)
         })
         .await;
         match result {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => metrics
+                .snapshot_duration
+                .observe(started.elapsed().as_secs_f64()),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "snapshot failed; the journal keeps growing until one succeeds")
             }
@@ -176,6 +207,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             shutdown.cancel();
         })
     };
+    let recovery_started = Instant::now();
     let (store, dir_lock) = match &config.journal {
         Some(jc) => {
             let (store, lock) = open_journal(jc, config.store.clone(), on_fatal).await?;
@@ -186,25 +218,59 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             None,
         ),
     };
-    let server = GrpcServer::bind(config.listen, store.clone())
+    let metrics = metrics::Metrics::new(store.clone());
+    metrics
+        .recovery_duration
+        .set(recovery_started.elapsed().as_secs_f64());
+    store.set_metrics(metrics.clone());
+    store.journal().set_metrics(metrics.clone());
+
+    let ready = admin::Readiness::default();
+    let server = GrpcServer::bind(config.listen, store.clone(), metrics.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = server.local_addr()?;
+    let admin_server = admin::AdminServer::bind(
+        config.admin_listen,
+        store.clone(),
+        metrics.clone(),
+        ready.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let admin_addr = admin_server.local_addr()?;
+
     let mut background = vec![tokio::spawn(sweeper::run(store.clone(), shutdown.clone()))];
     if let Some(jc) = &config.journal {
         background.push(tokio::spawn(snapshotter(
             store.clone(),
+            metrics.clone(),
             jc.dir.clone(),
             shutdown.clone(),
         )));
     }
+    // Readiness drops the moment shutdown starts, before the drain.
+    background.push(tokio::spawn({
+        let (ready, shutdown) = (ready.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            ready.set(false);
+        }
+    }));
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(admin_server.serve(admin_stop.clone()));
     let server = tokio::spawn(server.serve(shutdown.clone()));
-    tracing::info!(%grpc_addr, "session-broker serving");
+    ready.set(true);
+    tracing::info!(%grpc_addr, %admin_addr, "session-broker serving");
     Ok(Daemon {
         grpc_addr,
+        admin_addr,
         store,
+        metrics,
         shutdown,
         server,
+        admin,
+        admin_stop,
         background,
         fatal,
         _dir_lock: dir_lock,

@@ -13,11 +13,12 @@ use crate::{
 
 pub struct GameSessions {
     store: Arc<Store>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl GameSessions {
-    pub fn new(store: Arc<Store>) -> Self {
-        GameSessions { store }
+    pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        GameSessions { store, metrics }
     }
 }
 
@@ -69,45 +70,60 @@ impl GameSessionService for GameSessions {
         &self,
         req: Request<proto::RegisterGameSessionRequest>,
     ) -> Reply {
-        let cmd = register_request(req.into_inner())?;
-        let g = self.store.register_game_session(cmd).await?;
-        Ok(Response::new(convert::game_session(&g)))
+        super::observed(&self.metrics, "RegisterGameSession", async move {
+            let cmd = register_request(req.into_inner())?;
+            let g = self.store.register_game_session(cmd).await?;
+            Ok(Response::new(convert::game_session(&g)))
+        })
+        .await
     }
 
     async fn heartbeat(&self, req: Request<proto::HeartbeatRequest>) -> Reply {
-        let id = gsid(&req.get_ref().game_session_id)?;
-        let g = self.store.heartbeat(&id)?;
-        Ok(Response::new(convert::game_session(&g)))
+        super::observed(&self.metrics, "Heartbeat", async move {
+            let id = gsid(&req.get_ref().game_session_id)?;
+            let g = self.store.heartbeat(&id)?;
+            Ok(Response::new(convert::game_session(&g)))
+        })
+        .await
     }
 
     async fn update_game_session(&self, req: Request<proto::UpdateGameSessionRequest>) -> Reply {
-        let r = req.into_inner();
-        let id = gsid(&r.game_session_id)?;
-        let policy = r
-            .player_session_creation_policy
-            .map(|p| convert::parse_creation_policy("player_session_creation_policy", p))
-            .transpose()?;
-        let g = self
-            .store
-            .update_game_session(&id, r.maximum_player_session_count, policy)
-            .await?;
-        Ok(Response::new(convert::game_session(&g)))
+        super::observed(&self.metrics, "UpdateGameSession", async move {
+            let r = req.into_inner();
+            let id = gsid(&r.game_session_id)?;
+            let policy = r
+                .player_session_creation_policy
+                .map(|p| convert::parse_creation_policy("player_session_creation_policy", p))
+                .transpose()?;
+            let g = self
+                .store
+                .update_game_session(&id, r.maximum_player_session_count, policy)
+                .await?;
+            Ok(Response::new(convert::game_session(&g)))
+        })
+        .await
     }
 
     async fn end_game_session(&self, req: Request<proto::EndGameSessionRequest>) -> Reply {
-        let r = req.into_inner();
-        let id = gsid(&r.game_session_id)?;
-        crate::domain::check_text("reason", &r.reason, limits::REASON_MAX)?;
-        let g = self
-            .store
-            .end_game_session(&id, r.crashed, &r.reason)
-            .await?;
-        Ok(Response::new(convert::game_session(&g)))
+        super::observed(&self.metrics, "EndGameSession", async move {
+            let r = req.into_inner();
+            let id = gsid(&r.game_session_id)?;
+            crate::domain::check_text("reason", &r.reason, limits::REASON_MAX)?;
+            let g = self
+                .store
+                .end_game_session(&id, r.crashed, &r.reason)
+                .await?;
+            Ok(Response::new(convert::game_session(&g)))
+        })
+        .await
     }
 
     async fn get_game_session(&self, req: Request<proto::GetGameSessionRequest>) -> Reply {
-        let id = gsid(&req.get_ref().game_session_id)?;
-        let g = self.store.get_game_session(&id)?;
-        Ok(Response::new(convert::game_session(&g)))
+        super::observed(&self.metrics, "GetGameSession", async move {
+            let id = gsid(&req.get_ref().game_session_id)?;
+            let g = self.store.get_game_session(&id)?;
+            Ok(Response::new(convert::game_session(&g)))
+        })
+        .await
     }
 }

@@ -18,6 +18,7 @@ pub use game_sessions::GameSessions;
 pub use player_sessions::PlayerSessions;
 
 use crate::{
+    metrics::Metrics,
     proto::{
         game_session_service_server::GameSessionServiceServer,
         player_session_service_server::PlayerSessionServiceServer,
@@ -29,10 +30,26 @@ use crate::{
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/session_broker_descriptor.bin"));
 
+/// Runs one call and records its method, status code and latency.
+pub(crate) async fn observed<T>(
+    metrics: &Metrics,
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let code = result
+        .as_ref()
+        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    metrics.observe_grpc(method, code, started.elapsed());
+    result
+}
+
 /// A bound gRPC listener, ready to serve.
 pub struct GrpcServer {
     listener: TcpListener,
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -40,7 +57,11 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     /// Binds the listener (so the caller learns the port before serving).
-    pub async fn bind(addr: SocketAddr, store: Arc<Store>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let health = HealthReporter::new();
         let health_service = tonic_health::pb::health_server::HealthServer::new(
@@ -49,6 +70,7 @@ impl GrpcServer {
         Ok(GrpcServer {
             listener,
             store,
+            metrics,
             health,
             health_service,
         })
@@ -73,9 +95,14 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let game_sessions = GameSessionServiceServer::new(GameSessions::new(self.store.clone()));
-        let player_sessions =
-            PlayerSessionServiceServer::new(PlayerSessions::new(self.store.clone()));
+        let game_sessions = GameSessionServiceServer::new(GameSessions::new(
+            self.store.clone(),
+            self.metrics.clone(),
+        ));
+        let player_sessions = PlayerSessionServiceServer::new(PlayerSessions::new(
+            self.store.clone(),
+            self.metrics.clone(),
+        ));
         self.health
             .set_serving::<GameSessionServiceServer<GameSessions>>()
             .await;

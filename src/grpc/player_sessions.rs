@@ -16,11 +16,12 @@ use crate::{
 
 pub struct PlayerSessions {
     store: Arc<Store>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PlayerSessions {
-    pub fn new(store: Arc<Store>) -> Self {
-        PlayerSessions { store }
+    pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        PlayerSessions { store, metrics }
     }
 }
 
@@ -123,85 +124,106 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::CreatePlayerSessionRequest>,
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
-        let r = req.into_inner();
-        let cmd = Reserve {
-            game_session_id: gsid(&r.game_session_id)?,
-            players: vec![(
-                PlayerId::parse("player_id", &r.player_id)?,
-                parse_player_data("player_data", &r.player_data)?,
-            )],
-            idempotency_key: IdempotencyKey::parse_optional("idempotency_key", &r.idempotency_key)?,
-        };
-        let created = self.store.reserve(cmd).await?;
-        let ps = created
-            .first()
-            .ok_or_else(|| Error::Internal("reservation returned no session".into()))?;
-        Ok(Response::new(convert::player_session(ps)))
+        super::observed(&self.metrics, "CreatePlayerSession", async move {
+            let r = req.into_inner();
+            let cmd = Reserve {
+                game_session_id: gsid(&r.game_session_id)?,
+                players: vec![(
+                    PlayerId::parse("player_id", &r.player_id)?,
+                    parse_player_data("player_data", &r.player_data)?,
+                )],
+                idempotency_key: IdempotencyKey::parse_optional(
+                    "idempotency_key",
+                    &r.idempotency_key,
+                )?,
+            };
+            let created = self.store.reserve(cmd).await?;
+            let ps = created
+                .first()
+                .ok_or_else(|| Error::Internal("reservation returned no session".into()))?;
+            Ok(Response::new(convert::player_session(ps)))
+        })
+        .await
     }
 
     async fn create_player_sessions(
         &self,
         req: Request<proto::CreatePlayerSessionsRequest>,
     ) -> std::result::Result<Response<proto::CreatePlayerSessionsResponse>, Status> {
-        let cmd = batch_request(req.into_inner())?;
-        let created = self.store.reserve(cmd).await?;
-        Ok(Response::new(proto::CreatePlayerSessionsResponse {
-            player_sessions: created.iter().map(convert::player_session).collect(),
-        }))
+        super::observed(&self.metrics, "CreatePlayerSessions", async move {
+            let cmd = batch_request(req.into_inner())?;
+            let created = self.store.reserve(cmd).await?;
+            Ok(Response::new(proto::CreatePlayerSessionsResponse {
+                player_sessions: created.iter().map(convert::player_session).collect(),
+            }))
+        })
+        .await
     }
 
     async fn accept_player_session(
         &self,
         req: Request<proto::AcceptPlayerSessionRequest>,
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
-        let r = req.get_ref();
-        let ps = self
-            .store
-            .accept(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
-            .await?;
-        Ok(Response::new(convert::player_session(&ps)))
+        super::observed(&self.metrics, "AcceptPlayerSession", async move {
+            let r = req.get_ref();
+            let ps = self
+                .store
+                .accept(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
+                .await?;
+            Ok(Response::new(convert::player_session(&ps)))
+        })
+        .await
     }
 
     async fn remove_player_session(
         &self,
         req: Request<proto::RemovePlayerSessionRequest>,
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
-        let r = req.get_ref();
-        let ps = self
-            .store
-            .remove(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
-            .await?;
-        Ok(Response::new(convert::player_session(&ps)))
+        super::observed(&self.metrics, "RemovePlayerSession", async move {
+            let r = req.get_ref();
+            let ps = self
+                .store
+                .remove(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
+                .await?;
+            Ok(Response::new(convert::player_session(&ps)))
+        })
+        .await
     }
 
     async fn describe_player_sessions(
         &self,
         req: Request<proto::DescribePlayerSessionsRequest>,
     ) -> std::result::Result<Response<proto::DescribePlayerSessionsResponse>, Status> {
-        let q = describe_request(req.get_ref())?;
-        let page = self.store.describe(&q)?;
-        let query = Describe::query_fingerprint(&q.by, q.status);
-        Ok(Response::new(proto::DescribePlayerSessionsResponse {
-            player_sessions: page
-                .player_sessions
-                .iter()
-                .map(convert::player_session)
-                .collect(),
-            next_page_token: page
-                .next
-                .map(|after| PageToken { after, query }.encode())
-                .unwrap_or_default(),
-        }))
+        super::observed(&self.metrics, "DescribePlayerSessions", async move {
+            let q = describe_request(req.get_ref())?;
+            let page = self.store.describe(&q)?;
+            let query = Describe::query_fingerprint(&q.by, q.status);
+            Ok(Response::new(proto::DescribePlayerSessionsResponse {
+                player_sessions: page
+                    .player_sessions
+                    .iter()
+                    .map(convert::player_session)
+                    .collect(),
+                next_page_token: page
+                    .next
+                    .map(|after| PageToken { after, query }.encode())
+                    .unwrap_or_default(),
+            }))
+        })
+        .await
     }
 
     async fn get_player_session_history(
         &self,
         req: Request<proto::GetPlayerSessionHistoryRequest>,
     ) -> std::result::Result<Response<proto::GetPlayerSessionHistoryResponse>, Status> {
-        let id = psid(&req.get_ref().player_session_id)?;
-        let ps = self.store.get_player_session(id)?;
-        Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
-            records: crate::journal::records::history(&ps),
-        }))
+        super::observed(&self.metrics, "GetPlayerSessionHistory", async move {
+            let id = psid(&req.get_ref().player_session_id)?;
+            let ps = self.store.get_player_session(id)?;
+            Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
+                records: crate::journal::records::history(&ps),
+            }))
+        })
+        .await
     }
 }

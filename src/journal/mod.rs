@@ -127,6 +127,7 @@ struct Inner {
     records_since_snapshot: AtomicU64,
     snapshot_every_records: AtomicU64,
     writer: Mutex<Option<JoinHandle<()>>>,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// Handle to the journal; cheap to clone.
@@ -151,6 +152,7 @@ impl Journal {
             records_since_snapshot: AtomicU64::new(0),
             snapshot_every_records: AtomicU64::new(u64::MAX),
             writer: Mutex::new(None),
+            metrics: std::sync::OnceLock::new(),
         }))
     }
 
@@ -214,16 +216,28 @@ impl Journal {
         Ok(first)
     }
 
+    /// Attaches the daemon's metrics (fsync durations, bytes, append-to-durable latency).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.0.metrics.set(metrics);
+    }
+
     /// Waits until `lsn` is durable (sync mode); returns at once in async mode.
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
         if self.0.mode != Mode::Sync {
             return self.check_failed();
         }
         let mut rx = self.0.durable.subscribe();
+        if *rx.borrow() >= lsn {
+            return self.check_failed();
+        }
+        let started = std::time::Instant::now();
         let failed = &self.0.failed;
         let _ = rx
             .wait_for(|d| *d >= lsn || failed.load(Ordering::Relaxed))
             .await;
+        if let Some(m) = self.0.metrics.get() {
+            m.journal_append.observe(started.elapsed().as_secs_f64());
+        }
         self.check_failed()
     }
 

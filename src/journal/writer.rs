@@ -95,6 +95,9 @@ impl Writer {
                     return self.fatal("write", e);
                 }
                 self.segment_len += buf.len() as u64;
+                if let Some(m) = self.inner.metrics.get() {
+                    m.journal_bytes.inc_by(buf.len() as u64);
+                }
                 self.bytes_since_snapshot += buf.len() as u64;
                 unsynced = Some(last);
             }
@@ -103,10 +106,14 @@ impl Writer {
                 _ => unsynced.is_some() && (closed || last_sync.elapsed() >= ASYNC_SYNC_INTERVAL),
             };
             if sync_now {
+                let started = Instant::now();
                 if let Err(e) = self.file.sync_data() {
                     return self.fatal("fdatasync", e);
                 }
                 last_sync = Instant::now();
+                if let Some(m) = self.inner.metrics.get() {
+                    m.journal_fsync.observe((last_sync - started).as_secs_f64());
+                }
                 if let Some(lsn) = unsynced.take() {
                     self.inner.durable.send_replace(lsn);
                 }

@@ -13,6 +13,7 @@
 //!   releasing every lock the caller waits until the records are durable. A failed call changes
 //!   nothing. No lock is ever held across an `.await`.
 
+mod fleets;
 mod ops;
 mod page_token;
 mod replay;
@@ -25,6 +26,7 @@ use std::{
 
 use dashmap::DashMap;
 
+pub use fleets::{FleetCounts, Transition};
 pub use page_token::{Fingerprint, PageToken};
 
 use crate::{
@@ -191,7 +193,9 @@ pub struct Store {
     /// Player sessions of each player, in listing order.
     by_player: Map<PlayerId, Vec<(Timestamp, PlayerSessionId)>>,
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
+    fleets: Map<crate::domain::FleetId, FleetCounts>,
     timers: Timers,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Store {
@@ -205,7 +209,9 @@ impl Store {
             player_sessions: map(),
             by_player: map(),
             idempotency: map(),
+            fleets: map(),
             timers: Timers::default(),
+            metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -228,6 +234,11 @@ impl Store {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Attaches the daemon's metrics (sweeper lag and expiries are recorded here).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Number of retained game sessions and player sessions.
@@ -380,6 +391,33 @@ impl Store {
                 return Err(format!("{}: termination time does not match status", p.id));
             }
         }
+        let mut scanned: HashMap<crate::domain::FleetId, FleetCounts> = HashMap::new();
+        for e in self.game_sessions.iter() {
+            let c = scanned.entry(e.session.fleet_id().clone()).or_default();
+            c.game_sessions[fleets::gs_index(e.session.status)] += 1;
+            if e.session.is_active() {
+                c.maximum_player_session_count += u64::from(e.session.maximum_player_session_count);
+            }
+        }
+        for p in self.player_sessions.iter() {
+            let c = scanned.entry(p.game.fleet_id.clone()).or_default();
+            c.player_sessions[fleets::ps_index(p.status)] += 1;
+        }
+        for f in self.fleets.iter() {
+            let want = scanned.get(f.key()).copied().unwrap_or_default();
+            let have = *f.value();
+            if (
+                have.game_sessions,
+                have.player_sessions,
+                have.maximum_player_session_count,
+            ) != (
+                want.game_sessions,
+                want.player_sessions,
+                want.maximum_player_session_count,
+            ) {
+                return Err(format!("fleet {} counts {have:?}, scan {want:?}", f.key()));
+            }
+        }
         let indexed: usize = self.by_player.iter().map(|v| v.len()).sum();
         if indexed != self.player_sessions.len() {
             return Err(format!(
@@ -427,6 +465,7 @@ impl Store {
 
     /// Adds a new player session to every index. Call with its game session's entry locked.
     fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) {
+        self.count_player(&ps.game.fleet_id, None, Some(ps.status));
         if ps.status.is_live() {
             e.live.insert(ps.player_id.clone(), ps.id);
         }

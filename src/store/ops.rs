@@ -57,6 +57,7 @@ impl Store {
                     .journal
                     .append(&[Change::GameSessionStarted(session.clone())])?;
                 v.insert(GameSessionEntry::new(session.clone()));
+                self.count_game_added(&session);
                 lsn
             }
         };
@@ -100,7 +101,7 @@ impl Store {
                 policy,
                 at: self.clock.now(),
             }])?;
-            apply_update(&mut e, maximum_player_session_count, policy);
+            self.apply_update(&mut e, maximum_player_session_count, policy);
             (e.snapshot(), lsn)
         };
         tracing::debug!(game_session_id = %id, ?maximum_player_session_count, ?policy, "game session updated");
@@ -159,6 +160,11 @@ impl Store {
             at,
         }));
         let first = self.journal.append(&changes)?;
+        self.count_transition(
+            e.session.fleet_id(),
+            super::Transition::Completed,
+            live.len() as u64,
+        );
         let completed: Vec<(PlayerSessionId, Lsn)> = live
             .iter()
             .enumerate()
@@ -179,9 +185,21 @@ impl Store {
         reason: Arc<str>,
         completed: &[(PlayerSessionId, Lsn)],
     ) {
+        let (fleet, max) = (
+            e.session.fleet_id().clone(),
+            e.session.maximum_player_session_count,
+        );
         if !e.session.end(at, cause, reason) {
             return;
         }
+        let status = e.session.status;
+        self.fleet(&fleet, |c| {
+            c.game_sessions[0] = c.game_sessions[0].saturating_sub(1);
+            c.game_sessions[super::fleets::gs_index(status)] += 1;
+            c.maximum_player_session_count = c
+                .maximum_player_session_count
+                .saturating_sub(u64::from(max));
+        });
         let ended = EndReason::from_game_end(cause);
         for (psid, lsn) in completed {
             self.complete_locked(e, *psid, at, ended, *lsn);
@@ -201,9 +219,11 @@ impl Store {
         let Some(mut ps) = self.player_sessions.get_mut(&psid) else {
             return;
         };
+        let before = ps.status;
         if ps.complete(at, reason) == Step::Changed {
             ps.lsns.ended = lsn;
             release_seat(e, &ps);
+            self.count_player(&ps.game.fleet_id, Some(before), Some(ps.status));
             self.schedule_purge(at, Timer::PurgePlayerSession(psid));
         }
     }
@@ -295,6 +315,11 @@ impl Store {
             self.index_player(&mut e, ps.clone());
         }
         e.sync_count();
+        self.count_transition(
+            e.session.fleet_id(),
+            super::Transition::Reserved,
+            created.len() as u64,
+        );
         if let Some((slot, fingerprint)) = idem {
             let ttl = self
                 .config
@@ -343,6 +368,12 @@ impl Store {
                     }])?;
                     next.lsns.accepted = lsn;
                     *ps = next.clone();
+                    self.count_player(
+                        &next.game.fleet_id,
+                        Some(PlayerSessionStatus::Reserved),
+                        Some(PlayerSessionStatus::Active),
+                    );
+                    self.count_transition(&next.game.fleet_id, super::Transition::Activated, 1);
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session accepted");
                     (next, lsn)
                 }
@@ -374,6 +405,7 @@ impl Store {
                     }])?;
                     drop(ps);
                     self.complete_locked(&mut e, psid, at, EndReason::Removed, lsn);
+                    self.count_transition(&next.game.fleet_id, super::Transition::Completed, 1);
                     next.lsns.ended = lsn;
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session completed");
                     (next, lsn)
@@ -427,6 +459,17 @@ impl Store {
         }
         *ps = next.clone();
         release_seat(&mut e, &next);
+        let fleet = &next.game.fleet_id;
+        self.count_player(
+            fleet,
+            Some(PlayerSessionStatus::Reserved),
+            Some(PlayerSessionStatus::TimedOut),
+        );
+        self.count_transition(fleet, super::Transition::TimedOut, 1);
+        if let Some(m) = self.metrics.get() {
+            m.sweeper_expired.inc();
+            m.sweeper_lag.observe(now.duration_since(at).as_secs_f64());
+        }
         self.schedule_purge(at, Timer::PurgePlayerSession(psid));
         tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session timed out");
     }
@@ -474,6 +517,7 @@ impl Store {
             if let Some(mut e) = e {
                 e.players.remove(&(ps.creation_time, psid));
             }
+            self.count_player(&ps.game.fleet_id, Some(ps.status), None);
             self.unindex_player(&ps);
         }
     }
@@ -488,8 +532,10 @@ impl Store {
             return;
         }
         if let Some((_, e)) = self.game_sessions.remove(gsid) {
+            self.count_game_removed(&e.session);
             for (_, psid) in e.players {
                 if let Some((_, ps)) = self.player_sessions.remove(&psid) {
+                    self.count_player(&ps.game.fleet_id, Some(ps.status), None);
                     self.unindex_player(&ps);
                 }
             }
@@ -498,16 +544,27 @@ impl Store {
     }
 }
 
-/// Applies an UpdateGameSession to an entry (validated beforehand, or replayed).
-pub(super) fn apply_update(
-    e: &mut GameSessionEntry,
-    maximum_player_session_count: Option<u32>,
-    policy: Option<CreationPolicy>,
-) {
-    if let Some(max) = maximum_player_session_count {
-        e.session.maximum_player_session_count = max;
-    }
-    if let Some(p) = policy {
-        e.session.creation_policy = p;
+impl Store {
+    /// Applies an UpdateGameSession to an entry (validated beforehand, or replayed).
+    pub(super) fn apply_update(
+        &self,
+        e: &mut GameSessionEntry,
+        maximum_player_session_count: Option<u32>,
+        policy: Option<CreationPolicy>,
+    ) {
+        if let Some(max) = maximum_player_session_count {
+            let old = e.session.maximum_player_session_count;
+            e.session.maximum_player_session_count = max;
+            if e.session.is_active() {
+                self.fleet(e.session.fleet_id(), |c| {
+                    c.maximum_player_session_count = (c.maximum_player_session_count
+                        + u64::from(max))
+                    .saturating_sub(u64::from(old));
+                });
+            }
+        }
+        if let Some(p) = policy {
+            e.session.creation_policy = p;
+        }
     }
 }

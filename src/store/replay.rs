@@ -5,7 +5,7 @@
 //! accept of a session that is no longer RESERVED, ... change nothing), because a fuzzy snapshot
 //! may already reflect some of the records replayed on top of it.
 
-use super::{ops::apply_update, release_seat, GameSessionEntry, IdempotencyRecord, Store};
+use super::{release_seat, GameSessionEntry, IdempotencyRecord, Store};
 use crate::{
     domain::{
         Change, GameSession, GameSessionId, IdempotencyKey, Lsn, PlayerSession, PlayerSessionId,
@@ -20,9 +20,12 @@ impl Store {
     pub fn apply(&self, change: &Change, lsn: Lsn) {
         match change {
             Change::GameSessionStarted(g) => {
-                self.game_sessions
-                    .entry(g.id().clone())
-                    .or_insert_with(|| GameSessionEntry::new(g.clone()));
+                if let dashmap::mapref::entry::Entry::Vacant(v) =
+                    self.game_sessions.entry(g.id().clone())
+                {
+                    v.insert(GameSessionEntry::new(g.clone()));
+                    self.count_game_added(g);
+                }
             }
             Change::GameSessionUpdated {
                 id,
@@ -31,7 +34,7 @@ impl Store {
                 ..
             } => {
                 if let Some(mut e) = self.game_sessions.get_mut(id) {
-                    apply_update(&mut e, *maximum_player_session_count, *policy);
+                    self.apply_update(&mut e, *maximum_player_session_count, *policy);
                 }
             }
             Change::GameSessionEnded {
@@ -86,6 +89,11 @@ impl Store {
                 if let Some(mut ps) = self.player_sessions.get_mut(id) {
                     if ps.accept(*at) == Ok(Step::Changed) {
                         ps.lsns.accepted = lsn;
+                        self.count_player(
+                            &ps.game.fleet_id,
+                            Some(PlayerSessionStatus::Reserved),
+                            Some(PlayerSessionStatus::Active),
+                        );
                     }
                 }
             }
@@ -103,6 +111,11 @@ impl Store {
                 if ps.status == PlayerSessionStatus::Reserved && ps.time_out(*at) == Step::Changed {
                     ps.lsns.ended = lsn;
                     release_seat(&mut e, &ps);
+                    self.count_player(
+                        &ps.game.fleet_id,
+                        Some(PlayerSessionStatus::Reserved),
+                        Some(PlayerSessionStatus::TimedOut),
+                    );
                 }
             }
             Change::Completed {
@@ -121,6 +134,7 @@ impl Store {
     /// Inserts a game session and its player sessions from a snapshot.
     pub fn restore_game_session(&self, game: GameSession, players: Vec<PlayerSession>) {
         let id = game.id().clone();
+        self.count_game_added(&game);
         let mut entry = GameSessionEntry::new(game);
         for ps in players {
             self.index_player(&mut entry, ps);

@@ -1,0 +1,164 @@
+//! The admin HTTP port (axum): `/metrics`, `/healthz`, `/readyz`, `/v1/fleets`,
+//! `/v1/fleets/{fleet_id}`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    domain::FleetId,
+    metrics::Metrics,
+    store::{FleetCounts, Store},
+};
+
+/// Whether the daemon is ready for traffic: set once recovery finished and listeners are bound,
+/// cleared as soon as shutdown starts.
+#[derive(Clone, Default, Debug)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+}
+
+/// A bound admin listener.
+pub struct AdminServer {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl AdminServer {
+    pub async fn bind(
+        addr: SocketAddr,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+        ready: Readiness,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let router = Router::new()
+            .route("/metrics", get(metrics_text))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .route("/v1/fleets", get(fleets))
+            .route("/v1/fleets/{fleet_id}", get(fleet))
+            .with_state(AdminState {
+                store,
+                metrics,
+                ready,
+            });
+        Ok(AdminServer { listener, router })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is cancelled.
+    pub async fn serve(self, stop: CancellationToken) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    }
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    if s.ready.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// Utilization of one fleet as JSON.
+pub fn fleet_json(fleet: &FleetId, c: &FleetCounts) -> Value {
+    json!({
+        "fleet_id": fleet.as_str(),
+        "game_sessions": {
+            "active": c.game_sessions[0],
+            "terminated": c.game_sessions[1],
+            "error": c.game_sessions[2],
+        },
+        "player_sessions": {
+            "reserved": c.player_sessions[0],
+            "active": c.player_sessions[1],
+            "completed": c.player_sessions[2],
+            "timedout": c.player_sessions[3],
+        },
+        "maximum_player_session_count": c.maximum_player_session_count,
+        "current_player_session_count": c.current_player_session_count(),
+        "available_player_session_count": c.available_player_session_count(),
+    })
+}
+
+async fn fleets(State(s): State<AdminState>) -> Json<Value> {
+    let fleets: Vec<Value> = s
+        .store
+        .all_fleet_counts()
+        .iter()
+        .map(|(f, c)| fleet_json(f, c))
+        .collect();
+    Json(json!({ "fleets": fleets }))
+}
+
+async fn fleet(State(s): State<AdminState>, Path(fleet_id): Path<String>) -> Response {
+    let id = match FleetId::parse("fleet_id", &fleet_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response()
+        }
+    };
+    match s
+        .store
+        .all_fleet_counts()
+        .into_iter()
+        .find(|(f, _)| *f == id)
+    {
+        Some((f, c)) => Json(fleet_json(&f, &c)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("fleet {fleet_id} not found") })),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,364 @@
+//! Prometheus metrics (prometheus-client, one registry per daemon, prefix `session_broker_`).
+//!
+//! Event metrics (gRPC calls, sweeper, journal) are recorded where they happen; the state
+//! gauges and transition counters per fleet are read from the store's counters at scrape time
+//! (a collector), so they can never drift from the state.
+
+use std::{fmt::Write as _, sync::Arc, time::Duration};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{exponential_buckets, Histogram},
+        MetricType,
+    },
+    registry::Registry,
+};
+
+use crate::store::{Store, Transition};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~13 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// Every metric of one daemon.
+pub struct Metrics {
+    registry: Registry,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub grpc_duration: Family<MethodLabels, Histogram>,
+    pub sweeper_lag: Histogram,
+    pub sweeper_expired: Counter,
+    pub journal_append: Histogram,
+    pub journal_fsync: Histogram,
+    pub journal_bytes: Counter,
+    pub snapshot_duration: Histogram,
+    pub recovery_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric; `store` feeds the per-fleet gauges and counters.
+    pub fn new(store: Arc<Store>) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("session_broker");
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls by method and status code",
+            grpc_requests.clone(),
+        );
+        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC call latency by method",
+            grpc_duration.clone(),
+        );
+        let sweeper_lag = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "sweeper_lag_seconds",
+            "How late each reservation timeout fired after its deadline",
+            sweeper_lag.clone(),
+        );
+        let sweeper_expired = Counter::default();
+        registry.register(
+            "sweeper_expired",
+            "Reservations timed out by the sweeper",
+            sweeper_expired.clone(),
+        );
+        let journal_append = latency_histogram();
+        registry.register(
+            "journal_append_duration_seconds",
+            "Time from a call's append to its records being durable",
+            journal_append.clone(),
+        );
+        let journal_fsync = latency_histogram();
+        registry.register(
+            "journal_fsync_duration_seconds",
+            "Duration of each journal fdatasync",
+            journal_fsync.clone(),
+        );
+        let journal_bytes = Counter::default();
+        registry.register(
+            "journal_bytes",
+            "Bytes written to the journal",
+            journal_bytes.clone(),
+        );
+        let snapshot_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register(
+            "snapshot_duration_seconds",
+            "Duration of each snapshot",
+            snapshot_duration.clone(),
+        );
+        let recovery_duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "recovery_duration_seconds",
+            "Duration of the start-up recovery",
+            recovery_duration.clone(),
+        );
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("build_info", "Build information", build_info);
+        registry.register_collector(Box::new(StoreCollector {
+            store: Arc::downgrade(&store),
+        }));
+        Arc::new(Metrics {
+            registry,
+            grpc_requests,
+            grpc_duration,
+            sweeper_lag,
+            sweeper_expired,
+            journal_append,
+            journal_fsync,
+            journal_bytes,
+            snapshot_duration,
+            recovery_duration,
+        })
+    }
+
+    /// Records one gRPC call.
+    pub fn observe_grpc(&self, method: &'static str, code: tonic::Code, took: Duration) {
+        self.grpc_requests
+            .get_or_create(&GrpcLabels {
+                method,
+                code: code_name(code),
+            })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&MethodLabels { method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition format (0.0.4), plus process metrics.
+    pub fn render(&self) -> String {
+        let mut open_metrics = String::new();
+        let _ = encode(&mut open_metrics, &self.registry);
+        let mut out = to_prometheus_text(&open_metrics);
+        process_metrics(&mut out);
+        out
+    }
+}
+
+/// Converts OpenMetrics text to the Prometheus text format: counter families are named with
+/// their `_total` suffix in `# HELP`/`# TYPE`, and the `# EOF` trailer is dropped. Every
+/// Prometheus version and `promtool check metrics` accept the result.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Canonical upper-case names of gRPC codes (bounded label values).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Per-fleet gauges and counters read from the store at scrape time.
+#[derive(Debug)]
+struct StoreCollector {
+    store: std::sync::Weak<Store>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetStatus {
+    fleet_id: String,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetTo {
+    fleet_id: String,
+    to: &'static str,
+}
+
+const PS_STATUS: [&str; 4] = ["reserved", "active", "completed", "timedout"];
+const GS_STATUS: [&str; 3] = ["active", "terminated", "error"];
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.store.upgrade() else {
+            return Ok(());
+        };
+        let fleets = store.all_fleet_counts();
+        {
+            let mut e = encoder.encode_descriptor(
+                "player_sessions",
+                "Retained player sessions by fleet and status",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (fleet, c) in &fleets {
+                for (i, status) in PS_STATUS.iter().enumerate() {
+                    let labels = FleetStatus {
+                        fleet_id: fleet.to_string(),
+                        status,
+                    };
+                    ConstGauge::new(c.player_sessions[i] as i64)
+                        .encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "game_sessions",
+                "Retained game sessions by fleet and status",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (fleet, c) in &fleets {
+                for (i, status) in GS_STATUS.iter().enumerate() {
+                    let labels = FleetStatus {
+                        fleet_id: fleet.to_string(),
+                        status,
+                    };
+                    ConstGauge::new(c.game_sessions[i] as i64).encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut e = encoder.encode_descriptor(
+                "available_player_sessions",
+                "Free seats in ACTIVE game sessions by fleet",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (fleet, c) in &fleets {
+                let labels = FleetStatus {
+                    fleet_id: fleet.to_string(),
+                    status: "available",
+                };
+                ConstGauge::new(c.available_player_session_count() as i64)
+                    .encode(e.encode_family(&labels)?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "player_session_transitions",
+            "Player session transitions made by this process, by fleet and target state",
+            None,
+            MetricType::Counter,
+        )?;
+        for (fleet, c) in &fleets {
+            for (t, to) in Transition::ALL {
+                let labels = FleetTo {
+                    fleet_id: fleet.to_string(),
+                    to,
+                };
+                ConstCounter::new(c.transitions[t as usize]).encode(e.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds (Linux /proc).
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = fields
+        .get(11)
+        .and_then(|u| u.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let rss_pages = fields
+        .get(21)
+        .and_then(|r| r.parse::<u64>().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds."
+    );
+    let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+    let _ = writeln!(out, "process_cpu_seconds_total {}", cpu / ticks);
+    let _ = writeln!(
+        out,
+        "# HELP process_resident_memory_bytes Resident memory size in bytes."
+    );
+    let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+    let _ = writeln!(out, "process_resident_memory_bytes {}", rss_pages * 4096);
+    let _ = writeln!(
+        out,
+        "# HELP process_open_fds Number of open file descriptors."
+    );
+    let _ = writeln!(out, "# TYPE process_open_fds gauge");
+    let _ = writeln!(out, "process_open_fds {fds}");
+}
