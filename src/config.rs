@@ -1,7 +1,10 @@
 //! Daemon settings: the `serve` flags (each also from a `SESSION_BROKER_*` environment variable)
 //! and the validated [`Config`] they produce.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::parser::ValueSource;
+use serde::{Deserialize, Serialize};
 
 use clap::{Args, ValueEnum};
 
@@ -23,6 +26,11 @@ pub enum LogFormat {
 /// Flags of `session-broker serve` (the default command).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// TOML config file; its keys are the flag names in snake_case, plus `[fleets.<fleet_id>]`
+    /// tables. Environment variables and flags override it.
+    #[arg(long, env = "SESSION_BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// gRPC listen address.
     #[arg(long, env = "SESSION_BROKER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -128,35 +136,170 @@ pub struct Config {
     pub log_level: String,
 }
 
-/// A setting that is out of range.
+/// A setting that is out of range, or a config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid --{flag}: {reason}")]
 pub struct ConfigError {
-    pub flag: &'static str,
+    pub flag: String,
     pub reason: String,
 }
 
+fn bad(flag: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError {
+        flag: flag.replace('_', "-"),
+        reason: reason.to_string(),
+    }
+}
+
+/// Settings of one fleet (from `[fleets.<fleet_id>]` in the config file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSettings {
+    /// Reservation timeout of its game sessions that do not set one.
+    pub reservation_timeout: Option<Duration>,
+    /// Heartbeat timeout of its game sessions that do not set one.
+    pub heartbeat_timeout: Option<Duration>,
+    /// Seats of its game sessions that do not set them, and the most any may ask for.
+    pub max_players: Option<u32>,
+    /// Environment of its game sessions that do not set one.
+    pub environment: Option<String>,
+}
+
+/// The config file, as written (every key optional; unknown keys are rejected).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every_bytes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every_records: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_truncate_corrupt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fleets: BTreeMap<String, FleetFileConfig>,
+}
+
+/// `[fleets.<fleet_id>]` in the config file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_players: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+fn parse_enum<T: ValueEnum>(s: &str) -> Result<T, String> {
+    T::from_str(s, true).map_err(|_| format!("{s:?} is not one of the allowed values"))
+}
+
+/// Layers the config file under the flags: a setting still at its default (not given as a flag
+/// nor as a `SESSION_BROKER_*` variable) takes the file's value. Returns the fleet settings.
+pub fn layer_file(
+    args: &mut ServeArgs,
+    matches: &clap::ArgMatches,
+) -> Result<BTreeMap<crate::domain::FleetId, FleetSettings>, ConfigError> {
+    let Some(path) = args.config.clone() else {
+        return Ok(BTreeMap::new());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|e| bad("config", format!("{}: {e}", path.display())))?;
+    let from_default = |id: &str| {
+        matches
+            .value_source(id)
+            .is_none_or(|s| s == ValueSource::DefaultValue)
+    };
+    macro_rules! layer {
+        ($field:ident, $parse:expr) => {
+            if let Some(v) = &file.$field {
+                if from_default(stringify!($field)) {
+                    args.$field = $parse(v).map_err(|e| {
+                        bad(stringify!($field), format!("in {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        };
+    }
+    layer!(listen, |v: &String| v.parse::<SocketAddr>());
+    layer!(admin_listen, |v: &String| v.parse::<SocketAddr>());
+    layer!(data_dir, |v: &String| Ok::<_, String>(PathBuf::from(v)));
+    layer!(durability, |v: &String| parse_enum::<Durability>(v));
+    layer!(segment_size, |v: &String| parse_bytes(v));
+    layer!(snapshot_every_bytes, |v: &String| parse_bytes(v));
+    layer!(snapshot_every_records, |v: &u64| Ok::<_, String>(*v));
+    layer!(journal_truncate_corrupt, |v: &bool| Ok::<_, String>(*v));
+    layer!(reservation_timeout, |v: &String| parse_duration(v));
+    layer!(retention, |v: &String| parse_duration(v));
+    layer!(idempotency_ttl, |v: &String| parse_duration(v));
+    layer!(shutdown_grace, |v: &String| parse_duration(v));
+    layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
+    layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
+
+    let mut fleets = BTreeMap::new();
+    for (id, f) in file.fleets {
+        let flag = format!("config [fleets.{id}]");
+        let fleet = crate::domain::FleetId::parse("fleet_id", &id).map_err(|e| bad(&flag, e))?;
+        let duration = |v: &Option<String>| v.as_deref().map(parse_duration).transpose();
+        let settings = FleetSettings {
+            reservation_timeout: duration(&f.reservation_timeout).map_err(|e| bad(&flag, e))?,
+            heartbeat_timeout: duration(&f.heartbeat_timeout).map_err(|e| bad(&flag, e))?,
+            max_players: f.max_players,
+            environment: f.environment,
+        };
+        if let Some(m) = settings.max_players {
+            crate::domain::check_capacity_value(m)
+                .map_err(|e| bad(&flag, format!("max_players: {e}")))?;
+        }
+        fleets.insert(fleet, settings);
+    }
+    Ok(fleets)
+}
+
 impl Config {
-    /// Validates the flags.
-    pub fn from_args(a: ServeArgs) -> Result<Self, ConfigError> {
+    /// Validates the (layered) flags.
+    pub fn from_args(
+        a: ServeArgs,
+        fleets: BTreeMap<crate::domain::FleetId, FleetSettings>,
+    ) -> Result<Self, ConfigError> {
         let secs = a.reservation_timeout.as_secs_f64();
         if !(1.0..=86_400.0).contains(&secs) {
-            return Err(ConfigError {
-                flag: "reservation-timeout",
-                reason: "must be between 1s and 1d".into(),
-            });
+            return Err(bad("reservation_timeout", "must be between 1s and 1d"));
         }
         if a.retention < Duration::from_secs(1) {
-            return Err(ConfigError {
-                flag: "retention",
-                reason: "must be at least 1s".into(),
-            });
+            return Err(bad("retention", "must be at least 1s"));
         }
         if a.segment_size < 4096 {
-            return Err(ConfigError {
-                flag: "segment-size",
-                reason: "must be at least 4KiB".into(),
-            });
+            return Err(bad("segment_size", "must be at least 4KiB"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&a.log_level) {
+            return Err(bad("log_level", e));
         }
         Ok(Config {
             listen: a.listen,
@@ -173,6 +316,7 @@ impl Config {
                 reservation_timeout: a.reservation_timeout,
                 retention: a.retention,
                 idempotency_ttl: a.idempotency_ttl,
+                fleets: fleets.into_iter().collect(),
             },
             shutdown_grace: a.shutdown_grace,
             log_format: a.log_format,
@@ -192,5 +336,43 @@ impl Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
         }
+    }
+}
+
+/// The effective settings as a config file (for `session-broker config print`).
+pub fn effective_file(
+    a: &ServeArgs,
+    fleets: &BTreeMap<crate::domain::FleetId, FleetSettings>,
+) -> FileConfig {
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    FileConfig {
+        listen: Some(a.listen.to_string()),
+        admin_listen: Some(a.admin_listen.to_string()),
+        data_dir: Some(a.data_dir.display().to_string()),
+        durability: Some(format!("{:?}", a.durability).to_lowercase()),
+        segment_size: Some(a.segment_size.to_string()),
+        snapshot_every_bytes: Some(a.snapshot_every_bytes.to_string()),
+        snapshot_every_records: Some(a.snapshot_every_records),
+        journal_truncate_corrupt: Some(a.journal_truncate_corrupt),
+        reservation_timeout: Some(d(a.reservation_timeout)),
+        retention: Some(d(a.retention)),
+        idempotency_ttl: Some(d(a.idempotency_ttl)),
+        shutdown_grace: Some(d(a.shutdown_grace)),
+        log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
+        log_level: Some(a.log_level.clone()),
+        fleets: fleets
+            .iter()
+            .map(|(id, f)| {
+                (
+                    id.to_string(),
+                    FleetFileConfig {
+                        reservation_timeout: f.reservation_timeout.map(d),
+                        heartbeat_timeout: f.heartbeat_timeout.map(d),
+                        max_players: f.max_players,
+                        environment: f.environment.clone(),
+                    },
+                )
+            })
+            .collect(),
     }
 }

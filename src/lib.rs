@@ -197,12 +197,36 @@ async fn snapshotter(
     }
 }
 
+/// Spawns a background task; if it panics, the daemon is marked unhealthy and shut down
+/// (never left half-alive).
+fn supervise(
+    name: &'static str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+    on_fatal: Arc<dyn Fn(String) + Send + Sync>,
+) -> JoinHandle<()> {
+    use futures::FutureExt;
+    tokio::spawn(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let msg = format!("background task {name} panicked: {what}; shutting down");
+            tracing::error!("{msg}");
+            on_fatal(msg);
+        }
+    })
+}
+
 /// Binds the listeners and starts every task of the daemon. Returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
     let fatal: Arc<Mutex<Option<String>>> = Arc::default();
+    let alive = admin::Liveness::default();
     let on_fatal: Arc<dyn Fn(String) + Send + Sync> = {
-        let (fatal, shutdown) = (fatal.clone(), shutdown.clone());
+        let (fatal, shutdown, alive) = (fatal.clone(), shutdown.clone(), alive.clone());
         Arc::new(move |msg| {
+            alive.fail();
             fatal.lock().get_or_insert(msg);
             shutdown.cancel();
         })
@@ -210,7 +234,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let recovery_started = Instant::now();
     let (store, dir_lock) = match &config.journal {
         Some(jc) => {
-            let (store, lock) = open_journal(jc, config.store.clone(), on_fatal).await?;
+            let (store, lock) = open_journal(jc, config.store.clone(), on_fatal.clone()).await?;
             (store, Some(lock))
         }
         None => (
@@ -235,19 +259,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store.clone(),
         metrics.clone(),
         ready.clone(),
+        alive.clone(),
     )
     .await
     .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
     let admin_addr = admin_server.local_addr()?;
 
-    let mut background = vec![tokio::spawn(sweeper::run(store.clone(), shutdown.clone()))];
+    let mut background = vec![supervise(
+        "sweeper",
+        sweeper::run(store.clone(), shutdown.clone()),
+        on_fatal.clone(),
+    )];
     if let Some(jc) = &config.journal {
-        background.push(tokio::spawn(snapshotter(
-            store.clone(),
-            metrics.clone(),
-            jc.dir.clone(),
-            shutdown.clone(),
-        )));
+        background.push(supervise(
+            "snapshotter",
+            snapshotter(
+                store.clone(),
+                metrics.clone(),
+                jc.dir.clone(),
+                shutdown.clone(),
+            ),
+            on_fatal.clone(),
+        ));
     }
     // Readiness drops the moment shutdown starts, before the drain.
     background.push(tokio::spawn({
@@ -280,4 +313,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     start(config, shutdown).await?.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_background_task_is_reported_as_fatal() {
+        let reported: Arc<Mutex<Vec<String>>> = Arc::default();
+        let on_fatal: Arc<dyn Fn(String) + Send + Sync> = {
+            let reported = reported.clone();
+            Arc::new(move |m| reported.lock().push(m))
+        };
+        supervise("sweeper", async { panic!("boom") }, on_fatal.clone())
+            .await
+            .unwrap();
+        supervise("quiet", async {}, on_fatal).await.unwrap();
+        let got = reported.lock().clone();
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].contains("sweeper") && got[0].contains("boom"),
+            "{got:?}"
+        );
+    }
 }

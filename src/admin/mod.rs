@@ -40,11 +40,32 @@ impl Readiness {
     }
 }
 
+/// Whether the process is healthy: cleared when a background task panicked or the journal
+/// failed (the daemon is then shutting down); `/healthz` answers 503.
+#[derive(Clone, Debug)]
+pub struct Liveness(Arc<AtomicBool>);
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl Liveness {
+    pub fn fail(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+    pub fn is_alive(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     ready: Readiness,
+    alive: Liveness,
 }
 
 /// A bound admin listener.
@@ -59,11 +80,12 @@ impl AdminServer {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         ready: Readiness,
+        alive: Liveness,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let router = Router::new()
             .route("/metrics", get(metrics_text))
-            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/v1/fleets", get(fleets))
             .route("/v1/fleets/{fleet_id}", get(fleet))
@@ -71,6 +93,7 @@ impl AdminServer {
                 store,
                 metrics,
                 ready,
+                alive,
             });
         Ok(AdminServer { listener, router })
     }
@@ -96,6 +119,14 @@ async fn metrics_text(State(s): State<AdminState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+async fn healthz(State(s): State<AdminState>) -> Response {
+    if s.alive.is_alive() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n").into_response()
+    }
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {

@@ -35,6 +35,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (the default).
     Serve(ServeArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
     /// Register, inspect, heartbeat, update and end game sessions.
     #[command(name = "game-sessions")]
     GameSessions {
@@ -53,18 +58,56 @@ pub enum Command {
     },
 }
 
-/// Runs a parsed command line.
-pub async fn main(cli: Cli) -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (defaults < config file < environment < flags) as TOML.
+    Print(ServeArgs),
+}
+
+/// Layers the config file under the flags and validates the result.
+fn resolve(
+    mut args: ServeArgs,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<(
+    ServeArgs,
+    std::collections::BTreeMap<crate::domain::FleetId, crate::config::FleetSettings>,
+)> {
+    let fleets = crate::config::layer_file(&mut args, matches)?;
+    Ok((args, fleets))
+}
+
+/// Runs a parsed command line (`matches` tells which settings were given explicitly).
+pub async fn main(cli: Cli, matches: clap::ArgMatches) -> anyhow::Result<()> {
+    let sub = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .cloned()
+            .unwrap_or_else(|| matches.clone())
+    };
     match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(args)) => serve(args).await,
+        None => serve(cli.serve, &matches).await,
+        Some(Command::Serve(args)) => serve(args, &sub("serve")).await,
+        Some(Command::Config {
+            cmd: ConfigCmd::Print(args),
+        }) => {
+            let m = sub("config");
+            let m = m.subcommand_matches("print").cloned().unwrap_or(m);
+            let (args, fleets) = resolve(args, &m)?;
+            Config::from_args(args.clone(), fleets.clone())?;
+            print!(
+                "{}",
+                toml::to_string(&crate::config::effective_file(&args, &fleets))?
+            );
+            Ok(())
+        }
         Some(Command::GameSessions { client, cmd }) => client::game_sessions(client, cmd).await,
         Some(Command::PlayerSessions { client, cmd }) => client::player_sessions(client, cmd).await,
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::from_args(args)?;
+async fn serve(args: ServeArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let (args, fleets) = resolve(args, matches)?;
+    let config = Config::from_args(args, fleets)?;
     crate::telemetry::init(config.log_format, &config.log_level)?;
     let shutdown = CancellationToken::new();
     let daemon = crate::start(config.clone(), shutdown.clone()).await?;

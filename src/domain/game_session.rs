@@ -95,6 +95,14 @@ impl RegisterGameSession {
     }
 }
 
+/// Checks a seat count is within 1..=1000 (without a field name: config files).
+pub fn check_capacity_value(n: u32) -> std::result::Result<(), String> {
+    check_capacity("maximum_player_session_count", n).map_err(|e| match e {
+        Error::InvalidArgument { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
 /// Checks a maximum_player_session_count: 1..=1000.
 pub(crate) fn check_capacity(field: &str, n: u32) -> Result<()> {
     if n == 0 || n > limits::MAX_PLAYERS_PER_GAME_SESSION {

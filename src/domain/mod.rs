@@ -12,7 +12,8 @@ mod time;
 pub use change::{Change, EndCause, EndReason, Lsn};
 pub use error::{Error, Result};
 pub use game_session::{
-    CreationPolicy, GameSession, GameSessionInfo, GameSessionStatus, RegisterGameSession,
+    check_capacity_value, CreationPolicy, GameSession, GameSessionInfo, GameSessionStatus,
+    RegisterGameSession,
 };
 pub use ids::{check_text, FleetId, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId};
 pub use player_session::{

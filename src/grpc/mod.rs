@@ -36,8 +36,9 @@ pub(crate) async fn observed<T>(
     method: &'static str,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<tonic::Response<T>, tonic::Status> {
+    use tracing::Instrument;
     let started = std::time::Instant::now();
-    let result = call.await;
+    let result = call.instrument(tracing::debug_span!("rpc", method)).await;
     let code = result
         .as_ref()
         .map_or_else(|s| s.code(), |_| tonic::Code::Ok);

@@ -47,6 +47,8 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// How long an idempotency key is remembered (at least the reservation timeout).
     pub idempotency_ttl: Duration,
+    /// Per-fleet defaults and limits (config file `[fleets.<id>]`).
+    pub fleets: HashMap<crate::domain::FleetId, crate::config::FleetSettings>,
 }
 
 impl Default for StoreConfig {
@@ -55,6 +57,7 @@ impl Default for StoreConfig {
             reservation_timeout: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
             idempotency_ttl: Duration::from_secs(600),
+            fleets: HashMap::new(),
         }
     }
 }

@@ -17,7 +17,27 @@ use crate::{
 
 impl Store {
     /// Registers a new ACTIVE game session with policy ACCEPT_ALL.
-    pub async fn register_game_session(&self, req: RegisterGameSession) -> Result<GameSession> {
+    pub async fn register_game_session(&self, mut req: RegisterGameSession) -> Result<GameSession> {
+        if let Some(f) = self.config.fleets.get(&req.fleet_id) {
+            req.reservation_timeout = req.reservation_timeout.or(f.reservation_timeout);
+            req.heartbeat_timeout = req.heartbeat_timeout.or(f.heartbeat_timeout);
+            if req.environment.is_empty() {
+                req.environment = f.environment.clone().unwrap_or_default();
+            }
+            if let Some(max) = f.max_players {
+                if req.maximum_player_session_count == 0 {
+                    req.maximum_player_session_count = max;
+                } else if req.maximum_player_session_count > max {
+                    return Err(Error::invalid(
+                        "maximum_player_session_count",
+                        format!(
+                            "fleet {} allows at most {max} seats per game session",
+                            req.fleet_id
+                        ),
+                    ));
+                }
+            }
+        }
         req.validate()?;
         let now = self.clock.now();
         let id = req

@@ -57,6 +57,7 @@ impl TestDaemon {
     }
 
     pub async fn register(&mut self, id: &str, max: u32) -> GameSession {
+        let max = if max == 0 { 2 } else { max };
         self.games
             .register_game_session(register_request(id, max))
             .await

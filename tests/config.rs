@@ -1,0 +1,185 @@
+//! Configuration: file < environment < flags layering, rejection of bad files, per-fleet
+//! settings applied to registrations.
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{register_request, TestDaemon};
+use session_broker::{config::FleetSettings, domain::FleetId};
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-broker");
+
+fn print(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["config", "print"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn value<'a>(toml: &'a str, key: &str) -> &'a str {
+    toml.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("{key} missing from\n{toml}"))
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sb.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:6001\"\nreservation_timeout = \"45s\"\nretention = \"7d\"\n\
+         log_format = \"json\"\n\n[fleets.fleet-eu]\nmax_players = 16\nenvironment = \"production\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let (ok, out, err) = print(&["--config", f], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        value(&out, "listen"),
+        "\"127.0.0.1:6001\"",
+        "file over default"
+    );
+    assert_eq!(value(&out, "reservation_timeout"), "\"45s\"");
+    assert_eq!(value(&out, "log_format"), "\"json\"");
+    assert_eq!(
+        value(&out, "admin_listen"),
+        "\"127.0.0.1:8080\"",
+        "default kept"
+    );
+    assert!(
+        out.contains("[fleets.fleet-eu]") && out.contains("max_players = 16"),
+        "{out}"
+    );
+
+    let (ok, out, _) = print(
+        &["--config", f, "--listen", "127.0.0.1:6003"],
+        &[
+            ("SESSION_BROKER_RESERVATION_TIMEOUT", "20s"),
+            ("SESSION_BROKER_LISTEN", "127.0.0.1:6002"),
+        ],
+    );
+    assert!(ok);
+    assert_eq!(
+        value(&out, "reservation_timeout"),
+        "\"20s\"",
+        "environment over file"
+    );
+    assert_eq!(
+        value(&out, "listen"),
+        "\"127.0.0.1:6003\"",
+        "flag over environment"
+    );
+    assert_eq!(value(&out, "retention"), "\"7days\"", "file value kept");
+
+    // The config file itself can come from the environment.
+    let (ok, out, _) = print(&[], &[("SESSION_BROKER_CONFIG", f)]);
+    assert!(ok);
+    assert_eq!(value(&out, "listen"), "\"127.0.0.1:6001\"");
+}
+
+#[test]
+fn bad_files_and_values_are_rejected_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (content, expect) in [
+        ("bogus = 1\n", "unknown field `bogus`"),
+        ("retention = \"forever\"\n", "--retention"),
+        ("durability = \"sometimes\"\n", "--durability"),
+        ("listen = \"nowhere\"\n", "--listen"),
+        ("[fleets.fleet-eu]\nmax_players = 5000\n", "max_players"),
+        (
+            "[fleets.fleet-eu]\ncolour = \"red\"\n",
+            "unknown field `colour`",
+        ),
+        ("reservation_timeout = \"0s\"\n", "--reservation-timeout"),
+        ("listen = [\n", "TOML parse error"),
+    ] {
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, content).unwrap();
+        let out = Command::new(BIN)
+            .args(["--config", file.to_str().unwrap(), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{content:?} accepted");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(expect), "{content:?}: {err}");
+    }
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/sb.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn fleet_settings_apply_to_registrations() {
+    let mut d = TestDaemon::start_with(|c| {
+        c.store.fleets.insert(
+            FleetId::parse("f", "fleet-eu").unwrap(),
+            FleetSettings {
+                reservation_timeout: Some(Duration::from_secs(30)),
+                heartbeat_timeout: Some(Duration::from_secs(20)),
+                max_players: Some(16),
+                environment: Some("production".into()),
+            },
+        );
+    })
+    .await;
+    let mut req = register_request("eu-1", 0);
+    req.fleet_id = "fleet-eu".into();
+    req.environment = String::new();
+    let g = d
+        .games
+        .register_game_session(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            g.maximum_player_session_count,
+            g.reservation_timeout_seconds,
+            g.heartbeat_timeout_seconds
+        ),
+        (16, 30, 20)
+    );
+    assert_eq!(g.environment, "production");
+    req.game_session_id = "eu-2".into();
+    req.maximum_player_session_count = 17;
+    let e = d
+        .games
+        .register_game_session(req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("maximum_player_session_count"));
+    // Explicit values within the limit win over the fleet defaults.
+    req.maximum_player_session_count = 8;
+    req.reservation_timeout_seconds = 90;
+    let g = d
+        .games
+        .register_game_session(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            g.maximum_player_session_count,
+            g.reservation_timeout_seconds
+        ),
+        (8, 90)
+    );
+    // Other fleets keep the daemon defaults.
+    let g = d.register("other-1", 0).await;
+    assert_eq!(g.reservation_timeout_seconds, 60);
+    d.stop().await;
+}
