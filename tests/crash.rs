@@ -328,3 +328,57 @@ async fn kill_dash_nine_under_load_loses_nothing_acknowledged() {
     }
     drop(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn(dir.path(), port);
+    let channel = connect(port).await;
+    let mut games = GameSessionServiceClient::new(channel.clone());
+    for g in 0..GAMES {
+        games
+            .register_game_session(RegisterGameSessionRequest {
+                fleet_id: "fleet-term".into(),
+                game_session_id: format!("crash-{g}"),
+                maximum_player_session_count: SEATS,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let workers: Vec<_> = (0..16)
+        .map(|w| tokio::spawn(load(channel.clone(), w, acks.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let sent = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "no exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    for w in workers {
+        let _ = w.await;
+    }
+    let snapshot = {
+        let a = acks.lock().unwrap();
+        Acks {
+            sessions: a.sessions.clone(),
+        }
+    };
+    assert!(!snapshot.sessions.is_empty());
+    child = spawn(dir.path(), port);
+    verify(connect(port).await, &snapshot).await;
+    drop(child);
+}

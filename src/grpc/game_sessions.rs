@@ -70,7 +70,8 @@ impl GameSessionService for GameSessions {
         &self,
         req: Request<proto::RegisterGameSessionRequest>,
     ) -> Reply {
-        super::observed(&self.metrics, "RegisterGameSession", async move {
+        let span = super::rpc_span("RegisterGameSession", req.get_ref());
+        super::observed(&self.metrics, "RegisterGameSession", span, async move {
             let cmd = register_request(req.into_inner())?;
             let g = self.store.register_game_session(cmd).await?;
             Ok(Response::new(convert::game_session(&g)))
@@ -79,7 +80,8 @@ impl GameSessionService for GameSessions {
     }
 
     async fn heartbeat(&self, req: Request<proto::HeartbeatRequest>) -> Reply {
-        super::observed(&self.metrics, "Heartbeat", async move {
+        let span = super::rpc_span("Heartbeat", req.get_ref());
+        super::observed(&self.metrics, "Heartbeat", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
             let g = self.store.heartbeat(&id)?;
             Ok(Response::new(convert::game_session(&g)))
@@ -88,7 +90,8 @@ impl GameSessionService for GameSessions {
     }
 
     async fn update_game_session(&self, req: Request<proto::UpdateGameSessionRequest>) -> Reply {
-        super::observed(&self.metrics, "UpdateGameSession", async move {
+        let span = super::rpc_span("UpdateGameSession", req.get_ref());
+        super::observed(&self.metrics, "UpdateGameSession", span, async move {
             let r = req.into_inner();
             let id = gsid(&r.game_session_id)?;
             let policy = r
@@ -105,7 +108,8 @@ impl GameSessionService for GameSessions {
     }
 
     async fn end_game_session(&self, req: Request<proto::EndGameSessionRequest>) -> Reply {
-        super::observed(&self.metrics, "EndGameSession", async move {
+        let span = super::rpc_span("EndGameSession", req.get_ref());
+        super::observed(&self.metrics, "EndGameSession", span, async move {
             let r = req.into_inner();
             let id = gsid(&r.game_session_id)?;
             crate::domain::check_text("reason", &r.reason, limits::REASON_MAX)?;
@@ -119,7 +123,8 @@ impl GameSessionService for GameSessions {
     }
 
     async fn get_game_session(&self, req: Request<proto::GetGameSessionRequest>) -> Reply {
-        super::observed(&self.metrics, "GetGameSession", async move {
+        let span = super::rpc_span("GetGameSession", req.get_ref());
+        super::observed(&self.metrics, "GetGameSession", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
             let g = self.store.get_game_session(&id)?;
             Ok(Response::new(convert::game_session(&g)))

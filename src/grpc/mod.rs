@@ -30,15 +30,58 @@ use crate::{
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/session_broker_descriptor.bin"));
 
-/// Runs one call and records its method, status code and latency.
+/// The ids a request is about, for its log span.
+pub(crate) trait RequestIds {
+    fn game_session_id(&self) -> &str {
+        ""
+    }
+    fn player_session_id(&self) -> &str {
+        ""
+    }
+}
+
+macro_rules! request_ids {
+    ($($t:ty: $($f:ident),*;)*) => {$(
+        impl RequestIds for $t {
+            $(fn $f(&self) -> &str { &self.$f })*
+        }
+    )*};
+}
+
+request_ids! {
+    crate::proto::RegisterGameSessionRequest: game_session_id;
+    crate::proto::HeartbeatRequest: game_session_id;
+    crate::proto::UpdateGameSessionRequest: game_session_id;
+    crate::proto::EndGameSessionRequest: game_session_id;
+    crate::proto::GetGameSessionRequest: game_session_id;
+    crate::proto::CreatePlayerSessionRequest: game_session_id;
+    crate::proto::CreatePlayerSessionsRequest: game_session_id;
+    crate::proto::AcceptPlayerSessionRequest: game_session_id, player_session_id;
+    crate::proto::RemovePlayerSessionRequest: game_session_id, player_session_id;
+    crate::proto::DescribePlayerSessionsRequest: game_session_id, player_session_id;
+    crate::proto::GetPlayerSessionHistoryRequest: player_session_id;
+}
+
+/// The `rpc` span of one call: the method and the ids the request names.
+pub(crate) fn rpc_span(method: &'static str, req: &impl RequestIds) -> tracing::Span {
+    tracing::debug_span!(
+        "rpc",
+        method,
+        game_session_id = req.game_session_id(),
+        player_session_id = req.player_session_id()
+    )
+}
+
+/// Runs one call inside `span` and records its method, status code and latency.
 pub(crate) async fn observed<T>(
     metrics: &Metrics,
     method: &'static str,
+    span: tracing::Span,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<tonic::Response<T>, tonic::Status> {
     use tracing::Instrument;
     let started = std::time::Instant::now();
-    let result = call.instrument(tracing::debug_span!("rpc", method)).await;
+    let result = call.instrument(span).await;
     let code = result
         .as_ref()
         .map_or_else(|s| s.code(), |_| tonic::Code::Ok);

@@ -124,7 +124,8 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::CreatePlayerSessionRequest>,
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
-        super::observed(&self.metrics, "CreatePlayerSession", async move {
+        let span = super::rpc_span("CreatePlayerSession", req.get_ref());
+        super::observed(&self.metrics, "CreatePlayerSession", span, async move {
             let r = req.into_inner();
             let cmd = Reserve {
                 game_session_id: gsid(&r.game_session_id)?,
@@ -150,7 +151,8 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::CreatePlayerSessionsRequest>,
     ) -> std::result::Result<Response<proto::CreatePlayerSessionsResponse>, Status> {
-        super::observed(&self.metrics, "CreatePlayerSessions", async move {
+        let span = super::rpc_span("CreatePlayerSessions", req.get_ref());
+        super::observed(&self.metrics, "CreatePlayerSessions", span, async move {
             let cmd = batch_request(req.into_inner())?;
             let created = self.store.reserve(cmd).await?;
             Ok(Response::new(proto::CreatePlayerSessionsResponse {
@@ -164,7 +166,8 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::AcceptPlayerSessionRequest>,
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
-        super::observed(&self.metrics, "AcceptPlayerSession", async move {
+        let span = super::rpc_span("AcceptPlayerSession", req.get_ref());
+        super::observed(&self.metrics, "AcceptPlayerSession", span, async move {
             let r = req.get_ref();
             let ps = self
                 .store
@@ -179,7 +182,8 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::RemovePlayerSessionRequest>,
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
-        super::observed(&self.metrics, "RemovePlayerSession", async move {
+        let span = super::rpc_span("RemovePlayerSession", req.get_ref());
+        super::observed(&self.metrics, "RemovePlayerSession", span, async move {
             let r = req.get_ref();
             let ps = self
                 .store
@@ -194,7 +198,8 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::DescribePlayerSessionsRequest>,
     ) -> std::result::Result<Response<proto::DescribePlayerSessionsResponse>, Status> {
-        super::observed(&self.metrics, "DescribePlayerSessions", async move {
+        let span = super::rpc_span("DescribePlayerSessions", req.get_ref());
+        super::observed(&self.metrics, "DescribePlayerSessions", span, async move {
             let q = describe_request(req.get_ref())?;
             let page = self.store.describe(&q)?;
             let query = Describe::query_fingerprint(&q.by, q.status);
@@ -217,7 +222,8 @@ impl PlayerSessionService for PlayerSessions {
         &self,
         req: Request<proto::GetPlayerSessionHistoryRequest>,
     ) -> std::result::Result<Response<proto::GetPlayerSessionHistoryResponse>, Status> {
-        super::observed(&self.metrics, "GetPlayerSessionHistory", async move {
+        let span = super::rpc_span("GetPlayerSessionHistory", req.get_ref());
+        super::observed(&self.metrics, "GetPlayerSessionHistory", span, async move {
             let id = psid(&req.get_ref().player_session_id)?;
             let ps = self.store.get_player_session(id)?;
             Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
