@@ -152,6 +152,14 @@ fn open(dir: &std::path::Path, durability: Durability) -> (Arc<Store>, Duration)
     (store, started.elapsed())
 }
 
+/// Recovers a store from `dir` on a blocking thread; returns it and how long recovery took.
+async fn reopen(dir: &std::path::Path) -> (Arc<Store>, Duration) {
+    let d = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || open(&d, Durability::Sync))
+        .await
+        .unwrap()
+}
+
 /// Fills a store with `n` RESERVED sessions (64-byte player data) in game sessions of 1000 seats.
 async fn fill(store: &Store, n: u64) {
     let data: Arc<str> = "x".repeat(64).into();
@@ -256,12 +264,7 @@ fn main() {
         let records = store.journal().last_lsn();
         store.journal().close();
         drop(store);
-        let (store, took) = tokio::task::spawn_blocking({
-            let d = dir.path().to_path_buf();
-            move || open(&d, Durability::Sync)
-        })
-        .await
-        .unwrap();
+        let (store, took) = reopen(dir.path()).await;
         println!(
             "replay without snapshot: {records} records in {:.2}s = {:.0} records/s",
             took.as_secs_f64(),
@@ -275,12 +278,7 @@ fn main() {
             .unwrap();
         store.journal().close();
         drop(store);
-        let (store, took) = tokio::task::spawn_blocking({
-            let d = dir.path().to_path_buf();
-            move || open(&d, Durability::Sync)
-        })
-        .await
-        .unwrap();
+        let (store, took) = reopen(dir.path()).await;
         println!(
             "start-up from snapshot ({} MiB) with {} live sessions: {:.2}s",
             stats.bytes >> 20,

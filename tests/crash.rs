@@ -75,6 +75,23 @@ async fn connect(port: u16) -> Channel {
     }
 }
 
+/// Registers the game sessions `crash-0..GAMES` of `fleet`.
+async fn register_games(channel: &Channel, fleet: &str) -> GameSessionServiceClient<Channel> {
+    let mut games = GameSessionServiceClient::new(channel.clone());
+    for g in 0..GAMES {
+        games
+            .register_game_session(RegisterGameSessionRequest {
+                fleet_id: fleet.into(),
+                game_session_id: format!("crash-{g}"),
+                maximum_player_session_count: SEATS,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    games
+}
+
 /// Rank in the state machine, to compare acknowledged and recovered statuses.
 fn rank(s: i32) -> i32 {
     match PlayerSessionStatus::try_from(s).unwrap() {
@@ -225,18 +242,7 @@ async fn kill_dash_nine_under_load_loses_nothing_acknowledged() {
     let port = free_port();
     let mut child = spawn(dir.path(), port);
     let channel = connect(port).await;
-    let mut games = GameSessionServiceClient::new(channel.clone());
-    for g in 0..GAMES {
-        games
-            .register_game_session(RegisterGameSessionRequest {
-                fleet_id: "fleet-crash".into(),
-                game_session_id: format!("crash-{g}"),
-                maximum_player_session_count: SEATS,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    let mut games = register_games(&channel, "fleet-crash").await;
     // A reservation that must time out at its original deadline after the restarts.
     games
         .register_game_session(RegisterGameSessionRequest {
@@ -335,18 +341,7 @@ async fn sigterm_under_load_drains_exits_zero_and_loses_nothing() {
     let port = free_port();
     let mut child = spawn(dir.path(), port);
     let channel = connect(port).await;
-    let mut games = GameSessionServiceClient::new(channel.clone());
-    for g in 0..GAMES {
-        games
-            .register_game_session(RegisterGameSessionRequest {
-                fleet_id: "fleet-term".into(),
-                game_session_id: format!("crash-{g}"),
-                maximum_player_session_count: SEATS,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    register_games(&channel, "fleet-term").await;
     let acks = Arc::new(Mutex::new(Acks::default()));
     let workers: Vec<_> = (0..16)
         .map(|w| tokio::spawn(load(channel.clone(), w, acks.clone())))
