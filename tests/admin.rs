@@ -250,6 +250,10 @@ async fn probes_before_and_during_shutdown() {
         .players
         .create_player_session(reserve("gs-s", "late"))
         .await;
-    assert!(late.is_err(), "no new calls once shutdown started");
+    assert_eq!(
+        late.unwrap_err().code(),
+        tonic::Code::Unavailable,
+        "no new calls once shutdown started"
+    );
     d.daemon.wait().await.unwrap();
 }
