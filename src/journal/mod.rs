@@ -116,12 +116,40 @@ struct Pending {
     closed: bool,
 }
 
+impl Inner {
+    /// Publishes `lsn` as durable and wakes exactly the calls it covers.
+    fn publish_durable(&self, lsn: Lsn) {
+        self.durable.send_replace(lsn);
+        let mut waiters = self.waiters.lock();
+        let mut i = 0;
+        while i < waiters.len() {
+            if waiters[i].0 <= lsn {
+                let (_, tx) = waiters.swap_remove(i);
+                let _ = tx.send(());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Wakes every waiter (the journal failed: they must see the error).
+    fn wake_all(&self) {
+        self.durable.send_modify(|_| {});
+        for (_, tx) in self.waiters.lock().drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
 struct Inner {
     mode: Mode,
     pending: Mutex<Pending>,
     wake_writer: Condvar,
     /// LSN up to which records are durable (written and synced).
     durable: watch::Sender<Lsn>,
+    /// Calls waiting for their LSN to become durable. Only the ones a sync covers are woken
+    /// (a watch channel would wake every waiter on every sync).
+    waiters: Mutex<Vec<(Lsn, tokio::sync::oneshot::Sender<()>)>>,
     failed: AtomicBool,
     snapshot_due: Notify,
     records_since_snapshot: AtomicU64,
@@ -147,6 +175,7 @@ impl Journal {
             }),
             wake_writer: Condvar::new(),
             durable: watch::channel(0).0,
+            waiters: Mutex::new(Vec::with_capacity(256)),
             failed: AtomicBool::new(false),
             snapshot_due: Notify::new(),
             records_since_snapshot: AtomicU64::new(0),
@@ -226,15 +255,25 @@ impl Journal {
         if self.0.mode != Mode::Sync {
             return self.check_failed();
         }
-        let mut rx = self.0.durable.subscribe();
-        if *rx.borrow() >= lsn {
+        if *self.0.durable.borrow() >= lsn {
             return self.check_failed();
         }
         let started = std::time::Instant::now();
-        let failed = &self.0.failed;
-        let _ = rx
-            .wait_for(|d| *d >= lsn || failed.load(Ordering::Relaxed))
-            .await;
+        let rx = {
+            let mut waiters = self.0.waiters.lock();
+            // Checked under the waiters' lock: the writer publishes before it takes that lock,
+            // so either it sees this waiter or this check sees its LSN.
+            if *self.0.durable.borrow() >= lsn || self.0.failed.load(Ordering::SeqCst) {
+                None
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                waiters.push((lsn, tx));
+                Some(rx)
+            }
+        };
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
         if let Some(m) = self.0.metrics.get() {
             m.journal_append.observe(started.elapsed().as_secs_f64());
         }

@@ -62,7 +62,7 @@ impl Writer {
         tracing::error!(error = %e, "{msg}");
         self.inner.failed.store(true, Ordering::SeqCst);
         // Wake every waiter so it sees the failure.
-        self.inner.durable.send_modify(|_| {});
+        self.inner.wake_all();
         (self.on_fatal)(msg);
     }
 
@@ -115,7 +115,7 @@ impl Writer {
                     m.journal_fsync.observe((last_sync - started).as_secs_f64());
                 }
                 if let Some(lsn) = unsynced.take() {
-                    self.inner.durable.send_replace(lsn);
+                    self.inner.publish_durable(lsn);
                 }
                 if self.segment_len >= self.segment_bytes {
                     if let Err(e) = self.rotate(last + 1) {
