@@ -231,6 +231,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             shutdown.cancel();
         })
     };
+    // The admin port comes up first, so probes see /healthz 200 and /readyz 503 while the
+    // journal is being recovered.
+    let ready = admin::Readiness::default();
+    let serving = admin::Serving::default();
+    let admin_server = admin::AdminServer::bind(
+        config.admin_listen,
+        serving.clone(),
+        ready.clone(),
+        alive.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
+    let admin_addr = admin_server.local_addr()?;
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(admin_server.serve(admin_stop.clone()));
+
     let recovery_started = Instant::now();
     let (store, dir_lock) = match &config.journal {
         Some(jc) => {
@@ -248,22 +264,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .set(recovery_started.elapsed().as_secs_f64());
     store.set_metrics(metrics.clone());
     store.journal().set_metrics(metrics.clone());
+    serving.set(store.clone(), metrics.clone());
 
-    let ready = admin::Readiness::default();
     let server = GrpcServer::bind(config.listen, store.clone(), metrics.clone())
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = server.local_addr()?;
-    let admin_server = admin::AdminServer::bind(
-        config.admin_listen,
-        store.clone(),
-        metrics.clone(),
-        ready.clone(),
-        alive.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
-    let admin_addr = admin_server.local_addr()?;
 
     let mut background = vec![supervise(
         "sweeper",
@@ -290,8 +296,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             ready.set(false);
         }
     }));
-    let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(admin_server.serve(admin_stop.clone()));
     let server = tokio::spawn(server.serve(shutdown.clone()));
     ready.set(true);
     tracing::info!(%grpc_addr, %admin_addr, "session-broker serving");

@@ -257,3 +257,45 @@ async fn probes_before_and_during_shutdown() {
     );
     d.daemon.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn admin_port_answers_probes_while_recovering() {
+    use session_broker::{
+        admin::{AdminServer, Liveness, Readiness, Serving},
+        domain::Clock,
+        metrics::Metrics,
+        store::{Store, StoreConfig},
+    };
+    let (serving, ready) = (Serving::default(), Readiness::default());
+    let server = AdminServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        serving.clone(),
+        ready.clone(),
+        Liveness::default(),
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server.serve(stop.clone()));
+    assert_eq!(
+        http_get(addr, "/healthz").await.0,
+        200,
+        "alive while recovering"
+    );
+    assert_eq!(
+        http_get(addr, "/readyz").await.0,
+        503,
+        "not ready before recovery"
+    );
+    assert_eq!(http_get(addr, "/metrics").await.0, 503);
+    assert_eq!(http_get(addr, "/v1/fleets").await.0, 503);
+    // Recovery done.
+    let store = std::sync::Arc::new(Store::in_memory(Clock::system(), StoreConfig::default()));
+    serving.set(store.clone(), Metrics::new(store));
+    ready.set(true);
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(addr, "/metrics").await.0, 200);
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

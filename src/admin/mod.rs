@@ -60,12 +60,28 @@ impl Liveness {
     }
 }
 
+/// What the admin port serves once recovery is done (it is bound before, to answer probes).
+#[derive(Clone, Default)]
+pub struct Serving(Arc<std::sync::OnceLock<(Arc<Store>, Arc<Metrics>)>>);
+
+impl Serving {
+    pub fn set(&self, store: Arc<Store>, metrics: Arc<Metrics>) {
+        let _ = self.0.set((store, metrics));
+    }
+    fn get(&self) -> Option<&(Arc<Store>, Arc<Metrics>)> {
+        self.0.get()
+    }
+}
+
 #[derive(Clone)]
 struct AdminState {
-    store: Arc<Store>,
-    metrics: Arc<Metrics>,
+    serving: Serving,
     ready: Readiness,
     alive: Liveness,
+}
+
+fn recovering() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "recovering\n").into_response()
 }
 
 /// A bound admin listener.
@@ -75,10 +91,11 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
+    /// Binds the admin port. Until `serving` is set (after recovery) `/readyz`, `/metrics` and
+    /// `/v1/fleets` answer 503 while `/healthz` answers 200.
     pub async fn bind(
         addr: SocketAddr,
-        store: Arc<Store>,
-        metrics: Arc<Metrics>,
+        serving: Serving,
         ready: Readiness,
         alive: Liveness,
     ) -> std::io::Result<Self> {
@@ -90,8 +107,7 @@ impl AdminServer {
             .route("/v1/fleets", get(fleets))
             .route("/v1/fleets/{fleet_id}", get(fleet))
             .with_state(AdminState {
-                store,
-                metrics,
+                serving,
                 ready,
                 alive,
             });
@@ -111,12 +127,15 @@ impl AdminServer {
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {
+    let Some((_, metrics)) = s.serving.get() else {
+        return recovering();
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(),
+        metrics.render(),
     )
         .into_response()
 }
@@ -158,17 +177,22 @@ pub fn fleet_json(fleet: &FleetId, c: &FleetCounts) -> Value {
     })
 }
 
-async fn fleets(State(s): State<AdminState>) -> Json<Value> {
-    let fleets: Vec<Value> = s
-        .store
+async fn fleets(State(s): State<AdminState>) -> Response {
+    let Some((store, _)) = s.serving.get() else {
+        return recovering();
+    };
+    let fleets: Vec<Value> = store
         .all_fleet_counts()
         .iter()
         .map(|(f, c)| fleet_json(f, c))
         .collect();
-    Json(json!({ "fleets": fleets }))
+    Json(json!({ "fleets": fleets })).into_response()
 }
 
 async fn fleet(State(s): State<AdminState>, Path(fleet_id): Path<String>) -> Response {
+    let Some((store, _)) = s.serving.get() else {
+        return recovering();
+    };
     let id = match FleetId::parse("fleet_id", &fleet_id) {
         Ok(id) => id,
         Err(e) => {
@@ -179,12 +203,7 @@ async fn fleet(State(s): State<AdminState>, Path(fleet_id): Path<String>) -> Res
                 .into_response()
         }
     };
-    match s
-        .store
-        .all_fleet_counts()
-        .into_iter()
-        .find(|(f, _)| *f == id)
-    {
+    match store.all_fleet_counts().into_iter().find(|(f, _)| *f == id) {
         Some((f, c)) => Json(fleet_json(&f, &c)).into_response(),
         None => (
             StatusCode::NOT_FOUND,
