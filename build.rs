@@ -26,5 +26,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    // The bench's echo baseline: generated too, but not part of the daemon's reflection set.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(protox::compile(
+            ["proto/session_broker/bench/v1/echo.proto"],
+            ["proto"],
+        )?)?;
     Ok(())
 }

@@ -19,6 +19,7 @@
 //! - [`admin`]: the admin HTTP port (metrics, health and readiness probes, fleet utilization).
 //! - [`config`]: the `serve` flags and the validated [`config::Config`].
 //! - [`cli`]: the command line: `serve` and a small client for humans.
+//! - [`bench`]: `session-broker bench`, the closed-loop load generator, and its echo baseline.
 //! - [`proto`]: code generated from `proto/session_broker/v1/*.proto`.
 //!
 //! [`run`] is what `main` calls; tests call [`start`] on ephemeral ports and drive the daemon
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -43,6 +45,11 @@ mod pb {
         pub mod v1 {
             tonic::include_proto!("session_broker.v1");
         }
+        pub mod bench {
+            pub mod v1 {
+                tonic::include_proto!("session_broker.bench.v1");
+            }
+        }
         pub mod storage {
             pub mod v1 {
                 tonic::include_proto!("session_broker.storage.v1");
@@ -51,6 +58,8 @@ mod pb {
     }
 }
 
+/// The echo baseline service of `session-broker bench` (package `session_broker.bench.v1`).
+pub use pb::session_broker::bench::v1 as bench_proto;
 /// On-disk formats of the journal and snapshots (package `session_broker.storage.v1`).
 pub use pb::session_broker::storage::v1 as storage;
 /// Code generated from `proto/` (package `session_broker.v1`): messages, clients and servers.

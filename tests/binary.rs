@@ -19,15 +19,16 @@ fn free_port() -> u16 {
 struct Server {
     child: Child,
     url: String,
+    admin_port: u16,
 }
 
 impl Server {
     fn start() -> Self {
-        let port = free_port();
+        let (port, admin_port) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("sb-bin-{port}"));
         let child = Command::new(BIN)
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--data-dir")
             .arg(&dir)
             .stderr(Stdio::piped())
@@ -39,7 +40,11 @@ impl Server {
             assert!(Instant::now() < deadline, "daemon did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Server { child, url }
+        Server {
+            child,
+            url,
+            admin_port,
+        }
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -60,6 +65,22 @@ impl Server {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// GET on the admin port; the JSON body.
+    fn admin_get(&self, path: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        serde_json::from_str(body).unwrap()
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
@@ -202,4 +223,106 @@ fn help_documents_defaults_and_env() {
     ] {
         assert!(help.contains(want), "--help lacks {want}:\n{help}");
     }
+}
+
+/// Runs `session-broker bench ... --json` and returns its report.
+fn bench(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("bench")
+        .args([
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--concurrency",
+            "8",
+            "--connections",
+            "2",
+            "--game-sessions",
+            "20",
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one JSON line: {stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// The CI smoke run of the load generator: every scenario against its own daemons, figures
+/// printed. Asserts that it works and reports, never how fast.
+#[test]
+fn bench_runs_every_scenario_and_reports_ratios_to_echo() {
+    let report = bench(&[
+        "--scenario",
+        "all,sweep,growth",
+        "--sweep-sessions",
+        "2000",
+        "--sweep-timeout",
+        "3s",
+        "--growth-steps",
+        "1000,3000",
+    ]);
+    assert_eq!(report["durability"], "sync");
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["echo", "reserve", "cycle", "batch", "describe", "mixed", "sweep", "growth"]
+    );
+    for s in scenarios {
+        let name = &s["scenario"];
+        assert!(s["calls"].as_u64().unwrap() > 0, "{name}: no calls: {s}");
+        assert_eq!(s["errors"], 0, "{name}: {s}");
+        assert!(s["throughput_vs_echo"].as_f64().unwrap() > 0.0, "{name}");
+        for q in ["p50", "p90", "p99", "p99_9"] {
+            assert!(s["latency_us"][q].as_f64().unwrap() > 0.0, "{name} {q}");
+        }
+    }
+    assert_eq!(scenarios[0]["throughput_vs_echo"], 1.0);
+    let sweep = &scenarios[6];
+    assert_eq!(sweep["sweep_sessions"], 2000);
+    assert!(sweep["all_timed_out_after_first_deadline_secs"].is_number());
+    assert!(sweep["cycle_p99_burst_ratio"].as_f64().unwrap() > 0.0);
+    let steps = scenarios[7]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[1]["live_sessions"], 3000);
+    assert!(steps[1]["rss_growth_per_session_bytes"].is_number());
+}
+
+/// `--target` loads a daemon someone else started, and ends the game sessions it registered.
+#[test]
+fn bench_loads_a_running_daemon_with_target() {
+    let s = Server::start();
+    let report = bench(&["--target", &s.url, "--scenario", "reserve"]);
+    let reserve = &report["scenarios"][1];
+    assert_eq!(reserve["scenario"], "reserve");
+    assert!(reserve["calls"].as_u64().unwrap() > 0);
+    // Everything the bench registered was ended afterwards.
+    let fleets = s.admin_get("/v1/fleets");
+    let fleets = fleets["fleets"].as_array().unwrap();
+    let bench_fleet = fleets
+        .iter()
+        .find(|f| f["fleet_id"].as_str().unwrap().ends_with("-reserve"))
+        .expect("the bench's fleet");
+    assert_eq!(bench_fleet["game_sessions"]["active"], 0, "{bench_fleet}");
+    assert_eq!(
+        bench_fleet["game_sessions"]["terminated"], 20,
+        "{bench_fleet}"
+    );
+    assert_eq!(
+        bench_fleet["player_sessions"]["reserved"], 0,
+        "{bench_fleet}"
+    );
+    let status = s.terminate();
+    assert!(status.success());
 }

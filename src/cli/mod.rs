@@ -1,5 +1,6 @@
-//! The command line: `serve` (the default) and a small gRPC client for humans
-//! (`game-sessions ...`, `player-sessions ...`) that prints tables or JSON.
+//! The command line: `serve` (the default), a small gRPC client for humans
+//! (`game-sessions ...`, `player-sessions ...`) that prints tables or JSON, and the load
+//! generator (`bench`, `bench-echo-server`).
 
 mod client;
 mod output;
@@ -56,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         cmd: PlayerSessionsCmd,
     },
+    /// Load generator: closed-loop scenarios over gRPC, compared with a tonic echo baseline.
+    Bench(crate::bench::BenchArgs),
+    /// The echo baseline service `bench` compares with.
+    #[command(name = "bench-echo-server")]
+    BenchEchoServer(crate::bench::echo::EchoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +108,8 @@ pub async fn main(cli: Cli, matches: clap::ArgMatches) -> anyhow::Result<()> {
         }
         Some(Command::GameSessions { client, cmd }) => client::game_sessions(client, cmd).await,
         Some(Command::PlayerSessions { client, cmd }) => client::player_sessions(client, cmd).await,
+        Some(Command::Bench(args)) => crate::bench::main(args).await,
+        Some(Command::BenchEchoServer(args)) => crate::bench::echo::main(args).await,
     }
 }
 

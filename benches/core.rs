@@ -1,0 +1,167 @@
+//! Criterion suite for the hot in-process paths (`cargo bench --bench core`): reserve, accept,
+//! one sweeper step, and journal encoding. Each figure is per operation, on a store holding
+//! the state the operation needs (set up outside the timed part).
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use session_broker::{
+    domain::{
+        Change, Clock, FleetId, GameSessionId, PlayerId, PlayerSessionId, RegisterGameSession,
+    },
+    journal::{frame, records, Journal},
+    store::{Reserve, Store, StoreConfig},
+    sweeper,
+};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const SEATS: u64 = 1000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+}
+
+fn game(i: u64) -> GameSessionId {
+    GameSessionId::parse("g", &format!("g{i}")).expect("valid id")
+}
+
+/// A store (journal disabled: these are in-memory costs) with enough 1000-seat game sessions
+/// for `seats` reservations whose timeout is `timeout`.
+async fn store_with_games(seats: u64, timeout: Duration) -> Arc<Store> {
+    let store = Arc::new(Store::new(
+        Clock::system(),
+        StoreConfig::default(),
+        Journal::disabled(),
+    ));
+    for g in 0..seats.div_ceil(SEATS).max(1) {
+        store
+            .register_game_session(RegisterGameSession {
+                fleet_id: FleetId::parse("f", "bench").expect("valid"),
+                game_session_id: Some(game(g)),
+                name: String::new(),
+                ip_address: "10.0.0.1".into(),
+                port: 7777,
+                maximum_player_session_count: SEATS as u32,
+                labels: Default::default(),
+                release: "1.0".into(),
+                environment: "bench".into(),
+                reservation_timeout: Some(timeout),
+                heartbeat_timeout: None,
+            })
+            .await
+            .expect("register");
+    }
+    store
+}
+
+fn reservation(i: u64, data: &Arc<str>) -> Reserve {
+    Reserve {
+        game_session_id: game(i / SEATS),
+        players: vec![(
+            PlayerId::parse("p", &format!("player-{i}")).expect("valid"),
+            Some(data.clone()),
+        )],
+        idempotency_key: None,
+    }
+}
+
+/// Reserves `n` sessions; returns their (game, player session) ids.
+async fn fill(store: &Store, n: u64, data: &Arc<str>) -> Vec<(GameSessionId, PlayerSessionId)> {
+    let mut ids = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let ps = store.reserve(reservation(i, data)).await.expect("reserve");
+        ids.push((game(i / SEATS), ps[0].id));
+    }
+    ids
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = runtime();
+    let data: Arc<str> = "x".repeat(64).into();
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("reserve", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let store = store_with_games(iters, Duration::from_secs(60)).await;
+                let requests: Vec<_> = (0..iters).map(|i| reservation(i, &data)).collect();
+                let started = Instant::now();
+                for r in requests {
+                    store.reserve(r).await.expect("reserve");
+                }
+                started.elapsed()
+            })
+        })
+    });
+
+    group.bench_function("accept", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let store = store_with_games(iters, Duration::from_secs(60)).await;
+                let ids = fill(&store, iters, &data).await;
+                let started = Instant::now();
+                for (g, ps) in &ids {
+                    store.accept(g, *ps).await.expect("accept");
+                }
+                started.elapsed()
+            })
+        })
+    });
+
+    // One reservation timing out, as the sweeper does it: pop the due timer, mark the session
+    // TIMEDOUT, free its seat, journal the change.
+    group.bench_function("sweep_step_per_timeout", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let store = store_with_games(iters, Duration::from_secs(1)).await;
+                fill(&store, iters, &data).await;
+                tokio::time::advance(Duration::from_secs(2)).await;
+                let started = Instant::now();
+                let fired = sweeper::fire_due(&store);
+                let took = started.elapsed();
+                assert_eq!(fired as u64, iters);
+                took
+            })
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("journal");
+    group.throughput(Throughput::Elements(1));
+    let (store, ps) = rt.block_on(async {
+        let store = store_with_games(1, Duration::from_secs(60)).await;
+        let ps = store.reserve(reservation(0, &data)).await.expect("reserve");
+        (store, ps)
+    });
+    let change = Change::Reserved(ps[0].clone());
+    group.bench_function("encode_reservation_record", |b| {
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| {
+            out.clear();
+            let record = records::encode(&change, 1);
+            frame::put_with(&mut out, |buf| {
+                prost::Message::encode(&record, buf).expect("Vec grows")
+            });
+            std::hint::black_box(&out);
+        })
+    });
+    drop(store);
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,366 @@
+//! `session-broker bench`: a closed-loop load generator over real gRPC, and the echo baseline
+//! (`bench-echo-server`) every figure is compared with. See `docs/performance.md`.
+//!
+//! - [`load`]: workers, HdrHistograms, measurement windows, the progress line.
+//! - `scenarios`: what each scenario registers, preloads and calls.
+//! - `server`: the daemon and echo server a run starts itself when not given a `--target`.
+//! - [`echo`]: the echo service.
+
+pub mod echo;
+pub(crate) mod load;
+mod scenarios;
+mod server;
+
+use std::{fmt::Write as _, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+use serde_json::{json, Map, Value};
+
+use crate::{config::parse_duration, journal::Durability};
+use scenarios::{Ctx, Outcome};
+use server::OwnServer;
+
+/// What a bench run calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// The baseline: a trivial tonic echo service, messages sized like `reserve`'s.
+    Echo,
+    /// CreatePlayerSession across many game sessions.
+    Reserve,
+    /// reserve -> accept -> remove per player (the game-server path); every call counts.
+    Cycle,
+    /// CreatePlayerSessions of 25 players.
+    Batch,
+    /// DescribePlayerSessions by id over 10,000 live reservations.
+    Describe,
+    /// 25 % reserve, 25 % describe, 20 % accept, 20 % remove, 10 % GetGameSession.
+    Mixed,
+    /// 100,000 reservations with one deadline, `cycle` running through it.
+    Sweep,
+    /// `cycle` at 10k, 100k and 1M live reservations, and memory per session.
+    Growth,
+    /// echo, reserve, cycle, batch, describe, mixed.
+    All,
+}
+
+impl Scenario {
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Flags of `session-broker bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run, comma-separated; `echo` always runs first (every figure is a ratio to it).
+    #[arg(
+        long,
+        env = "SESSION_BROKER_BENCH_SCENARIO",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "all"
+    )]
+    pub scenario: Vec<Scenario>,
+
+    /// HTTP/2 connections the clients spread over.
+    #[arg(long, env = "SESSION_BROKER_BENCH_CONNECTIONS", default_value_t = 4)]
+    pub connections: usize,
+
+    /// Calls in flight (closed loop: each worker waits for its reply before the next call).
+    #[arg(long, env = "SESSION_BROKER_BENCH_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+
+    /// Measured time per scenario (and per step of `growth`).
+    #[arg(long, env = "SESSION_BROKER_BENCH_DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Unmeasured load before each measurement.
+    #[arg(long, env = "SESSION_BROKER_BENCH_WARMUP", default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// gRPC URL of a running daemon to load. Default: start a fresh daemon per scenario on
+    /// loopback (a child process with its own data dir).
+    #[arg(long, env = "SESSION_BROKER_BENCH_TARGET")]
+    pub target: Option<String>,
+
+    /// Admin HTTP address (host:port) of `--target`, for `sweep` and the memory figures.
+    #[arg(long, env = "SESSION_BROKER_BENCH_ADMIN_TARGET", requires = "target")]
+    pub admin_target: Option<std::net::SocketAddr>,
+
+    /// gRPC URL of a running `bench-echo-server`. Default: start one on loopback.
+    #[arg(long, env = "SESSION_BROKER_BENCH_ECHO_TARGET")]
+    pub echo_target: Option<String>,
+
+    /// Durability of the daemon the bench starts itself.
+    #[arg(long, env = "SESSION_BROKER_BENCH_DURABILITY", value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
+
+    /// Where the bench's own daemon keeps its (fresh, deleted afterwards) data dir.
+    #[arg(long, env = "SESSION_BROKER_BENCH_DATA_DIR", default_value_os_t = std::env::temp_dir())]
+    pub data_dir: PathBuf,
+
+    /// Game sessions (of 1000 seats) the reserving scenarios spread over.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_BENCH_GAME_SESSIONS",
+        default_value_t = 1000
+    )]
+    pub game_sessions: u64,
+
+    /// Bytes of player_data in every reservation.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_BENCH_PLAYER_DATA_BYTES",
+        default_value_t = 64
+    )]
+    pub player_data_bytes: usize,
+
+    /// Reservations created in one burst by `sweep`.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_BENCH_SWEEP_SESSIONS",
+        default_value_t = 100_000
+    )]
+    pub sweep_sessions: u64,
+
+    /// Reservation timeout of the `sweep` burst (the burst must be created well within it).
+    #[arg(long, env = "SESSION_BROKER_BENCH_SWEEP_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub sweep_timeout: Duration,
+
+    /// Live-session counts `growth` measures at, comma-separated.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_BENCH_GROWTH_STEPS",
+        value_delimiter = ',',
+        default_value = "10000,100000,1000000"
+    )]
+    pub growth_steps: Vec<u64>,
+
+    /// Print one JSON line instead of the table (and no progress line).
+    #[arg(long, env = "SESSION_BROKER_BENCH_JSON")]
+    pub json: bool,
+}
+
+/// One scenario's figures as reported.
+fn report(scenario: Scenario, out: &Outcome, echo: Option<&Outcome>) -> Value {
+    let w = &out.window;
+    let mut v = Map::new();
+    v.insert("scenario".into(), json!(scenario.name()));
+    v.insert("calls".into(), json!(w.ops));
+    v.insert("seconds".into(), json!(w.seconds));
+    v.insert("calls_per_sec".into(), json!(w.ops_per_sec()));
+    v.insert(
+        "throughput_vs_echo".into(),
+        json!(echo.map(|e| w.ops_per_sec() / e.window.ops_per_sec().max(f64::MIN_POSITIVE))),
+    );
+    v.insert(
+        "latency_us".into(),
+        json!({
+            "p50": w.quantile_us(0.5),
+            "p90": w.quantile_us(0.9),
+            "p99": w.quantile_us(0.99),
+            "p99_9": w.quantile_us(0.999),
+            "max": w.latency.max() as f64 / 1000.0,
+        }),
+    );
+    v.insert(
+        "p99_vs_echo".into(),
+        json!(echo.map(|e| w.quantile_us(0.99) / e.window.quantile_us(0.99).max(f64::MIN_POSITIVE))),
+    );
+    v.insert("errors".into(), json!(w.errors));
+    if let Some(e) = &w.last_error {
+        v.insert("last_error".into(), json!(e));
+    }
+    v.extend(out.extra.clone());
+    Value::Object(v)
+}
+
+/// The scenarios to run, in order, with `echo` first.
+fn plan(requested: &[Scenario]) -> Vec<Scenario> {
+    let mut plan = vec![Scenario::Echo];
+    for s in requested {
+        let expanded: &[Scenario] = match s {
+            Scenario::All => &[
+                Scenario::Reserve,
+                Scenario::Cycle,
+                Scenario::Batch,
+                Scenario::Describe,
+                Scenario::Mixed,
+            ],
+            other => std::slice::from_ref(other),
+        };
+        for e in expanded {
+            if !plan.contains(e) {
+                plan.push(*e);
+            }
+        }
+    }
+    plan
+}
+
+/// Runs `session-broker bench`.
+pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.connections == 0 {
+        anyhow::bail!("--concurrency and --connections must be at least 1");
+    }
+    let plan = plan(&args.scenario);
+    let own_echo = match &args.echo_target {
+        Some(_) => None,
+        None => Some(OwnServer::echo().await?),
+    };
+    let echo_url = args
+        .echo_target
+        .clone()
+        .or_else(|| own_echo.as_ref().map(|s| s.grpc.clone()))
+        .expect("one of the two");
+    let mut outcomes: Vec<(Scenario, Outcome)> = Vec::new();
+    for scenario in plan {
+        let outcome = if scenario == Scenario::Echo {
+            scenarios::echo(&args, &echo_url).await?
+        } else {
+            // A fresh daemon per scenario, so one's sessions and timers do not load the next.
+            let own = match &args.target {
+                Some(_) => None,
+                None => Some(OwnServer::daemon(&args.data_dir, args.durability, &[]).await?),
+            };
+            let url = args
+                .target
+                .clone()
+                .or_else(|| own.as_ref().map(|s| s.grpc.clone()))
+                .expect("one of the two");
+            let admin = args.admin_target.or(own.as_ref().and_then(|s| s.admin));
+            let ctx = Ctx::connect(&args, &url, admin).await?;
+            let outcome = scenarios::run(scenario, &ctx).await;
+            if own.is_none() {
+                ctx.clean_up().await;
+            }
+            outcome?
+        };
+        if !args.json {
+            eprintln!(
+                "{:<9} done: {:.0} calls/s",
+                scenario.name(),
+                outcome.window.ops_per_sec()
+            );
+        }
+        outcomes.push((scenario, outcome));
+    }
+    let echo = outcomes
+        .iter()
+        .find(|(s, _)| *s == Scenario::Echo)
+        .map(|(_, o)| o);
+    let reports: Vec<Value> = outcomes.iter().map(|(s, o)| report(*s, o, echo)).collect();
+    let run = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "target": args.target.clone().unwrap_or_else(|| "own daemon".into()),
+        "durability": if args.target.is_some() { "target's".into() } else { format!("{:?}", args.durability).to_lowercase() },
+        "connections": args.connections,
+        "concurrency": args.concurrency,
+        "duration_secs": args.duration.as_secs_f64(),
+        "warmup_secs": args.warmup.as_secs_f64(),
+        "player_data_bytes": args.player_data_bytes,
+        "scenarios": reports,
+    });
+    if args.json {
+        println!("{run}");
+    } else {
+        print!("{}", table(&run));
+    }
+    Ok(())
+}
+
+/// The human-readable report: ratios first, absolute figures beside them.
+fn table(run: &Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "session-broker bench: {} cores, target {}, durability {}, {} connections, concurrency {}, {} s per scenario",
+        run["cores"], run["target"].as_str().unwrap_or(""), run["durability"].as_str().unwrap_or(""),
+        run["connections"], run["concurrency"], run["duration_secs"]
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:>8} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "scenario",
+        "vs echo",
+        "p99 vs echo",
+        "calls/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "errors"
+    );
+    let empty = Vec::new();
+    for r in run["scenarios"].as_array().unwrap_or(&empty) {
+        let ms = |q: &str| r["latency_us"][q].as_f64().unwrap_or(0.0) / 1000.0;
+        let ratio = |k: &str| r[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+        let _ = writeln!(
+            s,
+            "{:<9} {:>8} {:>11} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            r["scenario"].as_str().unwrap_or(""),
+            ratio("throughput_vs_echo"),
+            ratio("p99_vs_echo"),
+            r["calls_per_sec"].as_f64().unwrap_or(0.0),
+            ms("p50"),
+            ms("p90"),
+            ms("p99"),
+            ms("p99_9"),
+            r["errors"],
+        );
+        if let Some(e) = r["last_error"].as_str() {
+            let _ = writeln!(s, "          last error: {e}");
+        }
+        match r["scenario"].as_str() {
+            Some("sweep") => {
+                let _ = writeln!(
+                    s,
+                    "          {} reservations, deadlines spread over {:.2} s: all TIMEDOUT {:.3} s after the last deadline; cycle p99 {:.3} ms during the burst vs {:.3} ms before ({:.2}x)",
+                    r["sweep_sessions"], r["deadline_spread_secs"].as_f64().unwrap_or(0.0),
+                    r["all_timed_out_after_last_deadline_secs"].as_f64().unwrap_or(0.0),
+                    r["cycle_p99_during_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                    r["cycle_p99_before_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                    r["cycle_p99_burst_ratio"].as_f64().unwrap_or(0.0),
+                );
+            }
+            Some("growth") => {
+                for step in r["steps"].as_array().unwrap_or(&empty) {
+                    let _ = writeln!(
+                        s,
+                        "          {:>9} live sessions: cycle {:>8.0} calls/s, p50 {:.3} ms, p99 {:.3} ms, RSS growth {} bytes/session",
+                        step["live_sessions"], step["cycle_calls_per_sec"].as_f64().unwrap_or(0.0),
+                        step["p50_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                        step["p99_us"].as_f64().unwrap_or(0.0) / 1000.0,
+                        step["rss_growth_per_session_bytes"].as_f64().map_or("-".into(), |b| format!("{b:.0}")),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_runs_echo_first_and_expands_all_once() {
+        assert_eq!(
+            plan(&[Scenario::Cycle, Scenario::All]),
+            vec![
+                Scenario::Echo,
+                Scenario::Cycle,
+                Scenario::Reserve,
+                Scenario::Batch,
+                Scenario::Describe,
+                Scenario::Mixed
+            ]
+        );
+        assert_eq!(plan(&[Scenario::Echo]), vec![Scenario::Echo]);
+    }
+}

@@ -1,0 +1,190 @@
+//! The servers a bench run loads when no `--target` is given: a fresh daemon (and the echo
+//! baseline) started as child processes of this binary on loopback, like a real deployment
+//! where client and server are separate processes. Plus a tiny HTTP/1.1 GET for the admin port.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{bench_proto::echo_service_client::EchoServiceClient, journal::Durability};
+
+/// A server process this bench started; killed (and its data dir removed) when dropped.
+pub(crate) struct OwnServer {
+    child: Child,
+    /// `http://127.0.0.1:port` of its gRPC listener.
+    pub grpc: String,
+    /// Its admin HTTP port (daemons only).
+    pub admin: Option<SocketAddr>,
+    dir: Option<PathBuf>,
+}
+
+/// A loopback port that is free now (the child binds it a moment later).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// This binary, with no `SESSION_BROKER_*` variables leaking from the caller's environment.
+fn this_binary() -> anyhow::Result<Command> {
+    let exe = std::env::current_exe().context("cannot find the session-broker binary")?;
+    let mut cmd = Command::new(exe);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SESSION_BROKER_") {
+            cmd.env_remove(key);
+        }
+    }
+    Ok(cmd)
+}
+
+impl OwnServer {
+    /// Starts a daemon with a fresh data dir under `parent` and waits until `/readyz` is 200.
+    pub async fn daemon(
+        parent: &std::path::Path,
+        durability: Durability,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let dir = parent.join(format!("session-broker-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let log = std::fs::File::create(dir.join("daemon.log"))?;
+        let (grpc, admin) = (free_port()?, free_port()?);
+        let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin));
+        let child = this_binary()?
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{grpc}")])
+            .args(["--admin-listen", &admin_addr.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--durability", durability_flag(durability)])
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start the daemon")?;
+        let mut server = OwnServer {
+            child,
+            grpc: format!("http://127.0.0.1:{grpc}"),
+            admin: Some(admin_addr),
+            dir: Some(dir),
+        };
+        server
+            .wait_until(
+                || async move { matches!(http_get(admin_addr, "/readyz").await, Ok((200, _))) },
+            )
+            .await?;
+        Ok(server)
+    }
+
+    /// Starts `bench-echo-server` and waits until it answers.
+    pub async fn echo() -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let child = this_binary()?
+            .arg("bench-echo-server")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start bench-echo-server")?;
+        let mut server = OwnServer {
+            child,
+            grpc: format!("http://127.0.0.1:{port}"),
+            admin: None,
+            dir: None,
+        };
+        let url = server.grpc.clone();
+        server
+            .wait_until(|| async {
+                match EchoServiceClient::connect(url.clone()).await {
+                    Ok(mut c) => c
+                        .echo(crate::bench_proto::EchoRequest::default())
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                }
+            })
+            .await?;
+        Ok(server)
+    }
+
+    async fn wait_until<F, Fut>(&mut self, ready: F) -> anyhow::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited at start ({status}){}",
+                    self.grpc,
+                    self.log_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("{} not ready after 60 s{}", self.grpc, self.log_tail());
+            }
+            if ready().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let Some(dir) = &self.dir else {
+            return String::new();
+        };
+        let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(": {}", tail.join("\n"))
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn durability_flag(d: Durability) -> &'static str {
+    match d {
+        Durability::Sync => "sync",
+        Durability::Async => "async",
+    }
+}
+
+/// `GET path` on an HTTP/1.1 server; returns the status code and the body.
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP status line")?;
+    Ok((status, body.to_string()))
+}
