@@ -577,16 +577,20 @@ async fn sweep(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let mut windows = load.finish().await?;
     let during = windows.pop().expect("two windows");
     let before = windows.pop().expect("two windows");
-    let lag = all_done.saturating_duration_since(last + timeout);
+    // Signed: negative when the last reservation (created a moment before its reply
+    // arrived) had already timed out when the client's view of the last deadline came.
+    let lag = signed_secs(all_done, last + timeout);
     let p99_before = before.quantile_us(0.99);
     let p99_during = during.quantile_us(0.99);
     let mut out = Outcome::from(during);
     out.extra.insert("sweep_sessions".into(), json!(n));
     out.extra
         .insert("deadline_spread_secs".into(), json!(spread.as_secs_f64()));
+    out.extra
+        .insert("all_timed_out_after_last_deadline_secs".into(), json!(lag));
     out.extra.insert(
-        "all_timed_out_after_last_deadline_secs".into(),
-        json!(lag.as_secs_f64()),
+        "sweeper_lag_max_secs_at_most".into(),
+        json!(sweeper_lag_bound(admin).await?),
     );
     out.extra.insert(
         "all_timed_out_after_first_deadline_secs".into(),
@@ -603,6 +607,33 @@ async fn sweep(ctx: &Ctx) -> anyhow::Result<Outcome> {
         json!(p99_during / p99_before.max(1.0)),
     );
     Ok(out)
+}
+
+/// `a - b` in seconds, negative when `a` is earlier.
+fn signed_secs(a: tokio::time::Instant, b: tokio::time::Instant) -> f64 {
+    if a >= b {
+        (a - b).as_secs_f64()
+    } else {
+        -(b - a).as_secs_f64()
+    }
+}
+
+/// An upper bound of the latest any timeout fired, from the daemon's
+/// `session_broker_sweeper_lag_seconds` histogram: the smallest bucket holding every sample.
+async fn sweeper_lag_bound(admin: std::net::SocketAddr) -> anyhow::Result<Option<f64>> {
+    let (_, body) = http_get(admin, "/metrics").await?;
+    let prefix = "session_broker_sweeper_lag_seconds";
+    let count: Option<f64> = body
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{prefix}_count ")))
+        .and_then(|v| v.trim().parse().ok());
+    let Some(count) = count else { return Ok(None) };
+    Ok(body.lines().find_map(|l| {
+        let rest = l.strip_prefix(&format!("{prefix}_bucket{{le=\""))?;
+        let (le, n) = rest.split_once("\"} ")?;
+        let n: f64 = n.trim().parse().ok()?;
+        (n >= count).then(|| le.parse::<f64>().unwrap_or(f64::INFINITY))
+    }))
 }
 
 /// Resident memory of the daemon from its `/metrics` (`process_resident_memory_bytes`).
