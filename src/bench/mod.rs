@@ -177,6 +177,27 @@ fn report(scenario: Scenario, out: &Outcome, echo: Option<&Outcome>) -> Value {
     Value::Object(v)
 }
 
+/// Rejects flag values no run can use, before anything starts.
+fn validate(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::domain::limits::PLAYER_DATA_MAX;
+    if args.concurrency == 0 || args.connections == 0 {
+        anyhow::bail!("--concurrency and --connections must be at least 1");
+    }
+    if args.game_sessions == 0 {
+        anyhow::bail!("--game-sessions must be at least 1");
+    }
+    if args.player_data_bytes > PLAYER_DATA_MAX {
+        anyhow::bail!("--player-data-bytes: at most {PLAYER_DATA_MAX} (the daemon's limit)");
+    }
+    if args.growth_steps.contains(&0) {
+        anyhow::bail!("--growth-steps: every step must be at least 1 session");
+    }
+    if args.sweep_timeout < Duration::from_secs(1) {
+        anyhow::bail!("--sweep-timeout: at least 1s");
+    }
+    Ok(())
+}
+
 /// The scenarios to run, in order, with `echo` first.
 fn plan(requested: &[Scenario]) -> Vec<Scenario> {
     let mut plan = vec![Scenario::Echo];
@@ -202,10 +223,11 @@ fn plan(requested: &[Scenario]) -> Vec<Scenario> {
 
 /// Runs `session-broker bench`.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
-    if args.concurrency == 0 || args.connections == 0 {
-        anyhow::bail!("--concurrency and --connections must be at least 1");
-    }
+    validate(&args)?;
     let plan = plan(&args.scenario);
+    if plan.contains(&Scenario::Sweep) && args.target.is_some() && args.admin_target.is_none() {
+        anyhow::bail!("--scenario sweep with --target reads fleet counts from the admin port: give --admin-target");
+    }
     let own_echo = match &args.echo_target {
         Some(_) => None,
         None => Some(OwnServer::echo().await?),
@@ -348,6 +370,31 @@ fn table(run: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let argv = std::iter::once("bench").chain(extra.iter().copied());
+        <Cli as clap::Parser>::parse_from(argv).bench
+    }
+
+    #[test]
+    fn unusable_flags_are_rejected_with_the_flag_named() {
+        validate(&args(&[])).unwrap();
+        for (flags, named) in [
+            (&["--game-sessions", "0"][..], "--game-sessions"),
+            (&["--concurrency", "0"][..], "--concurrency"),
+            (&["--player-data-bytes", "5000"][..], "--player-data-bytes"),
+            (&["--growth-steps", "0,10"][..], "--growth-steps"),
+            (&["--sweep-timeout", "500ms"][..], "--sweep-timeout"),
+        ] {
+            let err = validate(&args(flags)).unwrap_err().to_string();
+            assert!(err.contains(named), "{flags:?}: {err}");
+        }
+    }
 
     #[test]
     fn plan_runs_echo_first_and_expands_all_once() {

@@ -230,6 +230,13 @@ pub(crate) async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>>
     Ok(channels)
 }
 
+/// The game session for worker `w`'s `i`-th reservation: the workers take turns over all of
+/// them, so load spreads evenly and seats fill at the same pace. `games` is never empty
+/// (`--game-sessions` is at least 1).
+fn spread(games: &[String], w: usize, i: usize, concurrency: usize) -> &str {
+    &games[(w + i * concurrency) % games.len()]
+}
+
 /// The CreatePlayerSession request every reserving scenario sends.
 fn reserve_request(game: &str, player_id: String, data: &str) -> CreatePlayerSessionRequest {
     CreatePlayerSessionRequest {
@@ -330,7 +337,7 @@ async fn reserve(ctx: &Ctx) -> anyhow::Result<Outcome> {
         async move {
             let mut i = 0usize;
             while rec.running() {
-                let game = &games[(w + i * concurrency) % games.len()];
+                let game = spread(&games, w, i, concurrency);
                 rec.time(client.create_player_session(reserve_request(
                     game,
                     format!("{run}-{w}-{i}"),
@@ -355,7 +362,7 @@ fn cycle_load(ctx: &Ctx, games: Arc<Vec<String>>, windows: usize) -> Load {
         async move {
             let mut i = 0usize;
             while rec.running() {
-                let game = &games[(w + i * concurrency) % games.len()];
+                let game = spread(&games, w, i, concurrency);
                 let reserved = rec
                     .time(client.create_player_session(reserve_request(
                         game,
@@ -400,10 +407,10 @@ async fn batch(ctx: &Ctx) -> anyhow::Result<Outcome> {
         async move {
             let mut i = 0usize;
             while rec.running() {
-                let game = &games[(w + i * concurrency) % games.len()];
+                let game = spread(&games, w, i, concurrency);
                 let players: Vec<String> = (0..25).map(|k| format!("{run}-b{w}-{i}-{k}")).collect();
                 let request = CreatePlayerSessionsRequest {
-                    game_session_id: game.clone(),
+                    game_session_id: game.to_string(),
                     player_data: players
                         .iter()
                         .map(|p| (p.clone(), data.clone()))
@@ -471,7 +478,7 @@ async fn mixed(ctx: &Ctx) -> anyhow::Result<Outcome> {
         async move {
             let mut i = 0usize;
             while rec.running() {
-                let game = games[(w + i * concurrency) % games.len()].clone();
+                let game = spread(&games, w, i, concurrency).to_string();
                 i += 1;
                 let mut party = Vec::with_capacity(5);
                 for k in 0..5 {
