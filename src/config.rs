@@ -86,6 +86,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_IDEMPOTENCY_TTL", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
 
+    /// WatchFleet: how many game sessions with undelivered changes a watcher may fall behind
+    /// by before it is cut off (ABORTED) and must resubscribe.
+    #[arg(long, env = "SESSION_BROKER_WATCH_BUFFER", default_value_t = 4096)]
+    pub watch_buffer: usize,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -191,6 +196,8 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_ttl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch_buffer: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
@@ -258,6 +265,7 @@ pub fn layer_file(
     layer!(reservation_timeout, |v: &String| parse_duration(v));
     layer!(retention, |v: &String| parse_duration(v));
     layer!(idempotency_ttl, |v: &String| parse_duration(v));
+    layer!(watch_buffer, |v: &usize| Ok::<_, String>(*v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -295,6 +303,9 @@ impl Config {
         if a.retention < Duration::from_secs(1) {
             return Err(bad("retention", "must be at least 1s"));
         }
+        if a.watch_buffer == 0 {
+            return Err(bad("watch_buffer", "must be at least 1"));
+        }
         if a.segment_size < 4096 {
             return Err(bad("segment_size", "must be at least 4KiB"));
         }
@@ -316,6 +327,7 @@ impl Config {
                 reservation_timeout: a.reservation_timeout,
                 retention: a.retention,
                 idempotency_ttl: a.idempotency_ttl,
+                watch_buffer: a.watch_buffer,
                 fleets: fleets.into_iter().collect(),
             },
             shutdown_grace: a.shutdown_grace,
@@ -357,6 +369,7 @@ pub fn effective_file(
         reservation_timeout: Some(d(a.reservation_timeout)),
         retention: Some(d(a.retention)),
         idempotency_ttl: Some(d(a.idempotency_ttl)),
+        watch_buffer: Some(a.watch_buffer),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

@@ -161,7 +161,7 @@ async fn open_journal(
             .context("recovery panicked")??
     };
     journal.start(jc, &recovered, on_fatal)?;
-    store.rearm_timers();
+    store.finish_recovery();
     let (game_sessions, player_sessions) = store.len();
     tracing::info!(
         data_dir = %jc.dir.display(),

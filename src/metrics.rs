@@ -54,6 +54,10 @@ pub struct Metrics {
     pub journal_bytes: Counter,
     pub snapshot_duration: Histogram,
     pub recovery_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Open WatchFleet streams.
+    pub fleet_watchers: Gauge,
+    /// WatchFleet streams cut off for falling behind.
+    pub fleet_watchers_lagged: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -122,6 +126,18 @@ impl Metrics {
             "Duration of the start-up recovery",
             recovery_duration.clone(),
         );
+        let fleet_watchers = Gauge::default();
+        registry.register(
+            "fleet_watchers",
+            "Open WatchFleet streams",
+            fleet_watchers.clone(),
+        );
+        let fleet_watchers_lagged = Counter::default();
+        registry.register(
+            "fleet_watchers_lagged",
+            "WatchFleet streams cut off because they fell too far behind",
+            fleet_watchers_lagged.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -143,6 +159,8 @@ impl Metrics {
             journal_bytes,
             snapshot_duration,
             recovery_duration,
+            fleet_watchers,
+            fleet_watchers_lagged,
         })
     }
 

@@ -1,6 +1,6 @@
 //! The one error type of the library. `grpc::status` maps it to gRPC codes in one place.
 
-use super::{GameSessionId, GameSessionStatus, PlayerSessionId, PlayerSessionStatus};
+use super::{FleetId, GameSessionId, GameSessionStatus, PlayerSessionId, PlayerSessionStatus};
 
 /// Result alias for domain operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,6 +64,22 @@ pub enum Error {
         player_id: String,
         game_session_id: GameSessionId,
     },
+
+    /// PlacePlayerSessions found no ACTIVE, ACCEPT_ALL game session in the fleet that matches
+    /// and has enough available seats for the whole party.
+    #[error("no game session in fleet {fleet_id} matches with {requested} available seats")]
+    NoGameSessionAvailable { fleet_id: FleetId, requested: u32 },
+
+    /// PlacePlayerSessions lost every race for its candidates; retrying is safe.
+    #[error("placement in fleet {0} kept losing races for seats; retry")]
+    PlacementContention(FleetId),
+
+    /// A WatchFleet subscriber fell too far behind; it must resubscribe for a fresh snapshot.
+    #[error(
+        "watcher of fleet {fleet_id} fell behind by more than {buffer} game sessions with \
+         undelivered changes; resubscribe for a fresh snapshot"
+    )]
+    WatchLagged { fleet_id: FleetId, buffer: usize },
 
     #[error("game session id {0} is already taken")]
     GameSessionIdTaken(GameSessionId),

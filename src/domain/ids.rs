@@ -54,6 +54,12 @@ impl GameSessionId {
         Ok(GameSessionId(s.into()))
     }
 
+    /// The empty id: sorts before every valid id (a lower bound for range queries). Never a
+    /// real game session's id.
+    pub(crate) fn min() -> Self {
+        GameSessionId("".into())
+    }
+
     /// A fresh `gsess-<uuid>` id.
     pub fn generate() -> Self {
         GameSessionId(format!("gsess-{}", Uuid::new_v4()).into())

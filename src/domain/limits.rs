@@ -30,3 +30,12 @@ pub const ENVIRONMENT_MAX: usize = 64;
 pub const REASON_MAX: usize = 1024;
 /// Reservation and heartbeat timeouts: at most a day.
 pub const TIMEOUT_SECONDS_MAX: u32 = 86_400;
+/// Page size bounds of SearchGameSessions (GameLift's default page is 20).
+pub const SEARCH_LIMIT_MAX: u32 = 100;
+pub const SEARCH_LIMIT_DEFAULT: u32 = 20;
+/// Players per PlacePlayerSessions call.
+pub const MAX_PLACEMENT_PLAYERS: usize = 100;
+/// Label selector pairs per request.
+pub const SELECTOR_MAX: usize = 64;
+/// Fleet ids per DescribeFleetUtilization call.
+pub const UTILIZATION_FLEETS_MAX: usize = 100;

@@ -3,6 +3,7 @@
 
 mod change;
 mod error;
+pub mod filter;
 mod game_session;
 mod ids;
 pub mod limits;
@@ -11,6 +12,7 @@ mod time;
 
 pub use change::{Change, EndCause, EndReason, Lsn};
 pub use error::{Error, Result};
+pub use filter::{available_seats, Filter, Operand, Sort, SortValue};
 pub use game_session::{
     check_capacity_value, CreationPolicy, GameSession, GameSessionInfo, GameSessionStatus,
     RegisterGameSession,

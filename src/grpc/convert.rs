@@ -117,3 +117,58 @@ pub fn player_session(p: &PlayerSession) -> proto::PlayerSession {
             .then(|| timestamp(p.reservation_deadline)),
     }
 }
+
+/// Parses a party: 1 to `max` player ids, and player data keyed by player id (every key must be
+/// one of the ids). Duplicate ids are rejected by the store.
+pub fn party(
+    player_ids: &[String],
+    player_data: &std::collections::HashMap<String, String>,
+    max: usize,
+) -> Result<Vec<(crate::domain::PlayerId, Option<std::sync::Arc<str>>)>> {
+    if player_ids.is_empty() || player_ids.len() > max {
+        return Err(Error::invalid(
+            "player_ids",
+            format!("must hold 1 to {max} player ids, got {}", player_ids.len()),
+        ));
+    }
+    if let Some(k) = player_data.keys().find(|k| !player_ids.contains(k)) {
+        return Err(Error::invalid(
+            "player_data",
+            format!("key {k:?} is not one of player_ids"),
+        ));
+    }
+    player_ids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let id = crate::domain::PlayerId::parse(&format!("player_ids[{i}]"), p)?;
+            let data = match player_data.get(p) {
+                Some(d) => crate::domain::parse_player_data(&format!("player_data[{p}]"), d)?,
+                None => None,
+            };
+            Ok((id, data))
+        })
+        .collect()
+}
+
+/// Parses a label selector: at most 64 non-empty keys, each pair within the label limits.
+pub fn label_selector(
+    field: &str,
+    m: std::collections::HashMap<String, String>,
+) -> Result<crate::store::LabelSelector> {
+    use crate::domain::{check_text, limits};
+    if m.len() > limits::SELECTOR_MAX {
+        return Err(Error::invalid(
+            field,
+            format!("at most {} pairs, got {}", limits::SELECTOR_MAX, m.len()),
+        ));
+    }
+    for (k, v) in &m {
+        if k.is_empty() {
+            return Err(Error::invalid(field, "keys must not be empty"));
+        }
+        check_text(field, k, limits::LABEL_KEY_MAX)?;
+        check_text(field, v, limits::LABEL_VALUE_MAX)?;
+    }
+    Ok(m.into_iter().collect())
+}

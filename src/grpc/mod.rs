@@ -2,6 +2,7 @@
 //! error mapping. Also serves `grpc.health.v1.Health` and server reflection (v1 and v1alpha).
 
 mod convert;
+mod fleets;
 mod game_sessions;
 mod player_sessions;
 pub mod status;
@@ -14,12 +15,14 @@ use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::server::HealthReporter;
 
 pub use convert::{creation_policy as creation_policy_proto, from_timestamp, timestamp};
+pub use fleets::Fleets;
 pub use game_sessions::GameSessions;
 pub use player_sessions::PlayerSessions;
 
 use crate::{
     metrics::Metrics,
     proto::{
+        fleet_service_server::FleetServiceServer,
         game_session_service_server::GameSessionServiceServer,
         player_session_service_server::PlayerSessionServiceServer,
     },
@@ -147,8 +150,16 @@ impl GrpcServer {
             self.store.clone(),
             self.metrics.clone(),
         ));
+        let fleets = FleetServiceServer::new(Fleets::new(
+            self.store.clone(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         self.health
             .set_serving::<GameSessionServiceServer<GameSessions>>()
+            .await;
+        self.health
+            .set_serving::<FleetServiceServer<Fleets>>()
             .await;
         self.health
             .set_serving::<PlayerSessionServiceServer<PlayerSessions>>()
@@ -163,6 +174,7 @@ impl GrpcServer {
             .add_service(reflection_v1alpha)
             .add_service(game_sessions)
             .add_service(player_sessions)
+            .add_service(fleets)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;
                 health
@@ -171,6 +183,7 @@ impl GrpcServer {
                 health
                     .set_not_serving::<PlayerSessionServiceServer<PlayerSessions>>()
                     .await;
+                health.set_not_serving::<FleetServiceServer<Fleets>>().await;
                 health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;

@@ -34,38 +34,9 @@ fn psid(s: &str) -> Result<PlayerSessionId> {
 }
 
 fn batch_request(r: proto::CreatePlayerSessionsRequest) -> Result<Reserve> {
-    if r.player_ids.is_empty() || r.player_ids.len() > limits::MAX_BATCH_PLAYERS {
-        return Err(Error::invalid(
-            "player_ids",
-            format!(
-                "must hold 1 to {} player ids, got {}",
-                limits::MAX_BATCH_PLAYERS,
-                r.player_ids.len()
-            ),
-        ));
-    }
-    if let Some(k) = r.player_data.keys().find(|k| !r.player_ids.contains(k)) {
-        return Err(Error::invalid(
-            "player_data",
-            format!("key {k:?} is not one of player_ids"),
-        ));
-    }
-    let players = r
-        .player_ids
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let id = PlayerId::parse(&format!("player_ids[{i}]"), p)?;
-            let data = match r.player_data.get(p) {
-                Some(d) => parse_player_data(&format!("player_data[{p}]"), d)?,
-                None => None,
-            };
-            Ok((id, data))
-        })
-        .collect::<Result<Vec<_>>>()?;
     Ok(Reserve {
         game_session_id: gsid(&r.game_session_id)?,
-        players,
+        players: convert::party(&r.player_ids, &r.player_data, limits::MAX_BATCH_PLAYERS)?,
         idempotency_key: IdempotencyKey::parse_optional("idempotency_key", &r.idempotency_key)?,
     })
 }

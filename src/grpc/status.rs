@@ -36,6 +36,11 @@ pub fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::PlayerAlreadyInGameSession { .. } => {
             (Code::AlreadyExists, "PLAYER_ALREADY_IN_GAME_SESSION")
         }
+        Error::NoGameSessionAvailable { .. } => {
+            (Code::ResourceExhausted, "NO_GAME_SESSION_AVAILABLE")
+        }
+        Error::PlacementContention(_) => (Code::Aborted, "PLACEMENT_CONTENTION"),
+        Error::WatchLagged { .. } => (Code::Aborted, "WATCH_LAGGED"),
         Error::GameSessionIdTaken(_) => (Code::AlreadyExists, "GAME_SESSION_ID_TAKEN"),
         Error::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE"),
         Error::Internal(_) => (Code::Internal, "INTERNAL"),

@@ -43,7 +43,7 @@ fn open(dir: &Path, jc: &JournalConfig) -> Result<Arc<Store>, JournalError> {
         &store,
     )?;
     journal.start(jc, &rec, Arc::new(|m| panic!("fatal: {m}")))?;
-    store.rearm_timers();
+    store.finish_recovery();
     Ok(store)
 }
 

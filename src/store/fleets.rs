@@ -1,7 +1,24 @@
-//! Per-fleet counts, maintained on every transition (never computed by a scan): game sessions
-//! and player sessions by status, seats of ACTIVE game sessions, and transition totals.
+//! Per-fleet state: counts maintained on every transition (never computed by a scan): game
+//! sessions and player sessions by status, seats of ACTIVE game sessions, transition totals;
+//! the search index of the fleet's ACTIVE game sessions; and its live watchers.
 
-use crate::domain::{FleetId, GameSessionStatus, PlayerSessionStatus};
+use std::sync::Arc;
+
+use super::{
+    search::{FleetIndex, Search, SearchPage},
+    watch::{FleetEventKind, Watcher},
+};
+use crate::domain::{FleetId, GameSession, GameSessionStatus, PlayerSessionStatus};
+
+/// Everything the store keeps per fleet, under one lock (the fleet map's entry).
+#[derive(Default)]
+pub(super) struct Fleet {
+    pub(super) counts: FleetCounts,
+    pub(super) index: FleetIndex,
+    pub(super) watchers: Vec<Arc<Watcher>>,
+    /// Sequence number of the fleet's last published change.
+    pub(super) sequence: u64,
+}
 
 /// Counts of one fleet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -14,6 +31,9 @@ pub struct FleetCounts {
     pub maximum_player_session_count: u64,
     /// Transitions made by this process (not replayed): reserved, activated, completed, timed out.
     pub transitions: [u64; 4],
+    /// Seats a player could take now: free seats of ACTIVE, ACCEPT_ALL game sessions (from the
+    /// fleet's index; filled in when the counts are read).
+    pub available: u64,
 }
 
 impl FleetCounts {
@@ -21,10 +41,9 @@ impl FleetCounts {
     pub fn current_player_session_count(&self) -> u64 {
         self.player_sessions[0] + self.player_sessions[1]
     }
-    /// Free seats over ACTIVE game sessions (ended game sessions hold no players).
+    /// Seats a player could take now (ACTIVE, ACCEPT_ALL game sessions' free seats).
     pub fn available_player_session_count(&self) -> u64 {
-        self.maximum_player_session_count
-            .saturating_sub(self.current_player_session_count())
+        self.available
     }
 }
 
@@ -64,8 +83,52 @@ impl Transition {
 }
 
 impl super::Store {
+    /// Runs `f` on the fleet's state under its lock (creating it on first use).
+    pub(super) fn with_fleet<T>(&self, fleet: &FleetId, f: impl FnOnce(&mut Fleet) -> T) -> T {
+        match self.fleets.get_mut(fleet) {
+            Some(mut e) => f(&mut e),
+            None => f(&mut self.fleets.entry(fleet.clone()).or_default()),
+        }
+    }
+
     pub(super) fn fleet(&self, fleet: &FleetId, f: impl FnOnce(&mut FleetCounts)) {
-        f(&mut self.fleets.entry(fleet.clone()).or_default());
+        self.with_fleet(fleet, |e| f(&mut e.counts));
+    }
+
+    /// A live call changed `g` (call with its game session's entry locked, after the change):
+    /// updates the fleet's search index and tells its watchers, in one step under the fleet's
+    /// lock so watchers see changes in the order they were applied.
+    pub(super) fn fleet_changed(&self, g: &GameSession, kind: FleetEventKind) {
+        let lagged = self.with_fleet(g.fleet_id(), |f| {
+            f.index.upsert(g);
+            f.sequence += 1;
+            f.watchers
+                .iter()
+                .filter(|w| w.push(f.sequence, kind, g))
+                .count()
+        });
+        if lagged > 0 {
+            tracing::warn!(fleet_id = %g.fleet_id(), lagged, "fleet watchers fell behind and are cut off");
+            if let Some(m) = self.metrics.get() {
+                m.fleet_watchers_lagged.inc_by(lagged as u64);
+            }
+        }
+    }
+
+    /// Adds `g` to its fleet's search index without telling watchers (recovery).
+    pub(super) fn index_game_session(&self, g: &GameSession) {
+        self.with_fleet(g.fleet_id(), |f| f.index.upsert(g));
+    }
+
+    /// One page of ACTIVE game sessions of a fleet (empty for an unknown fleet).
+    pub fn search(&self, q: &Search) -> SearchPage {
+        match self.fleets.get(&q.fleet_id) {
+            Some(f) => f.index.search(q),
+            None => SearchPage {
+                game_sessions: Vec::new(),
+                next: None,
+            },
+        }
     }
 
     /// A player session of `fleet` moved from `from` to `to` (None: created / purged).
@@ -115,7 +178,10 @@ impl super::Store {
 
     /// Counts of one fleet (zeros for an unknown fleet).
     pub fn fleet_counts(&self, fleet: &FleetId) -> FleetCounts {
-        self.fleets.get(fleet).map(|c| *c).unwrap_or_default()
+        self.fleets
+            .get(fleet)
+            .map(|f| f.counts_now())
+            .unwrap_or_default()
     }
 
     /// Counts of every fleet that has had a game session, sorted by fleet id.
@@ -123,9 +189,18 @@ impl super::Store {
         let mut v: Vec<_> = self
             .fleets
             .iter()
-            .map(|e| (e.key().clone(), *e.value()))
+            .map(|e| (e.key().clone(), e.value().counts_now()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+}
+
+impl Fleet {
+    fn counts_now(&self) -> FleetCounts {
+        FleetCounts {
+            available: self.index.available_seats(),
+            ..self.counts
+        }
     }
 }

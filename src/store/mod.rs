@@ -16,7 +16,10 @@
 mod fleets;
 mod ops;
 mod page_token;
+mod placement;
 mod replay;
+mod search;
+mod watch;
 
 use std::{
     collections::{hash_map, BTreeSet, HashMap},
@@ -27,7 +30,10 @@ use std::{
 use dashmap::DashMap;
 
 pub use fleets::{FleetCounts, Transition};
-pub use page_token::{Fingerprint, PageToken};
+pub use page_token::{Fingerprint, PageToken, SearchPageToken};
+pub use placement::Place;
+pub use search::{LabelSelector, PlacementStrategy, Search, SearchPage, SearchPosition};
+pub use watch::{FleetEvent, FleetEventKind, FleetWatch};
 
 use crate::{
     domain::{
@@ -47,6 +53,8 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// How long an idempotency key is remembered (at least the reservation timeout).
     pub idempotency_ttl: Duration,
+    /// WatchFleet: game sessions with undelivered changes a watcher may fall behind by.
+    pub watch_buffer: usize,
     /// Per-fleet defaults and limits (config file `[fleets.<id>]`).
     pub fleets: HashMap<crate::domain::FleetId, crate::config::FleetSettings>,
 }
@@ -57,6 +65,7 @@ impl Default for StoreConfig {
             reservation_timeout: Duration::from_secs(60),
             retention: Duration::from_secs(30 * 24 * 3600),
             idempotency_ttl: Duration::from_secs(600),
+            watch_buffer: 4096,
             fleets: HashMap::new(),
         }
     }
@@ -114,13 +123,13 @@ pub struct Reserve {
 }
 
 impl Reserve {
-    fn validate(&self) -> Result<()> {
-        if self.players.is_empty() || self.players.len() > limits::MAX_BATCH_PLAYERS {
+    /// Checks there are 1 to `max` distinct players.
+    fn validate(&self, max: usize) -> Result<()> {
+        if self.players.is_empty() || self.players.len() > max {
             return Err(Error::invalid(
                 "player_ids",
                 format!(
-                    "must hold 1 to {} player ids, got {}",
-                    limits::MAX_BATCH_PLAYERS,
+                    "must hold 1 to {max} player ids, got {}",
                     self.players.len()
                 ),
             ));
@@ -196,7 +205,7 @@ pub struct Store {
     /// Player sessions of each player, in listing order.
     by_player: Map<PlayerId, Vec<(Timestamp, PlayerSessionId)>>,
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
-    fleets: Map<crate::domain::FleetId, FleetCounts>,
+    fleets: Map<crate::domain::FleetId, fleets::Fleet>,
     timers: Timers,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
@@ -406,9 +415,18 @@ impl Store {
             let c = scanned.entry(p.game.fleet_id.clone()).or_default();
             c.player_sessions[fleets::ps_index(p.status)] += 1;
         }
+        let mut active: HashMap<crate::domain::FleetId, Vec<GameSession>> = HashMap::new();
+        for e in self.game_sessions.iter().filter(|e| e.session.is_active()) {
+            active
+                .entry(e.session.fleet_id().clone())
+                .or_default()
+                .push(e.snapshot());
+        }
         for f in self.fleets.iter() {
+            f.index
+                .check(f.key(), active.get(f.key()).map_or(&[][..], |v| &v[..]))?;
             let want = scanned.get(f.key()).copied().unwrap_or_default();
-            let have = *f.value();
+            let have = f.value().counts;
             if (
                 have.game_sessions,
                 have.player_sessions,

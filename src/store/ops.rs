@@ -5,15 +5,24 @@ use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 
-use super::{release_seat, GameSessionEntry, IdempotencyRecord, Reserve, Store};
+use super::{release_seat, FleetEventKind, GameSessionEntry, IdempotencyRecord, Reserve, Store};
 use crate::{
     domain::{
-        Change, CreationPolicy, EndCause, EndReason, Error, GameSession, GameSessionId,
+        limits, Change, CreationPolicy, EndCause, EndReason, Error, GameSession, GameSessionId,
         GameSessionInfo, GameSessionStatus, Lsn, PlayerSession, PlayerSessionId,
         PlayerSessionStatus, RegisterGameSession, Result, SessionLsns, Step, Timestamp,
     },
     sweeper::Timer,
 };
+
+/// The outcome of [`Store::reserve_now`].
+pub(super) struct Reserved {
+    pub(super) player_sessions: Vec<PlayerSession>,
+    /// The LSN to wait for before replying.
+    pub(super) lsn: Lsn,
+    /// The game session right after the reservation; `None` for an idempotent retry.
+    pub(super) game_session: Option<GameSession>,
+}
 
 impl Store {
     /// Registers a new ACTIVE game session with policy ACCEPT_ALL.
@@ -76,8 +85,9 @@ impl Store {
                 let lsn = self
                     .journal
                     .append(&[Change::GameSessionStarted(session.clone())])?;
-                v.insert(GameSessionEntry::new(session.clone()));
+                let e = v.insert(GameSessionEntry::new(session.clone()));
                 self.count_game_added(&session);
+                self.fleet_changed(&e.session, FleetEventKind::Created);
                 lsn
             }
         };
@@ -122,6 +132,7 @@ impl Store {
                 at: self.clock.now(),
             }])?;
             self.apply_update(&mut e, maximum_player_session_count, policy);
+            self.fleet_changed(&e.session, FleetEventKind::Updated);
             (e.snapshot(), lsn)
         };
         tracing::debug!(game_session_id = %id, ?maximum_player_session_count, ?policy, "game session updated");
@@ -191,6 +202,7 @@ impl Store {
             .map(|(i, ps)| (*ps, first + 1 + i as Lsn))
             .collect();
         self.end_game_locked(e, at, cause, reason, &completed);
+        self.fleet_changed(&e.session, FleetEventKind::Ended);
         tracing::debug!(game_session_id = %gsid, status = %e.session.status, ?cause, "game session ended");
         Ok(first + live.len() as Lsn)
     }
@@ -250,14 +262,22 @@ impl Store {
 
     /// Reserves seats for 1-25 players: all of them or none.
     pub async fn reserve(&self, req: Reserve) -> Result<Vec<PlayerSession>> {
-        let (created, lsn) = self.reserve_now(req)?;
-        self.journal.wait_durable(lsn).await?;
-        Ok(created)
+        req.validate(limits::MAX_BATCH_PLAYERS)?;
+        let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
+        let done = self.reserve_now(req, fingerprint, None)?;
+        self.journal.wait_durable(done.lsn).await?;
+        Ok(done.player_sessions)
     }
 
-    fn reserve_now(&self, req: Reserve) -> Result<(Vec<PlayerSession>, Lsn)> {
-        req.validate()?;
-        let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
+    /// Reserves under the game session's lock. `fingerprint` identifies the request for its
+    /// idempotency key; `precheck` (placement) must hold for the game session as it is under
+    /// the lock, else [`Error::NoGameSessionAvailable`].
+    pub(super) fn reserve_now(
+        &self,
+        req: Reserve,
+        fingerprint: Option<u64>,
+        precheck: Option<&dyn Fn(&GameSession) -> bool>,
+    ) -> Result<Reserved> {
         let mut e = self.entry_mut(&req.game_session_id)?;
         let now = self.clock.now();
 
@@ -270,12 +290,16 @@ impl Store {
                         return Err(Error::IdempotencyKeyReused);
                     }
                     // A retry: the original reservation, as it is now.
-                    let sessions = rec
+                    let player_sessions = rec
                         .player_session_ids
                         .iter()
                         .map(|id| self.get_player_session(*id))
                         .collect::<Result<Vec<_>>>()?;
-                    return Ok((sessions, self.journal.last_lsn()));
+                    return Ok(Reserved {
+                        player_sessions,
+                        lsn: self.journal.last_lsn(),
+                        game_session: None,
+                    });
                 }
                 Entry::Vacant(v) => Some(v),
             },
@@ -296,6 +320,12 @@ impl Store {
             return Err(Error::GameSessionFull {
                 id: req.game_session_id.clone(),
                 free: e.session.free_seats(),
+                requested,
+            });
+        }
+        if precheck.is_some_and(|ok| !ok(&e.session)) {
+            return Err(Error::NoGameSessionAvailable {
+                fleet_id: e.session.fleet_id().clone(),
                 requested,
             });
         }
@@ -340,6 +370,8 @@ impl Store {
             super::Transition::Reserved,
             created.len() as u64,
         );
+        self.fleet_changed(&e.session, FleetEventKind::Updated);
+        let game_session = e.snapshot();
         if let Some((slot, fingerprint)) = idem {
             let ttl = self
                 .config
@@ -364,7 +396,11 @@ impl Store {
                 "player session reserved"
             );
         }
-        Ok((created, first + changes.len() as Lsn - 1))
+        Ok(Reserved {
+            player_sessions: created,
+            lsn: first + changes.len() as Lsn - 1,
+            game_session: Some(game_session),
+        })
     }
 
     /// RESERVED -> ACTIVE; an ACTIVE session is returned unchanged.
@@ -425,6 +461,7 @@ impl Store {
                     }])?;
                     drop(ps);
                     self.complete_locked(&mut e, psid, at, EndReason::Removed, lsn);
+                    self.fleet_changed(&e.session, FleetEventKind::Updated);
                     self.count_transition(&next.game.fleet_id, super::Transition::Completed, 1);
                     next.lsns.ended = lsn;
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session completed");
@@ -479,6 +516,8 @@ impl Store {
         }
         *ps = next.clone();
         release_seat(&mut e, &next);
+        drop(ps);
+        self.fleet_changed(&e.session, FleetEventKind::Updated);
         let fleet = &next.game.fleet_id;
         self.count_player(
             fleet,

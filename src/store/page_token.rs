@@ -7,7 +7,8 @@
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use uuid::Uuid;
 
-use crate::domain::{Error, PlayerSessionId, Result, Timestamp};
+use super::SearchPosition;
+use crate::domain::{Error, GameSessionId, PlayerSessionId, Result, SortValue, Timestamp};
 
 const VERSION: u8 = 1;
 const LEN: usize = 1 + 8 + 16 + 8;
@@ -46,6 +47,91 @@ impl PageToken {
             after: (Timestamp::from_micros(t), PlayerSessionId::from_uuid(id)),
             query,
         })
+    }
+}
+
+/// A decoded SearchGameSessions page token: the last game session's sort position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPageToken {
+    pub after: SearchPosition,
+    pub query: u64,
+}
+
+const SEARCH_VERSION: u8 = 2;
+
+impl SearchPageToken {
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::with_capacity(64);
+        buf.push(SEARCH_VERSION);
+        buf.extend_from_slice(&self.query.to_be_bytes());
+        buf.extend_from_slice(&self.after.creation_time.as_micros().to_be_bytes());
+        match &self.after.value {
+            SortValue::Num(n) => {
+                buf.push(0);
+                buf.extend_from_slice(&n.to_bits().to_be_bytes());
+            }
+            SortValue::Str(s) => {
+                buf.push(1);
+                buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                buf.extend_from_slice(s.as_bytes());
+            }
+            SortValue::Missing => buf.push(2),
+        }
+        buf.extend_from_slice(self.after.game_session_id.as_str().as_bytes());
+        URL_SAFE_NO_PAD.encode(buf)
+    }
+
+    /// Decodes a token and checks it belongs to `query`.
+    pub fn decode(field: &str, s: &str, query: u64) -> Result<Self> {
+        let bad = || Error::invalid(field, "is not a page token returned by this query");
+        let buf = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+        let mut r = Reader(&buf);
+        if r.take(1).ok_or_else(bad)?[0] != SEARCH_VERSION {
+            return Err(bad());
+        }
+        let q = u64::from_be_bytes(r.array().ok_or_else(bad)?);
+        if q != query {
+            return Err(bad());
+        }
+        let creation = i64::from_be_bytes(r.array().ok_or_else(bad)?);
+        let value = match r.take(1).ok_or_else(bad)?[0] {
+            0 => SortValue::Num(f64::from_bits(u64::from_be_bytes(
+                r.array().ok_or_else(bad)?,
+            ))),
+            1 => {
+                let n = u32::from_be_bytes(r.array().ok_or_else(bad)?) as usize;
+                let text = r.take(n).ok_or_else(bad)?;
+                SortValue::Str(String::from_utf8(text.to_vec()).map_err(|_| bad())?)
+            }
+            2 => SortValue::Missing,
+            _ => return Err(bad()),
+        };
+        let id = std::str::from_utf8(r.0).map_err(|_| bad())?;
+        let game_session_id = GameSessionId::parse(field, id).map_err(|_| bad())?;
+        Ok(SearchPageToken {
+            after: SearchPosition {
+                value,
+                creation_time: Timestamp::from_micros(creation),
+                game_session_id,
+            },
+            query,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
     }
 }
 
@@ -98,6 +184,40 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&s).unwrap();
         bytes[0] = 9;
         assert!(PageToken::decode("page_token", &URL_SAFE_NO_PAD.encode(bytes), 42).is_err());
+    }
+
+    #[test]
+    fn search_tokens_round_trip_and_reject() {
+        for value in [
+            SortValue::Num(12.5),
+            SortValue::Str("de_dust 2".into()),
+            SortValue::Missing,
+        ] {
+            let t = SearchPageToken {
+                after: SearchPosition {
+                    value,
+                    creation_time: Timestamp::from_micros(1_700_000_000_000_001),
+                    game_session_id: GameSessionId::parse("id", "gs-7").unwrap(),
+                },
+                query: 7,
+            };
+            let s = t.encode();
+            assert_eq!(SearchPageToken::decode("page_token", &s, 7).unwrap(), t);
+            assert!(SearchPageToken::decode("page_token", &s, 8).is_err());
+            let bytes = URL_SAFE_NO_PAD.decode(&s).unwrap();
+            // Cut anywhere before the id ("gs-7") is complete garbage; a shorter id is not.
+            for cut in 0..=bytes.len() - 4 {
+                let short = URL_SAFE_NO_PAD.encode(&bytes[..cut]);
+                assert!(SearchPageToken::decode("page_token", &short, 7).is_err());
+            }
+        }
+        // A DescribePlayerSessions token is not a search token, and vice versa.
+        let describe = PageToken {
+            after: (Timestamp::from_micros(1), PlayerSessionId::generate()),
+            query: 7,
+        }
+        .encode();
+        assert!(SearchPageToken::decode("page_token", &describe, 7).is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
 
 impl Store {
     /// Applies one journaled change (recovery). Timers are re-armed afterwards by
-    /// [`Store::rearm_timers`].
+    /// [`Store::finish_recovery`].
     pub fn apply(&self, change: &Change, lsn: Lsn) {
         match change {
             Change::GameSessionStarted(g) => {
@@ -197,15 +197,17 @@ impl Store {
             .collect()
     }
 
-    /// After recovery: schedules every deadline, purge and expiry, and gives each ACTIVE game
-    /// session that expects heartbeats a full heartbeat period from now (the broker being down
-    /// is not the game server's fault). RESERVED sessions whose deadline passed while the daemon
-    /// was down time out at once, with their deadline as termination time.
-    pub fn rearm_timers(&self) {
+    /// After recovery: builds the fleets' search indexes (replay does not maintain them),
+    /// schedules every deadline, purge and expiry, and gives each ACTIVE game session that
+    /// expects heartbeats a full heartbeat period from now (the broker being down is not the
+    /// game server's fault). RESERVED sessions whose deadline passed while the daemon was down
+    /// time out at once, with their deadline as termination time.
+    pub fn finish_recovery(&self) {
         let now = self.clock.now();
         let retention = self.config.retention;
         let mut timers = Vec::with_capacity(self.player_sessions.len() + self.game_sessions.len());
         for mut e in self.game_sessions.iter_mut() {
+            self.index_game_session(&e.session);
             let id = e.key().clone();
             match (e.session.is_active(), e.session.heartbeat_timeout) {
                 (true, Some(t)) => {

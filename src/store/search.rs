@@ -1,0 +1,383 @@
+//! The per-fleet search index: every ACTIVE game session of a fleet, as of its last change, in
+//! ordered sets by creation time, by available seats and by player count. SearchGameSessions and
+//! PlacePlayerSessions walk these sets from the right place instead of scanning the fleet; the
+//! index is updated under the game session's lock on every change, so a search sees one
+//! consistent state of the fleet.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    ops::Bound,
+};
+
+use super::{page_token::Fingerprint, Hasher};
+use crate::domain::{
+    available_seats, limits, Filter, FleetId, GameSession, GameSessionId, Operand, Sort, SortValue,
+    Timestamp,
+};
+
+/// `(sort value, creation time, id)`: the order of an indexed sort.
+type Key = (i64, Timestamp, GameSessionId);
+
+/// How PlacePlayerSessions picks among the game sessions a party fits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlacementStrategy {
+    /// The fullest game session that fits (fewest available seats): keeps servers few.
+    #[default]
+    Packed,
+    /// The emptiest game session (most available seats): spreads players out.
+    Distributed,
+}
+
+/// Label equality constraints: every pair must be among the game session's labels.
+pub type LabelSelector = BTreeMap<String, String>;
+
+pub(crate) fn selector_matches(selector: &LabelSelector, g: &GameSession) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| g.labels.get(k).is_some_and(|x| x == v))
+}
+
+/// Where a search page ends: the last game session's sort value, creation time and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPosition {
+    pub value: SortValue,
+    pub creation_time: Timestamp,
+    pub game_session_id: GameSessionId,
+}
+
+/// A validated SearchGameSessions request.
+#[derive(Debug, Clone)]
+pub struct Search {
+    pub fleet_id: FleetId,
+    pub filter: Filter,
+    /// The filter's text, bound into page tokens.
+    pub filter_text: String,
+    pub sort: Sort,
+    pub selector: LabelSelector,
+    /// 1..=100.
+    pub limit: u32,
+    pub after: Option<SearchPosition>,
+}
+
+impl Search {
+    /// Fingerprint of the query (not the position), bound into page tokens.
+    pub fn query_fingerprint(
+        fleet_id: &FleetId,
+        filter_text: &str,
+        sort: &Sort,
+        selector: &LabelSelector,
+    ) -> u64 {
+        let mut f = Fingerprint::default()
+            .str("search")
+            .str(fleet_id.as_str())
+            .str(filter_text)
+            .str(&sort.to_string());
+        for (k, v) in selector {
+            f = f.str(k).str(v);
+        }
+        f.finish()
+    }
+}
+
+/// One page of game sessions.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    pub game_sessions: Vec<GameSession>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<SearchPosition>,
+}
+
+/// The ACTIVE game sessions of one fleet, indexed.
+#[derive(Default)]
+pub(super) struct FleetIndex {
+    sessions: HashMap<GameSessionId, GameSession, Hasher>,
+    by_creation: BTreeSet<Key>,
+    by_available: BTreeSet<Key>,
+    by_count: BTreeSet<Key>,
+    /// Sum of available seats (ACTIVE, ACCEPT_ALL game sessions' free seats).
+    available_seats: u64,
+}
+
+fn creation_key(g: &GameSession) -> Key {
+    (
+        g.creation_time.0.div_euclid(1000),
+        g.creation_time,
+        g.id().clone(),
+    )
+}
+fn available_key(g: &GameSession) -> Key {
+    (
+        i64::from(available_seats(g)),
+        g.creation_time,
+        g.id().clone(),
+    )
+}
+fn count_key(g: &GameSession) -> Key {
+    (
+        i64::from(g.current_player_session_count),
+        g.creation_time,
+        g.id().clone(),
+    )
+}
+
+impl FleetIndex {
+    pub(super) fn available_seats(&self) -> u64 {
+        self.available_seats
+    }
+
+    /// Records the current state of `g`: inserted or updated while ACTIVE, removed once ended.
+    pub(super) fn upsert(&mut self, g: &GameSession) {
+        if !g.is_active() {
+            self.remove(g.id());
+            return;
+        }
+        match self.sessions.get_mut(g.id()) {
+            Some(old) => {
+                let (a_old, a_new) = (available_key(old), available_key(g));
+                if a_old != a_new {
+                    self.by_available.remove(&a_old);
+                    self.available_seats -= a_old.0 as u64;
+                    self.available_seats += a_new.0 as u64;
+                    self.by_available.insert(a_new);
+                }
+                let (c_old, c_new) = (count_key(old), count_key(g));
+                if c_old != c_new {
+                    self.by_count.remove(&c_old);
+                    self.by_count.insert(c_new);
+                }
+                *old = g.clone();
+            }
+            None => {
+                self.by_creation.insert(creation_key(g));
+                let a = available_key(g);
+                self.available_seats += a.0 as u64;
+                self.by_available.insert(a);
+                self.by_count.insert(count_key(g));
+                self.sessions.insert(g.id().clone(), g.clone());
+            }
+        }
+    }
+
+    pub(super) fn remove(&mut self, id: &GameSessionId) {
+        if let Some(old) = self.sessions.remove(id) {
+            self.by_creation.remove(&creation_key(&old));
+            let a = available_key(&old);
+            self.available_seats -= a.0 as u64;
+            self.by_available.remove(&a);
+            self.by_count.remove(&count_key(&old));
+        }
+    }
+
+    /// Every indexed game session matching `selector`, oldest first.
+    pub(super) fn snapshot(&self, selector: &LabelSelector) -> Vec<GameSession> {
+        self.by_creation
+            .iter()
+            .map(|k| &self.sessions[&k.2])
+            .filter(|g| selector_matches(selector, g))
+            .cloned()
+            .collect()
+    }
+
+    fn indexed(&self, operand: &Operand) -> Option<&BTreeSet<Key>> {
+        match operand {
+            Operand::CreationTimeMillis => Some(&self.by_creation),
+            Operand::AvailablePlayerSessions => Some(&self.by_available),
+            Operand::PlayerSessionCount => Some(&self.by_count),
+            _ => None,
+        }
+    }
+
+    /// One page of a search. Indexed sorts (creation time, available seats, player count) walk
+    /// their set from the page position and stop once the page is full; other sorts sort the
+    /// matching game sessions.
+    pub(super) fn search(&self, q: &Search) -> SearchPage {
+        let limit = q.limit.clamp(1, limits::SEARCH_LIMIT_MAX) as usize;
+        let matches = |g: &GameSession| selector_matches(&q.selector, g) && q.filter.matches(g);
+        let mut out: Vec<GameSession> = Vec::with_capacity(limit.min(32));
+        let mut more = false;
+        let desc = q.sort.descending;
+        match self.indexed(&q.sort.operand) {
+            Some(set) => {
+                let after: Option<Key> = q.after.as_ref().map(|p| {
+                    let v = match p.value {
+                        SortValue::Num(n) => n as i64,
+                        _ => i64::MIN,
+                    };
+                    (v, p.creation_time, p.game_session_id.clone())
+                });
+                let range = match (&after, desc) {
+                    (None, _) => set.range::<Key, _>(..),
+                    (Some(a), false) => set.range((Bound::Excluded(a), Bound::Unbounded)),
+                    (Some(a), true) => set.range((Bound::Unbounded, Bound::Excluded(a))),
+                };
+                let mut visit = |k: &Key| -> bool {
+                    let g = &self.sessions[&k.2];
+                    if !matches(g) {
+                        return true;
+                    }
+                    if out.len() == limit {
+                        more = true;
+                        return false;
+                    }
+                    out.push(g.clone());
+                    true
+                };
+                if desc {
+                    for k in range.rev() {
+                        if !visit(k) {
+                            break;
+                        }
+                    }
+                } else {
+                    for k in range {
+                        if !visit(k) {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                let op = &q.sort.operand;
+                let mut all: Vec<(SortValue, Timestamp, &GameSessionId, &GameSession)> = self
+                    .sessions
+                    .values()
+                    .filter(|g| matches(g))
+                    .map(|g| (op.sort_value(g), g.creation_time, g.id(), g))
+                    .filter(|(v, t, id, _)| match &q.after {
+                        None => true,
+                        Some(a) => {
+                            let here = (v, t, *id);
+                            let there = (&a.value, &a.creation_time, &a.game_session_id);
+                            if desc {
+                                here < there
+                            } else {
+                                here > there
+                            }
+                        }
+                    })
+                    .collect();
+                let by =
+                    |a: &(SortValue, Timestamp, &GameSessionId, &GameSession),
+                     b: &(SortValue, Timestamp, &GameSessionId, &GameSession)| {
+                        (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2))
+                    };
+                // Only the page (plus one, to know whether more follow) needs ordering.
+                let want = (limit + 1).min(all.len());
+                if want > 0 && want < all.len() {
+                    if desc {
+                        all.select_nth_unstable_by(want - 1, |a, b| by(b, a));
+                    } else {
+                        all.select_nth_unstable_by(want - 1, by);
+                    }
+                    all.truncate(want);
+                }
+                if desc {
+                    all.sort_unstable_by(|a, b| by(b, a));
+                } else {
+                    all.sort_unstable_by(by);
+                }
+                more = all.len() > limit;
+                out.extend(all.into_iter().take(limit).map(|x| x.3.clone()));
+            }
+        }
+        let next = if more {
+            out.last().map(|g| SearchPosition {
+                value: q.sort.operand.sort_value(g),
+                creation_time: g.creation_time,
+                game_session_id: g.id().clone(),
+            })
+        } else {
+            None
+        };
+        SearchPage {
+            game_sessions: out,
+            next,
+        }
+    }
+
+    /// The game session a party of `party` would be placed in: among ACTIVE, ACCEPT_ALL game
+    /// sessions with at least `party` available seats that match, the one with the fewest
+    /// (PACKED) or the most (DISTRIBUTED) available seats, oldest first on ties.
+    pub(super) fn pick(
+        &self,
+        party: u32,
+        strategy: PlacementStrategy,
+        accept: impl Fn(&GameSession) -> bool,
+        skip: &HashSet<GameSessionId>,
+    ) -> Option<GameSessionId> {
+        let from: Key = (i64::from(party), Timestamp(i64::MIN), GameSessionId::min());
+        let ok = |k: &&Key| !skip.contains(&k.2) && accept(&self.sessions[&k.2]);
+        let found = match strategy {
+            PlacementStrategy::Packed => self
+                .by_available
+                .range((Bound::Included(from), Bound::Unbounded))
+                .find(ok),
+            PlacementStrategy::Distributed => {
+                // Groups of equal available seats, largest first; oldest first in a group.
+                let mut upper: Bound<Key> = Bound::Unbounded;
+                loop {
+                    let top = self
+                        .by_available
+                        .range((Bound::Included(from.clone()), upper.clone()))
+                        .next_back()?;
+                    let group: Key = (top.0, Timestamp(i64::MIN), GameSessionId::min());
+                    if let Some(k) = self
+                        .by_available
+                        .range((Bound::Included(group.clone()), upper))
+                        .find(ok)
+                    {
+                        break Some(k);
+                    }
+                    upper = Bound::Excluded(group);
+                }
+            }
+        };
+        found.map(|k| k.2.clone())
+    }
+
+    /// Checks the index against the store's game sessions (tests and debugging).
+    pub(super) fn check(&self, fleet: &FleetId, active: &[GameSession]) -> Result<(), String> {
+        if self.sessions.len() != active.len() {
+            return Err(format!(
+                "fleet {fleet}: index holds {} game sessions, {} are ACTIVE",
+                self.sessions.len(),
+                active.len()
+            ));
+        }
+        let mut seats = 0u64;
+        for g in active {
+            let Some(i) = self.sessions.get(g.id()) else {
+                return Err(format!("fleet {fleet}: {} missing from the index", g.id()));
+            };
+            if (
+                i.current_player_session_count,
+                i.maximum_player_session_count,
+                i.creation_policy,
+            ) != (
+                g.current_player_session_count,
+                g.maximum_player_session_count,
+                g.creation_policy,
+            ) {
+                return Err(format!("fleet {fleet}: index copy of {} is stale", g.id()));
+            }
+            if !self.by_available.contains(&available_key(g))
+                || !self.by_count.contains(&count_key(g))
+                || !self.by_creation.contains(&creation_key(g))
+            {
+                return Err(format!("fleet {fleet}: {} has stale keys", g.id()));
+            }
+            seats += u64::from(available_seats(g));
+        }
+        let n = active.len();
+        if self.by_available.len() != n || self.by_count.len() != n || self.by_creation.len() != n {
+            return Err(format!("fleet {fleet}: index sets hold stale keys"));
+        }
+        if seats != self.available_seats {
+            return Err(format!(
+                "fleet {fleet}: available seats {} counted, {seats} by scan",
+                self.available_seats
+            ));
+        }
+        Ok(())
+    }
+}
