@@ -243,6 +243,11 @@ impl FleetService for Fleets {
                         e = watch.next() => e.map(fleet_event).map_err(Status::from),
                     };
                     let last = next.is_err();
+                    if shutdown.is_cancelled() {
+                        // Best effort: a consumer with a full buffer just sees the stream end.
+                        let _ = tx.try_send(next);
+                        break;
+                    }
                     let sent = tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => false,

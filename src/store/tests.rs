@@ -450,6 +450,8 @@ pub(crate) enum Op {
     Resize(usize, u32),
     Heartbeat(usize),
     Deny(usize, bool),
+    /// PlacePlayerSessions of these players; true = DISTRIBUTED.
+    Place(Vec<usize>, bool),
 }
 
 pub(crate) fn op() -> impl Strategy<Value = Op> {
@@ -462,6 +464,7 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize, 1..6u32).prop_map(|(g, m)| Op::Resize(g, m)),
         1 => (0..3usize).prop_map(Op::Heartbeat),
         1 => (0..3usize, any::<bool>()).prop_map(|(g, d)| Op::Deny(g, d)),
+        2 => (prop::collection::vec(0..8usize, 1..4), any::<bool>()).prop_map(|(p, d)| Op::Place(p, d)),
     ]
 }
 
@@ -518,8 +521,86 @@ pub(crate) async fn run_op(s: &Store, op: &Op, created: &mut Vec<PlayerSessionId
             };
             let _ = s.update_game_session(&gs(GAMES[*g]), None, Some(p)).await;
         }
+        Op::Place(players, distributed) => {
+            let mut players: Vec<String> = players.iter().map(|p| format!("q{p}")).collect();
+            players.sort();
+            players.dedup();
+            let place = Place {
+                fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
+                players: players
+                    .iter()
+                    .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
+                    .collect(),
+                selector: Default::default(),
+                filter: Default::default(),
+                filter_text: String::new(),
+                strategy: if *distributed {
+                    PlacementStrategy::Distributed
+                } else {
+                    PlacementStrategy::Packed
+                },
+                idempotency_key: None,
+            };
+            if let Ok((_, ps)) = s.place(place).await {
+                created.extend(ps.iter().map(|p| p.id));
+            }
+        }
         _ => {}
     }
+}
+
+/// What a watcher believes: game session id -> (count, max, policy).
+type View = std::collections::BTreeMap<String, (u32, u32, CreationPolicy)>;
+
+/// Applies every event the watch has ready (without waiting) to `view`.
+fn drain_watch(w: &mut FleetWatch, view: &mut View) {
+    use futures::FutureExt;
+    while let Some(e) = w.next().now_or_never() {
+        let e = e.expect("no lag in the model");
+        let Some(g) = e.game_session else { continue };
+        let key = g.id().to_string();
+        match e.kind {
+            FleetEventKind::Ended => {
+                view.remove(&key);
+            }
+            _ => {
+                view.insert(
+                    key,
+                    (
+                        g.current_player_session_count,
+                        g.maximum_player_session_count,
+                        g.creation_policy,
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The fleet's ACTIVE game sessions as a watcher should see them.
+fn active_view(s: &Store) -> View {
+    let page = s.search(&Search {
+        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
+        filter: Default::default(),
+        filter_text: String::new(),
+        sort: Default::default(),
+        selector: Default::default(),
+        limit: 100,
+        after: None,
+    });
+    page.game_sessions
+        .iter()
+        .map(|g| {
+            (
+                g.id().to_string(),
+                (
+                    g.current_player_session_count,
+                    g.maximum_player_session_count,
+                    g.creation_policy,
+                ),
+            )
+        })
+        .collect()
 }
 
 proptest! {
@@ -535,17 +616,22 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let s = store_with(StoreConfig {
+            let s = Arc::new(store_with(StoreConfig {
                 retention: Duration::from_secs(120),
                 ..StoreConfig::default()
-            });
+            }));
             register_model_games(&s).await;
+            // A watcher kept up to date after every step must always match the fleet.
+            let mut watch = s.watch_fleet(FleetId::parse("fleet_id", "fleet-1").unwrap(), Default::default());
+            let mut view = View::new();
             let mut created: Vec<PlayerSessionId> = Vec::new();
             let mut terminal: HashMap<PlayerSessionId, (PlayerSessionStatus, Option<Timestamp>)> =
                 HashMap::new();
             for op in &ops {
                 run_op(&s, op, &mut created).await;
                 s.check_invariants().map_err(TestCaseError::fail)?;
+                drain_watch(&mut watch, &mut view);
+                prop_assert_eq!(&view, &active_view(&s), "watcher view after {:?}", op);
                 for id in &created {
                     let Ok(p) = s.get_player_session(*id) else { continue }; // purged
                     if let Some(prev) = terminal.get(id) {
@@ -558,4 +644,98 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[tokio::test]
+async fn a_slow_watcher_gets_coalesced_changes_then_is_cut_off() {
+    let s = Arc::new(store_with(StoreConfig {
+        watch_buffer: 3,
+        ..StoreConfig::default()
+    }));
+    register(&s, "w1", 10).await;
+    let fleet = FleetId::parse("fleet_id", "fleet-1").unwrap();
+    let mut w = s.watch_fleet(fleet.clone(), Default::default());
+    let first = w.next().await.unwrap();
+    assert_eq!(first.kind, FleetEventKind::Snapshot);
+    let done = w.next().await.unwrap();
+    assert_eq!(done.kind, FleetEventKind::SnapshotComplete);
+    // Five changes to w1 and a new w2 (created, then filled) while the consumer is away.
+    for i in 0..5 {
+        reserve(&s, "w1", &[&format!("p{i}")]).await.unwrap();
+    }
+    register(&s, "w2", 10).await;
+    reserve(&s, "w2", &["x"]).await.unwrap();
+    let a = w.next().await.unwrap();
+    assert_eq!(a.kind, FleetEventKind::Updated);
+    let g = a.game_session.unwrap();
+    assert_eq!((g.id().as_str(), g.current_player_session_count), ("w1", 5));
+    assert_eq!(a.sequence, done.sequence + 5, "the latest change's sequence number");
+    let b = w.next().await.unwrap();
+    assert_eq!(b.kind, FleetEventKind::Created, "never seen: still reported as created");
+    assert_eq!(b.game_session.unwrap().current_player_session_count, 1);
+    assert!(b.sequence > a.sequence);
+    // Changes to more game sessions than the buffer holds: cut off, for good.
+    for id in ["w3", "w4", "w5", "w6"] {
+        register(&s, id, 10).await;
+    }
+    for _ in 0..2 {
+        match w.next().await {
+            Err(Error::WatchLagged { buffer: 3, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Dropping the watch unsubscribes.
+    drop(w);
+    assert!(s.fleets.get(&fleet).unwrap().watchers.is_empty());
+}
+
+#[tokio::test]
+async fn placement_skips_full_denied_and_filtered_game_sessions() {
+    let s = store();
+    for (id, max) in [("a", 4), ("b", 6), ("c", 8)] {
+        register(&s, id, max).await;
+    }
+    s.update_game_session(&gs("c"), None, Some(CreationPolicy::DenyAll))
+        .await
+        .unwrap();
+    let place = |players: &[&str], strategy, filter: &str| Place {
+        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
+        players: players
+            .iter()
+            .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
+            .collect(),
+        selector: Default::default(),
+        filter: crate::domain::Filter::parse("filter_expression", filter).unwrap(),
+        filter_text: filter.into(),
+        strategy,
+        idempotency_key: None,
+    };
+    let (g, _) = s
+        .place(place(&["1", "2", "3"], PlacementStrategy::Packed, ""))
+        .await
+        .unwrap();
+    assert_eq!(g.id().as_str(), "a");
+    let (g, _) = s
+        .place(place(&["4", "5"], PlacementStrategy::Packed, ""))
+        .await
+        .unwrap();
+    assert_eq!(g.id().as_str(), "b", "a has 1 seat left");
+    let (g, _) = s
+        .place(place(&["6"], PlacementStrategy::Distributed, ""))
+        .await
+        .unwrap();
+    assert_eq!(g.id().as_str(), "b", "4 free in b, 1 in a, c denies");
+    let (g, _) = s
+        .place(place(&["7"], PlacementStrategy::Packed, "maximumSessions > 4"))
+        .await
+        .unwrap();
+    assert_eq!(g.id().as_str(), "b");
+    match s
+        .place(place(&["8", "9", "10", "11"], PlacementStrategy::Packed, ""))
+        .await
+    {
+        Err(Error::NoGameSessionAvailable { requested: 4, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    s.check_invariants().unwrap();
 }
