@@ -148,7 +148,7 @@ fn open(dir: &std::path::Path, durability: Durability) -> (Arc<Store>, Duration)
     journal
         .start(&jc, &rec, Arc::new(|m| panic!("{m}")))
         .unwrap();
-    store.rearm_timers();
+    store.finish_recovery();
     (store, started.elapsed())
 }
 

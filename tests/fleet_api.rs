@@ -148,7 +148,8 @@ fn reason(status: &tonic::Status) -> String {
 /// The search fixture: fleet "arena" with seven ACTIVE game sessions, one ended, one DENY_ALL,
 /// and a second fleet that must never show up.
 async fn arena(td: &mut TestDaemon) -> Vec<GameSession> {
-    let specs: [(&str, &str, u32, &[(&str, &str)], usize); 7] = [
+    type Spec<'a> = (&'a str, &'a str, u32, &'a [(&'a str, &'a str)], usize);
+    let specs: [Spec; 7] = [
         ("a1", "Alpha", 10, &[("mode", "ctf"), ("level", "5")], 10),
         ("a2", "Bravo", 10, &[("mode", "ctf"), ("level", "12")], 4),
         ("a3", "Charlie", 20, &[("mode", "dm"), ("level", "12")], 0),
