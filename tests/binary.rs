@@ -188,6 +188,74 @@ fn readme_tour_through_the_cli_then_sigterm() {
         "{err}"
     );
 
+    // The matchmaker's calls.
+    let found = s.json(&[
+        "fleets",
+        "search",
+        "--fleet-id",
+        "fleet-eu",
+        "--filter",
+        "hasAvailablePlayerSessions=true AND gameSessionProperties.map='dust2'",
+        "--sort",
+        "playerSessionCount DESC",
+    ]);
+    assert_eq!(found["game_sessions"][0]["game_session_id"], "match-1");
+    let u = s.json(&["fleets", "utilization", "fleet-eu"]);
+    assert_eq!(u["fleet_utilization"][0]["current_player_session_count"], 1);
+    assert_eq!(
+        u["fleet_utilization"][0]["available_player_session_count"],
+        3
+    );
+    let out = s.cli(&[
+        "fleets",
+        "search",
+        "--fleet-id",
+        "fleet-eu",
+        "--filter",
+        "maximumSessions > 'x'",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("InvalidArgument") && err.contains("at position 19"),
+        "{err}"
+    );
+    // A watch prints the snapshot, then each change, one JSON line each.
+    let mut watch = Command::new(BIN)
+        .args([
+            "fleets",
+            "watch",
+            "--fleet-id",
+            "fleet-eu",
+            "--json",
+            "--server",
+            &s.url,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["type"], "SNAPSHOT");
+    assert_eq!(next()["type"], "SNAPSHOT_COMPLETE");
+    let placed = s.json(&[
+        "fleets",
+        "place",
+        "--fleet-id",
+        "fleet-eu",
+        "carol",
+        "dave",
+        "--strategy",
+        "distributed",
+    ]);
+    assert_eq!(placed["player_sessions"].as_array().unwrap().len(), 2);
+    let changed = next();
+    assert_eq!(changed["type"], "UPDATED");
+    assert_eq!(changed["game_session"]["current_player_session_count"], 3);
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+
     let end = s.json(&["game-sessions", "end", "match-1", "--reason", "match over"]);
     assert_eq!(end["status"], "TERMINATED");
 

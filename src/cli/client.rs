@@ -146,29 +146,33 @@ pub enum PlayerSessionsCmd {
     },
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(super) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
-async fn channel(args: &ClientArgs) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(args.server.clone())
+/// Connects to the daemon; `timeout` bounds every call (not for streams that last).
+pub(super) async fn channel(args: &ClientArgs, timeout: bool) -> anyhow::Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(args.server.clone())
         .with_context(|| format!("invalid --server {:?}", args.server))?
-        .timeout(CALL_TIMEOUT)
-        .connect_timeout(CALL_TIMEOUT)
+        .connect_timeout(CALL_TIMEOUT);
+    if timeout {
+        endpoint = endpoint.timeout(CALL_TIMEOUT);
+    }
+    endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to {}", args.server))
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
+pub(super) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
 /// Runs a `game-sessions` subcommand.
 pub async fn game_sessions(args: ClientArgs, cmd: GameSessionsCmd) -> anyhow::Result<()> {
-    let mut c = GameSessionServiceClient::new(channel(&args).await?);
+    let mut c = GameSessionServiceClient::new(channel(&args, true).await?);
     let g = match cmd {
         GameSessionsCmd::Register {
             fleet_id,
@@ -242,7 +246,7 @@ pub async fn game_sessions(args: ClientArgs, cmd: GameSessionsCmd) -> anyhow::Re
 
 /// Runs a `player-sessions` subcommand.
 pub async fn player_sessions(args: ClientArgs, cmd: PlayerSessionsCmd) -> anyhow::Result<()> {
-    let mut c = PlayerSessionServiceClient::new(channel(&args).await?);
+    let mut c = PlayerSessionServiceClient::new(channel(&args, true).await?);
     match cmd {
         PlayerSessionsCmd::Reserve {
             game_session_id,

@@ -1,8 +1,9 @@
 //! The command line: `serve` (the default), a small gRPC client for humans
-//! (`game-sessions ...`, `player-sessions ...`) that prints tables or JSON, and the load
+//! (`game-sessions ...`, `player-sessions ...`, `fleets ...`) that prints tables or JSON, and the load
 //! generator (`bench`, `bench-echo-server`).
 
 mod client;
+mod fleets;
 mod output;
 
 use std::time::Duration;
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{ClientArgs, GameSessionsCmd, PlayerSessionsCmd};
+pub use fleets::FleetsCmd;
 
 use crate::config::{Config, ServeArgs};
 
@@ -56,6 +58,13 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         cmd: PlayerSessionsCmd,
+    },
+    /// Matchmaker calls: search game sessions, fleet utilization, place a party, watch a fleet.
+    Fleets {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: FleetsCmd,
     },
     /// Load generator: closed-loop scenarios over gRPC, compared with a tonic echo baseline.
     Bench(crate::bench::BenchArgs),
@@ -108,6 +117,7 @@ pub async fn main(cli: Cli, matches: clap::ArgMatches) -> anyhow::Result<()> {
         }
         Some(Command::GameSessions { client, cmd }) => client::game_sessions(client, cmd).await,
         Some(Command::PlayerSessions { client, cmd }) => client::player_sessions(client, cmd).await,
+        Some(Command::Fleets { client, cmd }) => fleets::fleets(client, cmd).await,
         Some(Command::Bench(args)) => crate::bench::main(args).await,
         Some(Command::BenchEchoServer(args)) => crate::bench::echo::main(args).await,
     }

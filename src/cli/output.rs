@@ -145,18 +145,10 @@ pub fn print_player_sessions(
         println!("{v}");
         return;
     }
-    let header = [
-        "PLAYER_SESSION_ID",
-        "PLAYER_ID",
-        "STATUS",
-        "GAME_SESSION_ID",
-        "CREATED",
-        "TERMINATED",
-    ];
-    let rows: Vec<[String; 6]> = sessions
+    let rows = sessions
         .iter()
         .map(|p| {
-            [
+            vec![
                 p.player_session_id.clone(),
                 p.player_id.clone(),
                 status_name(p.status).to_string(),
@@ -166,30 +158,168 @@ pub fn print_player_sessions(
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
+    print_table(
+        &[
+            "PLAYER_SESSION_ID",
+            "PLAYER_ID",
+            "STATUS",
+            "GAME_SESSION_ID",
+            "CREATED",
+            "TERMINATED",
+        ],
+        rows,
+    );
+    if !next_page_token.is_empty() {
+        println!("next page: --page-token {next_page_token}");
+    }
+}
+
+/// Prints rows under a header, columns padded to their widest cell.
+pub fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: &[&str]| {
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
         cells
-            .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
             .to_string()
     };
-    println!("{}", line(&header));
+    println!("{}", line(&mut header.iter().copied()));
     for r in &rows {
-        println!(
-            "{}",
-            line(&r.iter().map(String::as_str).collect::<Vec<_>>())
-        );
+        println!("{}", line(&mut r.iter().map(String::as_str)));
     }
+}
+
+/// Game sessions as a table (one row each), or as JSON with the page token.
+pub fn print_game_sessions(games: &[proto::GameSession], next_page_token: &str, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "game_sessions": games.iter().map(game_session_json).collect::<Vec<_>>(),
+            "next_page_token": next_page_token,
+        });
+        println!("{v}");
+        return;
+    }
+    let rows = games
+        .iter()
+        .map(|g| {
+            vec![
+                g.game_session_id.clone(),
+                g.name.clone(),
+                format!(
+                    "{}/{}",
+                    g.current_player_session_count, g.maximum_player_session_count
+                ),
+                policy_name(g.player_session_creation_policy).to_string(),
+                g.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                time(g.creation_time.as_ref()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "GAME_SESSION_ID",
+            "NAME",
+            "PLAYERS",
+            "POLICY",
+            "LABELS",
+            "CREATED",
+        ],
+        rows,
+    );
     if !next_page_token.is_empty() {
         println!("next page: --page-token {next_page_token}");
+    }
+}
+
+/// Fleet utilization as a table or JSON.
+pub fn print_utilization(fleets: &[proto::FleetUtilization], as_json: bool) {
+    if as_json {
+        let v: Vec<Value> = fleets
+            .iter()
+            .map(|f| {
+                json!({
+                    "fleet_id": f.fleet_id,
+                    "active_game_session_count": f.active_game_session_count,
+                    "current_player_session_count": f.current_player_session_count,
+                    "reserved_player_session_count": f.reserved_player_session_count,
+                    "active_player_session_count": f.active_player_session_count,
+                    "maximum_player_session_count": f.maximum_player_session_count,
+                    "available_player_session_count": f.available_player_session_count,
+                })
+            })
+            .collect();
+        println!("{}", json!({ "fleet_utilization": v }));
+        return;
+    }
+    let rows = fleets
+        .iter()
+        .map(|f| {
+            vec![
+                f.fleet_id.clone(),
+                f.active_game_session_count.to_string(),
+                f.current_player_session_count.to_string(),
+                f.reserved_player_session_count.to_string(),
+                f.active_player_session_count.to_string(),
+                f.maximum_player_session_count.to_string(),
+                f.available_player_session_count.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "FLEET_ID",
+            "GAME_SESSIONS",
+            "CURRENT",
+            "RESERVED",
+            "ACTIVE",
+            "MAXIMUM",
+            "AVAILABLE",
+        ],
+        rows,
+    );
+}
+
+/// One WatchFleet event per line: as JSON, or `sequence type game session players`.
+pub fn print_fleet_event(e: &proto::FleetEvent, as_json: bool) {
+    let kind = match proto::FleetEventType::try_from(e.r#type) {
+        Ok(proto::FleetEventType::Snapshot) => "SNAPSHOT",
+        Ok(proto::FleetEventType::SnapshotComplete) => "SNAPSHOT_COMPLETE",
+        Ok(proto::FleetEventType::Created) => "CREATED",
+        Ok(proto::FleetEventType::Updated) => "UPDATED",
+        Ok(proto::FleetEventType::Ended) => "ENDED",
+        _ => "UNSPECIFIED",
+    };
+    if as_json {
+        let v = json!({
+            "sequence": e.sequence,
+            "type": kind,
+            "game_session": e.game_session.as_ref().map_or(Value::Null, game_session_json),
+        });
+        println!("{v}");
+        return;
+    }
+    match &e.game_session {
+        Some(g) => println!(
+            "{:>8}  {kind:<17}  {}  {}/{}  {}  {}",
+            e.sequence,
+            g.game_session_id,
+            g.current_player_session_count,
+            g.maximum_player_session_count,
+            policy_name(g.player_session_creation_policy),
+            game_status_name(g.status),
+        ),
+        None => println!("{:>8}  {kind}", e.sequence),
     }
 }

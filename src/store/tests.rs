@@ -669,9 +669,17 @@ async fn a_slow_watcher_gets_coalesced_changes_then_is_cut_off() {
     assert_eq!(a.kind, FleetEventKind::Updated);
     let g = a.game_session.unwrap();
     assert_eq!((g.id().as_str(), g.current_player_session_count), ("w1", 5));
-    assert_eq!(a.sequence, done.sequence + 5, "the latest change's sequence number");
+    assert_eq!(
+        a.sequence,
+        done.sequence + 5,
+        "the latest change's sequence number"
+    );
     let b = w.next().await.unwrap();
-    assert_eq!(b.kind, FleetEventKind::Created, "never seen: still reported as created");
+    assert_eq!(
+        b.kind,
+        FleetEventKind::Created,
+        "never seen: still reported as created"
+    );
     assert_eq!(b.game_session.unwrap().current_player_session_count, 1);
     assert!(b.sequence > a.sequence);
     // Changes to more game sessions than the buffer holds: cut off, for good.
@@ -726,12 +734,20 @@ async fn placement_skips_full_denied_and_filtered_game_sessions() {
         .unwrap();
     assert_eq!(g.id().as_str(), "b", "4 free in b, 1 in a, c denies");
     let (g, _) = s
-        .place(place(&["7"], PlacementStrategy::Packed, "maximumSessions > 4"))
+        .place(place(
+            &["7"],
+            PlacementStrategy::Packed,
+            "maximumSessions > 4",
+        ))
         .await
         .unwrap();
     assert_eq!(g.id().as_str(), "b");
     match s
-        .place(place(&["8", "9", "10", "11"], PlacementStrategy::Packed, ""))
+        .place(place(
+            &["8", "9", "10", "11"],
+            PlacementStrategy::Packed,
+            "",
+        ))
         .await
     {
         Err(Error::NoGameSessionAvailable { requested: 4, .. }) => {}
