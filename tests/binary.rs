@@ -336,6 +336,8 @@ fn bench_runs_every_scenario_and_reports_ratios_to_echo() {
         "3s",
         "--growth-steps",
         "1000,3000",
+        "--fleet-game-sessions",
+        "200",
     ]);
     assert_eq!(report["durability"], "sync");
     let scenarios = report["scenarios"].as_array().unwrap();
@@ -345,7 +347,10 @@ fn bench_runs_every_scenario_and_reports_ratios_to_echo() {
         .collect();
     assert_eq!(
         names,
-        ["echo", "reserve", "cycle", "batch", "describe", "mixed", "sweep", "growth"]
+        [
+            "echo", "reserve", "cycle", "batch", "describe", "mixed", "place", "search", "sweep",
+            "growth"
+        ]
     );
     for s in scenarios {
         let name = &s["scenario"];
@@ -357,11 +362,14 @@ fn bench_runs_every_scenario_and_reports_ratios_to_echo() {
         }
     }
     assert_eq!(scenarios[0]["throughput_vs_echo"], 1.0);
-    let sweep = &scenarios[6];
+    for s in &scenarios[6..8] {
+        assert!(s["p50_vs_reserve"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let sweep = &scenarios[8];
     assert_eq!(sweep["sweep_sessions"], 2000);
     assert!(sweep["all_timed_out_after_first_deadline_secs"].is_number());
     assert!(sweep["cycle_p99_burst_ratio"].as_f64().unwrap() > 0.0);
-    let steps = scenarios[7]["steps"].as_array().unwrap();
+    let steps = scenarios[9]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[1]["live_sessions"], 3000);
     assert!(steps[1]["rss_growth_per_session_bytes"].is_number());

@@ -35,11 +35,15 @@ pub enum Scenario {
     Describe,
     /// 25 % reserve, 25 % describe, 20 % accept, 20 % remove, 10 % GetGameSession.
     Mixed,
+    /// PlacePlayerSessions of parties of 5 in a fleet of `--fleet-game-sessions` game sessions.
+    Place,
+    /// SearchGameSessions with a filter over a fleet of `--fleet-game-sessions` game sessions.
+    Search,
     /// 100,000 reservations with one deadline, `cycle` running through it.
     Sweep,
     /// `cycle` at 10k, 100k and 1M live reservations, and memory per session.
     Growth,
-    /// echo, reserve, cycle, batch, describe, mixed.
+    /// echo, reserve, cycle, batch, describe, mixed, place, search.
     All,
 }
 
@@ -108,6 +112,14 @@ pub struct BenchArgs {
         default_value_t = 1000
     )]
     pub game_sessions: u64,
+
+    /// Game sessions in the one fleet `place` and `search` work on (200-1000 seats each).
+    #[arg(
+        long,
+        env = "SESSION_BROKER_BENCH_FLEET_GAME_SESSIONS",
+        default_value_t = 10_000
+    )]
+    pub fleet_game_sessions: u64,
 
     /// Bytes of player_data in every reservation.
     #[arg(
@@ -183,8 +195,8 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.connections == 0 {
         anyhow::bail!("--concurrency and --connections must be at least 1");
     }
-    if args.game_sessions == 0 {
-        anyhow::bail!("--game-sessions must be at least 1");
+    if args.game_sessions == 0 || args.fleet_game_sessions == 0 {
+        anyhow::bail!("--game-sessions and --fleet-game-sessions must be at least 1");
     }
     if args.player_data_bytes > PLAYER_DATA_MAX {
         anyhow::bail!("--player-data-bytes: at most {PLAYER_DATA_MAX} (the daemon's limit)");
@@ -209,6 +221,8 @@ fn plan(requested: &[Scenario]) -> Vec<Scenario> {
                 Scenario::Batch,
                 Scenario::Describe,
                 Scenario::Mixed,
+                Scenario::Place,
+                Scenario::Search,
             ],
             other => std::slice::from_ref(other),
         };
@@ -273,7 +287,23 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         .iter()
         .find(|(s, _)| *s == Scenario::Echo)
         .map(|(_, o)| o);
-    let reports: Vec<Value> = outcomes.iter().map(|(s, o)| report(*s, o, echo)).collect();
+    let reserve = outcomes
+        .iter()
+        .find(|(s, _)| *s == Scenario::Reserve)
+        .map(|(_, o)| o);
+    let mut reports: Vec<Value> = outcomes.iter().map(|(s, o)| report(*s, o, echo)).collect();
+    // The matchmaker's calls are compared with CreatePlayerSession's latency.
+    if let Some(reserve) = reserve {
+        for (r, (s, o)) in reports.iter_mut().zip(&outcomes) {
+            if matches!(s, Scenario::Place | Scenario::Search) {
+                for (key, q) in [("p50_vs_reserve", 0.5), ("p99_vs_reserve", 0.99)] {
+                    let x = o.window.quantile_us(q)
+                        / reserve.window.quantile_us(q).max(f64::MIN_POSITIVE);
+                    r[key] = json!(x);
+                }
+            }
+        }
+    }
     let run = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -349,6 +379,14 @@ fn table(run: &Value) -> String {
                     r["cycle_p99_burst_ratio"].as_f64().unwrap_or(0.0),
                 );
             }
+            Some("place" | "search") if r["p50_vs_reserve"].is_number() => {
+                let _ = writeln!(
+                    s,
+                    "          latency vs reserve: p50 {:.2}x, p99 {:.2}x",
+                    r["p50_vs_reserve"].as_f64().unwrap_or(0.0),
+                    r["p99_vs_reserve"].as_f64().unwrap_or(0.0),
+                );
+            }
             Some("growth") => {
                 for step in r["steps"].as_array().unwrap_or(&empty) {
                     let _ = writeln!(
@@ -406,7 +444,9 @@ mod tests {
                 Scenario::Reserve,
                 Scenario::Batch,
                 Scenario::Describe,
-                Scenario::Mixed
+                Scenario::Mixed,
+                Scenario::Place,
+                Scenario::Search
             ]
         );
         assert_eq!(plan(&[Scenario::Echo]), vec![Scenario::Echo]);

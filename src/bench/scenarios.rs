@@ -99,12 +99,24 @@ impl Ctx {
         n: u64,
         timeout_secs: u32,
     ) -> anyhow::Result<Arc<Vec<String>>> {
+        self.register_with(tag, n, |_, r| r.reservation_timeout_seconds = timeout_secs)
+            .await
+    }
+
+    /// Registers `n` game sessions in fleet `bench-<run>-<tag>`; `shape(i, request)` adjusts
+    /// the `i`-th registration (by default [`SEATS`] seats, no labels).
+    async fn register_with(
+        &self,
+        tag: &str,
+        n: u64,
+        shape: impl Fn(u64, &mut RegisterGameSessionRequest),
+    ) -> anyhow::Result<Arc<Vec<String>>> {
         let fleet = self.fleet(tag);
         let ids: Vec<String> = (0..n).map(|i| format!("b{}-{tag}-{i}", self.run)).collect();
         stream::iter(ids.iter().enumerate())
             .map(|(i, id)| {
                 let mut client = self.games(i);
-                let request = RegisterGameSessionRequest {
+                let mut request = RegisterGameSessionRequest {
                     fleet_id: fleet.clone(),
                     game_session_id: id.clone(),
                     ip_address: "10.0.0.1".into(),
@@ -112,9 +124,9 @@ impl Ctx {
                     maximum_player_session_count: SEATS,
                     release: "bench".into(),
                     environment: "bench".into(),
-                    reservation_timeout_seconds: timeout_secs,
                     ..Default::default()
                 };
+                shape(i as u64, &mut request);
                 async move { client.register_game_session(request).await }
             })
             .buffer_unordered(64)
@@ -292,6 +304,8 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> anyhow::Result<Outcome
         Scenario::Batch => batch(ctx).await,
         Scenario::Describe => describe(ctx).await,
         Scenario::Mixed => mixed(ctx).await,
+        Scenario::Place => place(ctx).await,
+        Scenario::Search => search(ctx).await,
         Scenario::Sweep => sweep(ctx).await,
         Scenario::Growth => growth(ctx).await,
     }
@@ -514,6 +528,94 @@ async fn mixed(ctx: &Ctx) -> anyhow::Result<Outcome> {
                     };
                     rec.time(players.remove_player_session(request)).await;
                 }
+            }
+            rec
+        }
+    });
+    Ok(load.measure(ctx.warmup(), ctx.args.duration).await?.into())
+}
+
+/// Label values of the matchmaking fleet, in turn.
+const MODES: [&str; 4] = ["ctf", "dm", "duel", "koth"];
+
+/// The fleet `place` and `search` work on: `--fleet-game-sessions` game sessions with 200 to
+/// 1000 seats (varied, so the index orders them) and a `mode` label in turn.
+async fn matchmaking_fleet(ctx: &Ctx, tag: &str) -> anyhow::Result<String> {
+    ctx.register_with(tag, ctx.args.fleet_game_sessions, |i, r| {
+        r.maximum_player_session_count = 200 + (i * 37 % 801) as u32;
+        r.reservation_timeout_seconds = LONG_TIMEOUT;
+        r.labels = [(
+            "mode".to_string(),
+            MODES[i as usize % MODES.len()].to_string(),
+        )]
+        .into();
+    })
+    .await?;
+    Ok(ctx.fleet(tag))
+}
+
+/// `place`: PlacePlayerSessions of parties of 5 in one fleet of `--fleet-game-sessions` game
+/// sessions; even workers PACKED, odd workers DISTRIBUTED.
+async fn place(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    use crate::proto::{
+        fleet_service_client::FleetServiceClient, PlacePlayerSessionsRequest, PlacementStrategy,
+    };
+    let fleet = matchmaking_fleet(ctx, "place").await?;
+    let load = ctx.load("place", 1, |w, mut rec| {
+        let mut client = FleetServiceClient::new(ctx.channel(w));
+        let (fleet, data, run) = (fleet.clone(), ctx.data.clone(), ctx.run.clone());
+        let strategy = if w % 2 == 0 {
+            PlacementStrategy::Packed
+        } else {
+            PlacementStrategy::Distributed
+        };
+        async move {
+            let mut i = 0usize;
+            while rec.running() {
+                let players: Vec<String> = (0..5).map(|k| format!("{run}-p{w}-{i}-{k}")).collect();
+                let request = PlacePlayerSessionsRequest {
+                    fleet_id: fleet.clone(),
+                    player_data: players.iter().map(|p| (p.clone(), data.clone())).collect(),
+                    player_ids: players,
+                    strategy: strategy as i32,
+                    ..Default::default()
+                };
+                rec.time(client.place_player_sessions(request)).await;
+                i += 1;
+            }
+            rec
+        }
+    });
+    Ok(load.measure(ctx.warmup(), ctx.args.duration).await?.into())
+}
+
+/// The filter `search` sends: about a fifth of the fleet matches.
+pub(crate) const SEARCH_FILTER: &str =
+    "hasAvailablePlayerSessions=true AND gameSessionProperties.mode='ctf' AND maximumSessions>=400";
+
+/// `search`: SearchGameSessions with [`SEARCH_FILTER`], 20 per page, over one fleet of
+/// `--fleet-game-sessions` game sessions; even workers use the default order (creation
+/// time), odd workers `availablePlayerSessions DESC`.
+async fn search(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    use crate::proto::{fleet_service_client::FleetServiceClient, SearchGameSessionsRequest};
+    let fleet = matchmaking_fleet(ctx, "search").await?;
+    let load = ctx.load("search", 1, |w, mut rec| {
+        let mut client = FleetServiceClient::new(ctx.channel(w));
+        let request = SearchGameSessionsRequest {
+            fleet_id: fleet.clone(),
+            filter_expression: SEARCH_FILTER.into(),
+            sort_expression: if w % 2 == 0 {
+                ""
+            } else {
+                "availablePlayerSessions DESC"
+            }
+            .into(),
+            limit: 20,
+            ..Default::default()
+        };
+        async move {
+            while rec.running() {
+                rec.time(client.search_game_sessions(request.clone())).await;
             }
             rec
         }

@@ -98,8 +98,15 @@ impl super::Store {
     /// A live call changed `g` (call with its game session's entry locked, after the change):
     /// updates the fleet's search index and tells its watchers, in one step under the fleet's
     /// lock so watchers see changes in the order they were applied.
-    pub(super) fn fleet_changed(&self, g: &GameSession, kind: FleetEventKind) {
+    /// `counts` updates the fleet's counts in the same step.
+    pub(super) fn fleet_changed(
+        &self,
+        g: &GameSession,
+        kind: FleetEventKind,
+        counts: impl FnOnce(&mut FleetCounts),
+    ) {
         let lagged = self.with_fleet(g.fleet_id(), |f| {
+            counts(&mut f.counts);
             f.index.upsert(g);
             f.sequence += 1;
             f.watchers

@@ -484,9 +484,9 @@ impl Store {
             .schedule(terminated_at.saturating_add(self.config.retention), timer);
     }
 
-    /// Adds a new player session to every index. Call with its game session's entry locked.
+    /// Adds a new player session to every index (not to the fleet counts: the caller counts).
+    /// Call with its game session's entry locked.
     fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) {
-        self.count_player(&ps.game.fleet_id, None, Some(ps.status));
         if ps.status.is_live() {
             e.live.insert(ps.player_id.clone(), ps.id);
         }

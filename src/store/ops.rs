@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
 
-use super::{release_seat, FleetEventKind, GameSessionEntry, IdempotencyRecord, Reserve, Store};
+use super::{
+    fleets::ps_index, release_seat, FleetEventKind, GameSessionEntry, IdempotencyRecord, Reserve,
+    Store, Transition,
+};
 use crate::{
     domain::{
         limits, Change, CreationPolicy, EndCause, EndReason, Error, GameSession, GameSessionId,
@@ -87,7 +90,7 @@ impl Store {
                     .append(&[Change::GameSessionStarted(session.clone())])?;
                 let e = v.insert(GameSessionEntry::new(session.clone()));
                 self.count_game_added(&session);
-                self.fleet_changed(&e.session, FleetEventKind::Created);
+                self.fleet_changed(&e.session, FleetEventKind::Created, |_| {});
                 lsn
             }
         };
@@ -132,7 +135,7 @@ impl Store {
                 at: self.clock.now(),
             }])?;
             self.apply_update(&mut e, maximum_player_session_count, policy);
-            self.fleet_changed(&e.session, FleetEventKind::Updated);
+            self.fleet_changed(&e.session, FleetEventKind::Updated, |_| {});
             (e.snapshot(), lsn)
         };
         tracing::debug!(game_session_id = %id, ?maximum_player_session_count, ?policy, "game session updated");
@@ -193,7 +196,7 @@ impl Store {
         let first = self.journal.append(&changes)?;
         self.count_transition(
             e.session.fleet_id(),
-            super::Transition::Completed,
+            Transition::Completed,
             live.len() as u64,
         );
         let completed: Vec<(PlayerSessionId, Lsn)> = live
@@ -202,7 +205,7 @@ impl Store {
             .map(|(i, ps)| (*ps, first + 1 + i as Lsn))
             .collect();
         self.end_game_locked(e, at, cause, reason, &completed);
-        self.fleet_changed(&e.session, FleetEventKind::Ended);
+        self.fleet_changed(&e.session, FleetEventKind::Ended, |_| {});
         tracing::debug!(game_session_id = %gsid, status = %e.session.status, ?cause, "game session ended");
         Ok(first + live.len() as Lsn)
     }
@@ -365,12 +368,11 @@ impl Store {
             self.index_player(&mut e, ps.clone());
         }
         e.sync_count();
-        self.count_transition(
-            e.session.fleet_id(),
-            super::Transition::Reserved,
-            created.len() as u64,
-        );
-        self.fleet_changed(&e.session, FleetEventKind::Updated);
+        let n = created.len() as u64;
+        self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
+            c.player_sessions[ps_index(PlayerSessionStatus::Reserved)] += n;
+            c.transitions[Transition::Reserved as usize] += n;
+        });
         let game_session = e.snapshot();
         if let Some((slot, fingerprint)) = idem {
             let ttl = self
@@ -424,12 +426,12 @@ impl Store {
                     }])?;
                     next.lsns.accepted = lsn;
                     *ps = next.clone();
-                    self.count_player(
-                        &next.game.fleet_id,
-                        Some(PlayerSessionStatus::Reserved),
-                        Some(PlayerSessionStatus::Active),
-                    );
-                    self.count_transition(&next.game.fleet_id, super::Transition::Activated, 1);
+                    self.fleet(&next.game.fleet_id, |c| {
+                        let r = &mut c.player_sessions[ps_index(PlayerSessionStatus::Reserved)];
+                        *r = r.saturating_sub(1);
+                        c.player_sessions[ps_index(PlayerSessionStatus::Active)] += 1;
+                        c.transitions[Transition::Activated as usize] += 1;
+                    });
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session accepted");
                     (next, lsn)
                 }
@@ -461,8 +463,9 @@ impl Store {
                     }])?;
                     drop(ps);
                     self.complete_locked(&mut e, psid, at, EndReason::Removed, lsn);
-                    self.fleet_changed(&e.session, FleetEventKind::Updated);
-                    self.count_transition(&next.game.fleet_id, super::Transition::Completed, 1);
+                    self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
+                        c.transitions[Transition::Completed as usize] += 1;
+                    });
                     next.lsns.ended = lsn;
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session completed");
                     (next, lsn)
@@ -517,14 +520,12 @@ impl Store {
         *ps = next.clone();
         release_seat(&mut e, &next);
         drop(ps);
-        self.fleet_changed(&e.session, FleetEventKind::Updated);
-        let fleet = &next.game.fleet_id;
-        self.count_player(
-            fleet,
-            Some(PlayerSessionStatus::Reserved),
-            Some(PlayerSessionStatus::TimedOut),
-        );
-        self.count_transition(fleet, super::Transition::TimedOut, 1);
+        self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
+            let r = &mut c.player_sessions[ps_index(PlayerSessionStatus::Reserved)];
+            *r = r.saturating_sub(1);
+            c.player_sessions[ps_index(PlayerSessionStatus::TimedOut)] += 1;
+            c.transitions[Transition::TimedOut as usize] += 1;
+        });
         if let Some(m) = self.metrics.get() {
             m.sweeper_expired.inc();
             m.sweeper_lag.observe(now.duration_since(at).as_secs_f64());

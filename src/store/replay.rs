@@ -56,6 +56,7 @@ impl Store {
                     let mut ps = ps.clone();
                     ps.game = e.session.info.clone();
                     ps.lsns.reserved = lsn;
+                    self.count_player(&ps.game.fleet_id, None, Some(ps.status));
                     self.index_player(&mut e, ps);
                     e.sync_count();
                 }
@@ -137,6 +138,7 @@ impl Store {
         self.count_game_added(&game);
         let mut entry = GameSessionEntry::new(game);
         for ps in players {
+            self.count_player(&ps.game.fleet_id, None, Some(ps.status));
             self.index_player(&mut entry, ps);
         }
         entry.sync_count();
