@@ -1,5 +1,6 @@
 //! Criterion suite for the hot in-process paths (`cargo bench --bench core`): reserve, accept,
-//! one sweeper step, and journal encoding. Each figure is per operation, on a store holding
+//! one sweeper step, search and placement over a 10,000-game-session fleet, and journal
+//! encoding. Each figure is per operation, on a store holding
 //! the state the operation needs (set up outside the timed part).
 
 use std::{
@@ -10,10 +11,11 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use session_broker::{
     domain::{
-        Change, Clock, FleetId, GameSessionId, PlayerId, PlayerSessionId, RegisterGameSession,
+        Change, Clock, Filter, FleetId, GameSessionId, PlayerId, PlayerSessionId,
+        RegisterGameSession, Sort,
     },
     journal::{frame, records, Journal},
-    store::{Reserve, Store, StoreConfig},
+    store::{Place, PlacementStrategy, Reserve, Search, Store, StoreConfig},
     sweeper,
 };
 
@@ -84,6 +86,38 @@ async fn fill(store: &Store, n: u64, data: &Arc<str>) -> Vec<(GameSessionId, Pla
     ids
 }
 
+/// An in-memory store with one fleet `mm` of `n` game sessions.
+async fn matchmaking_fleet(n: u64) -> Arc<Store> {
+    let store = Arc::new(Store::new(
+        Clock::system(),
+        StoreConfig::default(),
+        Journal::disabled(),
+    ));
+    for i in 0..n {
+        store
+            .register_game_session(RegisterGameSession {
+                fleet_id: FleetId::parse("f", "mm").expect("valid"),
+                game_session_id: Some(GameSessionId::parse("g", &format!("mm{i}")).expect("valid")),
+                name: String::new(),
+                ip_address: "10.0.0.1".into(),
+                port: 7777,
+                maximum_player_session_count: 200 + (i * 37 % 801) as u32,
+                labels: [(
+                    "mode".to_string(),
+                    ["ctf", "dm", "duel", "koth"][i as usize % 4].to_string(),
+                )]
+                .into(),
+                release: "1.0".into(),
+                environment: "bench".into(),
+                reservation_timeout: Some(Duration::from_secs(3600)),
+                heartbeat_timeout: None,
+            })
+            .await
+            .expect("register");
+    }
+    store
+}
+
 fn bench(c: &mut Criterion) {
     let rt = runtime();
     let data: Arc<str> = "x".repeat(64).into();
@@ -134,6 +168,77 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    group.finish();
+
+    // The matchmaker's calls over one fleet of 10,000 game sessions (200-1000 seats, a `mode`
+    // label in turn), as in the `place` and `search` scenarios of `session-broker bench`.
+    let mut group = c.benchmark_group("fleet_10k");
+    group.throughput(Throughput::Elements(1));
+    let fleet = rt.block_on(matchmaking_fleet(10_000));
+    let filter = "hasAvailablePlayerSessions=true AND gameSessionProperties.mode='ctf' AND maximumSessions>=400";
+    for (name, sort) in [
+        ("search_filtered_by_creation", ""),
+        (
+            "search_filtered_by_available_desc",
+            "availablePlayerSessions DESC",
+        ),
+    ] {
+        let q = Search {
+            fleet_id: FleetId::parse("f", "mm").expect("valid"),
+            filter: Filter::parse("filter_expression", filter).expect("valid"),
+            filter_text: filter.into(),
+            sort: Sort::parse("sort_expression", sort).expect("valid"),
+            selector: Default::default(),
+            limit: 20,
+            after: None,
+        };
+        group.bench_function(name, |b| b.iter(|| std::hint::black_box(fleet.search(&q))));
+    }
+    for (name, strategy) in [
+        ("place_party_of_5_packed", PlacementStrategy::Packed),
+        (
+            "place_party_of_5_distributed",
+            PlacementStrategy::Distributed,
+        ),
+    ] {
+        let mut n = 0u64;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    // A fresh fleet per sample, so the figure does not drift as seats fill.
+                    let fleet = matchmaking_fleet(10_000).await;
+                    let requests: Vec<Place> = (0..iters)
+                        .map(|_| {
+                            n += 1;
+                            Place {
+                                fleet_id: FleetId::parse("f", "mm").expect("valid"),
+                                players: (0..5)
+                                    .map(|k| {
+                                        let p = format!("{name}-{n}-{k}");
+                                        (
+                                            PlayerId::parse("p", &p).expect("valid"),
+                                            Some(data.clone()),
+                                        )
+                                    })
+                                    .collect(),
+                                selector: Default::default(),
+                                filter: Filter::default(),
+                                filter_text: String::new(),
+                                strategy,
+                                idempotency_key: None,
+                            }
+                        })
+                        .collect();
+                    let started = Instant::now();
+                    for r in requests {
+                        fleet.place(r).await.expect("a seat for the party");
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+    }
+    drop(fleet);
     group.finish();
 
     let mut group = c.benchmark_group("journal");

@@ -303,7 +303,7 @@ impl Collector for StoreCollector {
         {
             let mut e = encoder.encode_descriptor(
                 "available_player_sessions",
-                "Free seats in ACTIVE game sessions by fleet",
+                "Seats a new player could take (free seats of ACTIVE, ACCEPT_ALL game sessions) by fleet",
                 None,
                 MetricType::Gauge,
             )?;
