@@ -827,6 +827,7 @@ async fn health_and_reflection_answer() {
         "",
         "session_broker.v1.GameSessionService",
         "session_broker.v1.PlayerSessionService",
+        "session_broker.v1.FleetService",
     ] {
         let r = health
             .check(HealthCheckRequest {
@@ -856,6 +857,7 @@ async fn health_and_reflection_answer() {
     for want in [
         "session_broker.v1.GameSessionService",
         "session_broker.v1.PlayerSessionService",
+        "session_broker.v1.FleetService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
