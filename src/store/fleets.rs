@@ -196,6 +196,7 @@ impl super::Store {
         let mut v: Vec<_> = self
             .fleets
             .iter()
+            .filter(|e| !e.value().is_unused())
             .map(|e| (e.key().clone(), e.value().counts_now()))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -204,6 +205,11 @@ impl super::Store {
 }
 
 impl Fleet {
+    /// No game session has ever been counted here (the entry exists only for a watcher).
+    pub(super) fn is_unused(&self) -> bool {
+        self.counts == FleetCounts::default() && self.index.is_empty()
+    }
+
     fn counts_now(&self) -> FleetCounts {
         FleetCounts {
             available: self.index.available_seats(),

@@ -121,6 +121,10 @@ fn count_key(g: &GameSession) -> Key {
 }
 
 impl FleetIndex {
+    pub(super) fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
     pub(super) fn available_seats(&self) -> u64 {
         self.available_seats
     }

@@ -755,3 +755,21 @@ async fn placement_skips_full_denied_and_filtered_game_sessions() {
     }
     s.check_invariants().unwrap();
 }
+
+#[tokio::test]
+async fn watching_an_unknown_fleet_leaves_no_trace() {
+    let s = Arc::new(store());
+    let ghost = FleetId::parse("fleet_id", "ghost").unwrap();
+    let w = s.watch_fleet(ghost.clone(), Default::default());
+    assert!(
+        s.all_fleet_counts().is_empty(),
+        "a watched fleet is not a fleet"
+    );
+    drop(w);
+    assert!(s.fleets.get(&ghost).is_none());
+    // A real fleet stays after its watcher leaves.
+    register(&s, "g1", 2).await;
+    let fleet = FleetId::parse("fleet_id", "fleet-1").unwrap();
+    drop(s.watch_fleet(fleet.clone(), Default::default()));
+    assert_eq!(s.all_fleet_counts().len(), 1);
+}

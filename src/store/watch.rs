@@ -150,6 +150,10 @@ impl Drop for FleetWatch {
         if let Some(mut f) = self.store.fleets.get_mut(&self.fleet_id) {
             f.watchers.retain(|w| !Arc::ptr_eq(w, &self.watcher));
         }
+        // A fleet that only existed because it was watched leaves no trace.
+        self.store.fleets.remove_if(&self.fleet_id, |_, f| {
+            f.watchers.is_empty() && f.is_unused()
+        });
         if let Some(m) = self.store.metrics.get() {
             m.fleet_watchers.dec();
         }
