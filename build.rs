@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/session_broker/v1/game_session_service.proto",
     "proto/session_broker/v1/player_session_service.proto",
     "proto/session_broker/v1/fleet_service.proto",
+    "proto/session_broker/v1/session_health_service.proto",
     "proto/session_broker/v1/journal.proto",
     "proto/session_broker/storage/v1/storage.proto",
 ];

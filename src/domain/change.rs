@@ -43,6 +43,8 @@ pub enum EndReason {
     GameSessionCrashed,
     /// Its game session stopped heartbeating.
     HeartbeatLost,
+    /// ReportPlayerSessionError with crashed = true (the player's client crashed).
+    PlayerCrashed,
 }
 
 impl EndReason {
@@ -61,6 +63,7 @@ impl EndReason {
             EndReason::GameSessionEnded => "game_session_ended",
             EndReason::GameSessionCrashed => "game_session_crashed",
             EndReason::HeartbeatLost => "heartbeat_lost",
+            EndReason::PlayerCrashed => "player_crashed",
         }
     }
 
@@ -70,6 +73,7 @@ impl EndReason {
             EndReason::GameSessionEnded,
             EndReason::GameSessionCrashed,
             EndReason::HeartbeatLost,
+            EndReason::PlayerCrashed,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -115,6 +119,13 @@ pub enum Change {
         id: PlayerSessionId,
         game_session_id: GameSessionId,
         reason: EndReason,
+        at: Timestamp,
+    },
+    /// ReportPlayerSessionError: one more error for a live player session.
+    ErrorReported {
+        id: PlayerSessionId,
+        game_session_id: GameSessionId,
+        message: Arc<str>,
         at: Timestamp,
     },
 }

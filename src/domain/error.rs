@@ -41,6 +41,13 @@ pub enum Error {
         status: PlayerSessionStatus,
     },
 
+    /// An error report for a COMPLETED or TIMEDOUT player session.
+    #[error("player session {id} is {status}: nothing can be reported after it ended")]
+    PlayerSessionEnded {
+        id: PlayerSessionId,
+        status: PlayerSessionStatus,
+    },
+
     #[error(
         "cannot set maximum_player_session_count of game session {id} to {requested}: \
          {current} player sessions are RESERVED or ACTIVE"

@@ -19,6 +19,6 @@ pub use game_session::{
 };
 pub use ids::{check_text, FleetId, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId};
 pub use player_session::{
-    parse_player_data, PlayerSession, PlayerSessionStatus, SessionLsns, Step,
+    parse_player_data, ErrorLog, ErrorReport, PlayerSession, PlayerSessionStatus, SessionLsns, Step,
 };
 pub use time::{Clock, Timestamp};

@@ -65,6 +65,33 @@ pub struct PlayerSession {
     pub end_reason: Option<EndReason>,
     /// The journal records of this session (for its history).
     pub lsns: SessionLsns,
+    /// Errors reported for the session (ReportPlayerSessionError); `None` until the first one,
+    /// so a session without errors pays one pointer.
+    pub errors: Option<Box<ErrorLog>>,
+}
+
+/// Errors reported for one player session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorLog {
+    /// Every error reported.
+    pub count: u32,
+    /// LSN of the last report (replay applies a report only once).
+    pub last_lsn: Lsn,
+    /// The most recent reports, at most [`ErrorLog::KEPT`], oldest first.
+    pub recent: Vec<ErrorReport>,
+}
+
+impl ErrorLog {
+    /// Reports kept with their message (the count keeps counting).
+    pub const KEPT: usize = 16;
+}
+
+/// One reported error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReport {
+    pub lsn: Lsn,
+    pub at: Timestamp,
+    pub message: Arc<str>,
 }
 
 /// LSNs of the journal records of one player session (0 = no such record).
@@ -110,6 +137,39 @@ impl PlayerSession {
         self.termination_time = Some(at);
         self.end_reason = Some(reason);
         Step::Changed
+    }
+
+    /// Errors reported so far.
+    pub fn error_count(&self) -> u32 {
+        self.errors.as_ref().map_or(0, |e| e.count)
+    }
+
+    /// Checks an error may be reported: only while RESERVED or ACTIVE (nothing follows a
+    /// terminal state).
+    pub fn check_can_report_error(&self) -> Result<()> {
+        if self.status.is_terminal() {
+            return Err(Error::PlayerSessionEnded {
+                id: self.id,
+                status: self.status,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an error journaled at `lsn`; a report at or before the last one applied is
+    /// ignored (replay over a snapshot that already has it). Returns whether it counted.
+    pub fn record_error(&mut self, lsn: Lsn, at: Timestamp, message: Arc<str>) -> bool {
+        let log = self.errors.get_or_insert_with(Box::default);
+        if lsn != 0 && lsn <= log.last_lsn {
+            return false;
+        }
+        log.count = log.count.saturating_add(1);
+        log.last_lsn = lsn;
+        if log.recent.len() == ErrorLog::KEPT {
+            log.recent.remove(0);
+        }
+        log.recent.push(ErrorReport { lsn, at, message });
+        true
     }
 
     /// RESERVED -> TIMEDOUT if the deadline has passed at `now`; the termination time is the
@@ -165,7 +225,29 @@ mod tests {
             accepted_at: None,
             end_reason: None,
             lsns: SessionLsns::default(),
+            errors: None,
         }
+    }
+
+    #[test]
+    fn errors_count_once_per_record_and_keep_the_recent_ones() {
+        let mut s = session();
+        assert_eq!(s.error_count(), 0);
+        for lsn in 1..=20 {
+            assert!(s.record_error(lsn, Timestamp(lsn as i64), format!("e{lsn}").into()));
+        }
+        assert!(
+            !s.record_error(20, Timestamp(20), "again".into()),
+            "replayed"
+        );
+        assert!(!s.record_error(7, Timestamp(7), "older".into()));
+        let log = s.errors.as_ref().unwrap();
+        assert_eq!(log.count, 20);
+        assert_eq!(log.recent.len(), ErrorLog::KEPT);
+        assert_eq!(&*log.recent[0].message, "e5");
+        s.check_can_report_error().unwrap();
+        s.complete(Timestamp(30), EndReason::PlayerCrashed);
+        assert!(s.check_can_report_error().is_err());
     }
 
     #[test]

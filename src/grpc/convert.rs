@@ -115,6 +115,7 @@ pub fn player_session(p: &PlayerSession) -> proto::PlayerSession {
         player_data: p.player_data.as_deref().unwrap_or_default().to_string(),
         reservation_deadline: (p.status == PlayerSessionStatus::Reserved)
             .then(|| timestamp(p.reservation_deadline)),
+        errors: p.error_count(),
     }
 }
 

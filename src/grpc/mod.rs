@@ -4,6 +4,7 @@
 mod convert;
 mod fleets;
 mod game_sessions;
+mod health;
 mod player_sessions;
 pub mod status;
 
@@ -17,6 +18,7 @@ use tonic_health::server::HealthReporter;
 pub use convert::{creation_policy as creation_policy_proto, from_timestamp, timestamp};
 pub use fleets::Fleets;
 pub use game_sessions::GameSessions;
+pub use health::SessionHealth;
 pub use player_sessions::PlayerSessions;
 
 use crate::{
@@ -25,6 +27,7 @@ use crate::{
         fleet_service_server::FleetServiceServer,
         game_session_service_server::GameSessionServiceServer,
         player_session_service_server::PlayerSessionServiceServer,
+        session_health_service_server::SessionHealthServiceServer,
     },
     store::Store,
 };
@@ -63,6 +66,7 @@ request_ids! {
     crate::proto::RemovePlayerSessionRequest: game_session_id, player_session_id;
     crate::proto::DescribePlayerSessionsRequest: game_session_id, player_session_id;
     crate::proto::GetPlayerSessionHistoryRequest: player_session_id;
+    crate::proto::ReportPlayerSessionErrorRequest: game_session_id, player_session_id;
 }
 
 /// The `rpc` span of one call: the method and the ids the request names.
@@ -158,8 +162,15 @@ impl GrpcServer {
         self.health
             .set_serving::<GameSessionServiceServer<GameSessions>>()
             .await;
+        let session_health = SessionHealthServiceServer::new(SessionHealth::new(
+            self.store.clone(),
+            self.metrics.clone(),
+        ));
         self.health
             .set_serving::<FleetServiceServer<Fleets>>()
+            .await;
+        self.health
+            .set_serving::<SessionHealthServiceServer<SessionHealth>>()
             .await;
         self.health
             .set_serving::<PlayerSessionServiceServer<PlayerSessions>>()
@@ -175,6 +186,7 @@ impl GrpcServer {
             .add_service(game_sessions)
             .add_service(player_sessions)
             .add_service(fleets)
+            .add_service(session_health)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;
                 health
@@ -184,6 +196,9 @@ impl GrpcServer {
                     .set_not_serving::<PlayerSessionServiceServer<PlayerSessions>>()
                     .await;
                 health.set_not_serving::<FleetServiceServer<Fleets>>().await;
+                health
+                    .set_not_serving::<SessionHealthServiceServer<SessionHealth>>()
+                    .await;
                 health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;

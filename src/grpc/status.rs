@@ -30,6 +30,9 @@ pub fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::PlayerSessionNotReserved { .. } => {
             (Code::FailedPrecondition, "INVALID_PLAYER_SESSION_STATUS")
         }
+        Error::PlayerSessionEnded { .. } => {
+            (Code::FailedPrecondition, "INVALID_PLAYER_SESSION_STATUS")
+        }
         Error::CapacityBelowCurrent { .. } => (Code::FailedPrecondition, "CAPACITY_BELOW_CURRENT"),
         Error::IdempotencyKeyReused => (Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED"),
         Error::GameSessionFull { .. } => (Code::ResourceExhausted, "GAME_SESSION_FULL"),

@@ -10,6 +10,7 @@
 //! | player session accepted | CALLBACK | SUCCEED | `player_session` |
 //! | player session timed out | CALLBACK | FAIL (`CallbackTimeout`) | `player_session` |
 //! | player session completed | CALLBACK | CANCEL | the reason, e.g. `removed` |
+//! | error reported for a player session | CALLBACK | RETRY (`PlayerSessionError`) | `player_session` |
 //! | idempotency key used | STEP | SUCCEED | `idempotency_key` |
 
 use std::{sync::Arc, time::Duration};
@@ -36,6 +37,7 @@ pub const SUB_IDEMPOTENCY: &str = "idempotency_key";
 pub const ERR_CRASHED: &str = "GameSessionCrashed";
 pub const ERR_HEARTBEAT: &str = "HeartbeatTimeout";
 pub const ERR_TIMEOUT: &str = "CallbackTimeout";
+pub const ERR_PLAYER: &str = "PlayerSessionError";
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
@@ -257,6 +259,27 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             r.parent_id = game_session_id.to_string();
             r
         }
+        Change::ErrorReported {
+            id,
+            game_session_id,
+            message,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                id.to_string(),
+                T::Callback,
+                A::Retry,
+                SUB_PLAYER_SESSION,
+                *at,
+            );
+            r.parent_id = game_session_id.to_string();
+            r.error = Some(ErrorObject {
+                error_type: ERR_PLAYER.into(),
+                error_message: message.to_string(),
+            });
+            r
+        }
     }
 }
 
@@ -376,6 +399,7 @@ pub fn decode(
                     reserved: r.lsn,
                     ..SessionLsns::default()
                 },
+                errors: None,
             })
         }
         (T::Callback, A::Succeed) => Change::Accepted {
@@ -386,6 +410,16 @@ pub fn decode(
         (T::Callback, A::Fail) => Change::TimedOut {
             id: psid(&r.operation_id)?,
             game_session_id: gsid(&r.parent_id)?,
+            at,
+        },
+        (T::Callback, A::Retry) => Change::ErrorReported {
+            id: psid(&r.operation_id)?,
+            game_session_id: gsid(&r.parent_id)?,
+            message: r
+                .error
+                .as_ref()
+                .map_or("", |e| e.error_message.as_str())
+                .into(),
             at,
         },
         (T::Callback, A::Cancel) => Change::Completed {
@@ -461,6 +495,18 @@ pub fn history(ps: &PlayerSession) -> Vec<OperationRecord> {
             ps.lsns.accepted,
         ));
     }
+    for e in ps.errors.iter().flat_map(|log| &log.recent) {
+        out.push(encode(
+            &Change::ErrorReported {
+                id: ps.id,
+                game_session_id: gs.clone(),
+                message: e.message.clone(),
+                at: e.at,
+            },
+            e.lsn,
+        ));
+    }
+    out.sort_by_key(|r| r.lsn);
     match (ps.status, ps.termination_time) {
         (PlayerSessionStatus::TimedOut, Some(at)) => {
             out.push(encode(

@@ -18,13 +18,13 @@ use prost::Message;
 use super::{frame, io_err, records, segment, Journal, JournalError};
 use crate::{
     domain::{
-        CreationPolicy, EndCause, EndReason, GameSession, GameSessionId, GameSessionInfo,
-        GameSessionStatus, IdempotencyKey, PlayerId, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, SessionLsns, Timestamp,
+        CreationPolicy, EndCause, EndReason, ErrorLog, ErrorReport, GameSession, GameSessionId,
+        GameSessionInfo, GameSessionStatus, IdempotencyKey, PlayerId, PlayerSession,
+        PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
     },
     storage::{
-        snapshot_item::Item, GameSessionState, IdempotencyState, PlayerSessionState,
-        SnapshotFooter, SnapshotHeader, SnapshotItem,
+        snapshot_item::Item, ErrorReportState, GameSessionState, IdempotencyState,
+        PlayerSessionState, SnapshotFooter, SnapshotHeader, SnapshotItem,
     },
     store::Store,
 };
@@ -68,6 +68,7 @@ fn end_reason_code(r: Option<EndReason>) -> u32 {
         Some(EndReason::GameSessionEnded) => 2,
         Some(EndReason::GameSessionCrashed) => 3,
         Some(EndReason::HeartbeatLost) => 4,
+        Some(EndReason::PlayerCrashed) => 5,
     }
 }
 
@@ -85,6 +86,22 @@ fn player_state(p: &PlayerSession) -> PlayerSessionState {
         accepted_micros: p.accepted_at.map_or(0, Timestamp::as_micros),
         ended_lsn: p.lsns.ended,
         end_reason: end_reason_code(p.end_reason),
+        errors: p.error_count(),
+        last_error_lsn: p.errors.as_ref().map_or(0, |e| e.last_lsn),
+        error_reports: p
+            .errors
+            .as_ref()
+            .map(|e| {
+                e.recent
+                    .iter()
+                    .map(|r| ErrorReportState {
+                        lsn: r.lsn,
+                        micros: r.at.as_micros(),
+                        message: r.message.to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -418,6 +435,7 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
                     2 => Some(EndReason::GameSessionEnded),
                     3 => Some(EndReason::GameSessionCrashed),
                     4 => Some(EndReason::HeartbeatLost),
+                    5 => Some(EndReason::PlayerCrashed),
                     _ => None,
                 },
                 lsns: SessionLsns {
@@ -425,6 +443,21 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
                     accepted: p.accepted_lsn,
                     ended: p.ended_lsn,
                 },
+                errors: (p.errors > 0).then(|| {
+                    Box::new(ErrorLog {
+                        count: p.errors,
+                        last_lsn: p.last_error_lsn,
+                        recent: p
+                            .error_reports
+                            .iter()
+                            .map(|r| ErrorReport {
+                                lsn: r.lsn,
+                                at: Timestamp::from_micros(r.micros),
+                                message: r.message.as_str().into(),
+                            })
+                            .collect(),
+                    })
+                }),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;

@@ -69,7 +69,7 @@ fn dump(s: &Store) -> Vec<String> {
         ));
         for p in players {
             out.push(format!(
-                "  ps {} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                "  ps {} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
                 p.id,
                 p.player_id,
                 p.status,
@@ -79,7 +79,8 @@ fn dump(s: &Store) -> Vec<String> {
                 p.player_data,
                 p.accepted_at,
                 p.end_reason,
-                p.lsns
+                p.lsns,
+                p.errors
             ));
         }
     }
@@ -147,6 +148,12 @@ async fn workload(s: &Store) -> Vec<PlayerSessionId> {
     s.accept(&gsa, a[0].id).await.unwrap();
     s.remove(&gsa, a[0].id).await.unwrap();
     s.accept(&gsb, b[0].id).await.unwrap();
+    s.report_error(&gsb, b[0].id, false, "lag spike")
+        .await
+        .unwrap();
+    s.report_error(&gsb, b[1].id, true, "client crashed")
+        .await
+        .unwrap();
     s.update_game_session(&gsb, Some(5), Some(crate::domain::CreationPolicy::DenyAll))
         .await
         .unwrap();

@@ -349,6 +349,7 @@ impl Store {
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns::default(),
+                errors: None,
             })
             .collect();
         let mut changes: Vec<Change> = created.iter().cloned().map(Change::Reserved).collect();
@@ -471,6 +472,54 @@ impl Store {
                     (next, lsn)
                 }
             }
+        };
+        self.journal.wait_durable(lsn).await?;
+        Ok(ps)
+    }
+
+    /// ReportPlayerSessionError: one more error for a RESERVED or ACTIVE player session; with
+    /// `crashed` the session also ends (COMPLETED, reason `player_crashed`), atomically.
+    pub async fn report_error(
+        &self,
+        gsid: &GameSessionId,
+        psid: PlayerSessionId,
+        crashed: bool,
+        message: &str,
+    ) -> Result<PlayerSession> {
+        let (ps, lsn) = {
+            let mut e = self.entry_mut(gsid)?;
+            let ps = self.player_in(gsid, psid)?;
+            ps.check_can_report_error()?;
+            let at = self.clock.now();
+            let message: Arc<str> = message.into();
+            let mut changes = vec![Change::ErrorReported {
+                id: psid,
+                game_session_id: gsid.clone(),
+                message: message.clone(),
+                at,
+            }];
+            if crashed {
+                changes.push(Change::Completed {
+                    id: psid,
+                    game_session_id: gsid.clone(),
+                    reason: EndReason::PlayerCrashed,
+                    at,
+                });
+            }
+            let first = self.journal.append(&changes)?;
+            drop(ps);
+            if let Some(mut ps) = self.player_sessions.get_mut(&psid) {
+                ps.record_error(first, at, message);
+            }
+            if crashed {
+                self.complete_locked(&mut e, psid, at, EndReason::PlayerCrashed, first + 1);
+                self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
+                    c.transitions[Transition::Completed as usize] += 1;
+                });
+            }
+            tracing::debug!(player_session_id = %psid, game_session_id = %gsid, crashed, "player session error reported");
+            let ps = self.get_player_session(psid)?;
+            (ps, first + changes.len() as Lsn - 1)
         };
         self.journal.wait_durable(lsn).await?;
         Ok(ps)

@@ -129,6 +129,19 @@ impl Store {
                     self.complete_locked(&mut e, *id, *at, *reason, lsn);
                 }
             }
+            Change::ErrorReported {
+                id,
+                game_session_id,
+                message,
+                at,
+            } => {
+                let Some(_e) = self.game_sessions.get_mut(game_session_id) else {
+                    return;
+                };
+                if let Some(mut ps) = self.player_sessions.get_mut(id) {
+                    ps.record_error(lsn, *at, message.clone());
+                }
+            }
         }
     }
 

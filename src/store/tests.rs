@@ -452,6 +452,8 @@ pub(crate) enum Op {
     Deny(usize, bool),
     /// PlacePlayerSessions of these players; true = DISTRIBUTED.
     Place(Vec<usize>, bool),
+    /// ReportPlayerSessionError; true = crashed.
+    ReportError(usize, usize, bool),
 }
 
 pub(crate) fn op() -> impl Strategy<Value = Op> {
@@ -465,6 +467,8 @@ pub(crate) fn op() -> impl Strategy<Value = Op> {
         1 => (0..3usize).prop_map(Op::Heartbeat),
         1 => (0..3usize, any::<bool>()).prop_map(|(g, d)| Op::Deny(g, d)),
         2 => (prop::collection::vec(0..8usize, 1..4), any::<bool>()).prop_map(|(p, d)| Op::Place(p, d)),
+        2 => (0..3usize, any::<prop::sample::Index>(), prop::bool::weighted(0.3))
+            .prop_map(|(g, i, c)| Op::ReportError(g, i.index(1 << 16), c)),
     ]
 }
 
@@ -520,6 +524,11 @@ pub(crate) async fn run_op(s: &Store, op: &Op, created: &mut Vec<PlayerSessionId
                 CreationPolicy::AcceptAll
             };
             let _ = s.update_game_session(&gs(GAMES[*g]), None, Some(p)).await;
+        }
+        Op::ReportError(g, i, crashed) if !created.is_empty() => {
+            let _ = s
+                .report_error(&gs(GAMES[*g]), created[i % created.len()], *crashed, "boom")
+                .await;
         }
         Op::Place(players, distributed) => {
             let mut players: Vec<String> = players.iter().map(|p| format!("q{p}")).collect();
