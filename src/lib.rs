@@ -13,6 +13,8 @@
 //!   sessions that stopped heartbeating, and purges history after the retention period.
 //! - [`grpc`]: tonic services (one file per service), proto <-> domain conversion, and the one
 //!   `impl From<domain::Error> for tonic::Status`.
+//! - [`health`]: session health updates (Sentry release-health semantics): the hub the store
+//!   publishes to and its readers.
 //! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
 //!   recovery); see `docs/journal.md`.
 //! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod grpc;
+pub mod health;
 pub mod journal;
 pub mod metrics;
 pub mod store;

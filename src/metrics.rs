@@ -58,6 +58,8 @@ pub struct Metrics {
     pub fleet_watchers: Gauge,
     /// WatchFleet streams cut off for falling behind.
     pub fleet_watchers_lagged: Counter,
+    /// WatchSessionUpdates streams cut off for falling behind.
+    pub health_watchers_lagged: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +140,12 @@ impl Metrics {
             "WatchFleet streams cut off because they fell too far behind",
             fleet_watchers_lagged.clone(),
         );
+        let health_watchers_lagged = Counter::default();
+        registry.register(
+            "health_watchers_lagged",
+            "WatchSessionUpdates streams cut off because they fell too far behind",
+            health_watchers_lagged.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -161,6 +169,7 @@ impl Metrics {
             recovery_duration,
             fleet_watchers,
             fleet_watchers_lagged,
+            health_watchers_lagged,
         })
     }
 

@@ -147,3 +147,223 @@ async fn errors_are_counted_journaled_and_a_crash_ends_the_session() {
     td.daemon.store().check_invariants().unwrap();
     td.stop().await;
 }
+
+async fn next_update(
+    s: &mut tonic::Streaming<session_broker::proto::SessionUpdate>,
+) -> session_broker::proto::SessionUpdate {
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.message())
+        .await
+        .expect("an update in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+#[tokio::test]
+async fn the_stream_shows_each_session_from_init_to_its_one_terminal_update() {
+    use session_broker::proto::{
+        EndGameSessionRequest, RemovePlayerSessionRequest, SessionStatus,
+        WatchSessionUpdatesRequest,
+    };
+    use std::collections::HashMap;
+    let mut td = TestDaemon::start().await;
+    let mut health = SessionHealthServiceClient::new(td.channel.clone());
+    let mut all = health
+        .watch_session_updates(WatchSessionUpdatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut only_fleet_2 = health
+        .watch_session_updates(WatchSessionUpdatesRequest {
+            fleet_id: "fleet-2".into(),
+            release: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    td.register("s1", 4).await;
+    let ps = td
+        .players
+        .create_player_sessions(CreatePlayerSessionsRequest {
+            game_session_id: "s1".into(),
+            player_ids: vec!["a".into(), "b".into(), "c".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_sessions;
+    let id = |i: usize| ps[i].player_session_id.clone();
+    td.players
+        .accept_player_session(AcceptPlayerSessionRequest {
+            game_session_id: "s1".into(),
+            player_session_id: id(0),
+        })
+        .await
+        .unwrap();
+    health
+        .report_player_session_error(report("s1", &id(0), false, "lag"))
+        .await
+        .unwrap();
+    td.players
+        .remove_player_session(RemovePlayerSessionRequest {
+            game_session_id: "s1".into(),
+            player_session_id: id(0),
+        })
+        .await
+        .unwrap();
+    health
+        .report_player_session_error(report("s1", &id(1), true, "client crash"))
+        .await
+        .unwrap();
+    td.games
+        .end_game_session(EndGameSessionRequest {
+            game_session_id: "s1".into(),
+            crashed: true,
+            reason: "segfault".into(),
+        })
+        .await
+        .unwrap();
+
+    // a: init, accept, error, exited; b: init, crashed (its own crash); c: init, crashed (server).
+    let mut by_session: HashMap<String, Vec<session_broker::proto::SessionUpdate>> = HashMap::new();
+    for _ in 0..8 {
+        let u = next_update(&mut all).await;
+        by_session
+            .entry(u.player_session_id.clone())
+            .or_default()
+            .push(u);
+    }
+    let statuses = |i: usize| -> Vec<(bool, i32, u32)> {
+        by_session[&id(i)]
+            .iter()
+            .map(|u| (u.init, u.status, u.errors))
+            .collect()
+    };
+    let (ok, exited, crashed) = (
+        SessionStatus::Ok as i32,
+        SessionStatus::Exited as i32,
+        SessionStatus::Crashed as i32,
+    );
+    assert_eq!(
+        statuses(0),
+        [
+            (true, ok, 0),
+            (false, ok, 0),
+            (false, ok, 1),
+            (false, exited, 1)
+        ]
+    );
+    assert_eq!(statuses(1), [(true, ok, 0), (false, crashed, 1)]);
+    assert_eq!(
+        statuses(2),
+        [(true, ok, 0), (false, crashed, 1)],
+        "crashed implies an error"
+    );
+    for (i, p) in ps.iter().enumerate() {
+        let updates = &by_session[&p.player_session_id];
+        let uuid = p.player_session_id.strip_prefix("psess-").unwrap();
+        for w in updates.windows(2) {
+            assert!(w[1].sequence > w[0].sequence, "sequence increases");
+        }
+        for u in updates {
+            assert_eq!(
+                (u.session_id.as_str(), u.distinct_id.as_str()),
+                (uuid, p.player_id.as_str())
+            );
+            assert_eq!(u.started, p.creation_time);
+            let a = u.attributes.as_ref().unwrap();
+            assert_eq!(
+                (a.release.as_str(), a.environment.as_str()),
+                ("1.4.2", "production")
+            );
+            assert_eq!(
+                (u.fleet_id.as_str(), u.game_session_id.as_str()),
+                ("fleet-1", "s1")
+            );
+        }
+        let last = updates.last().unwrap();
+        assert!(
+            last.duration_seconds.unwrap() >= 0.0,
+            "{i}: terminal carries the duration"
+        );
+        assert!(updates[..updates.len() - 1]
+            .iter()
+            .all(|u| u.duration_seconds.is_none()));
+    }
+
+    // The filtered watcher saw none of that: its first update is fleet-2's.
+    let mut r = common::register_request("f2", 2);
+    r.fleet_id = "fleet-2".into();
+    td.games.register_game_session(r).await.unwrap();
+    td.players
+        .create_player_sessions(CreatePlayerSessionsRequest {
+            game_session_id: "f2".into(),
+            player_ids: vec!["z".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let u = next_update(&mut only_fleet_2).await;
+    assert_eq!(
+        (u.fleet_id.as_str(), u.distinct_id.as_str(), u.init),
+        ("fleet-2", "z", true)
+    );
+    let e = health
+        .watch_session_updates(WatchSessionUpdatesRequest {
+            fleet_id: "bad fleet".into(),
+            release: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    drop((all, only_fleet_2));
+    td.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_health_watcher_is_cut_off_and_the_daemon_does_not_wait() {
+    use session_broker::proto::WatchSessionUpdatesRequest;
+    let mut td = TestDaemon::start_with(|c| c.store.watch_buffer = 4).await;
+    td.register("busy", 1000).await;
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", td.daemon.grpc_addr()))
+            .unwrap()
+            .initial_stream_window_size(Some(4096))
+            .connect()
+            .await
+            .unwrap();
+    let mut slow = SessionHealthServiceClient::new(channel)
+        .watch_session_updates(WatchSessionUpdatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // 1,000 reservations while the watcher reads nothing: every call answers.
+    for batch in 0..40 {
+        td.players
+            .create_player_sessions(CreatePlayerSessionsRequest {
+                game_session_id: "busy".into(),
+                player_ids: (0..25).map(|i| format!("p{batch}-{i}")).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("reservations never wait for watchers");
+    }
+    let status = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), slow.message())
+            .await
+            .expect("ends")
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("ended without an error"),
+            Err(s) => break s,
+        }
+    };
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    assert_eq!(
+        status.get_details_error_info().unwrap().reason,
+        "WATCH_LAGGED"
+    );
+    assert!(status.message().contains("resubscribe"));
+    assert_eq!(td.daemon.metrics().health_watchers_lagged.get(), 1);
+    td.stop().await;
+}

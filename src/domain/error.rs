@@ -88,6 +88,10 @@ pub enum Error {
     )]
     WatchLagged { fleet_id: FleetId, buffer: usize },
 
+    /// A WatchSessionUpdates subscriber fell too far behind.
+    #[error("session update watcher fell more than {buffer} updates behind; resubscribe")]
+    HealthWatchLagged { buffer: usize },
+
     #[error("game session id {0} is already taken")]
     GameSessionIdTaken(GameSessionId),
 

@@ -5,6 +5,7 @@ mod change;
 mod error;
 pub mod filter;
 mod game_session;
+pub mod health;
 mod ids;
 pub mod limits;
 mod player_session;
@@ -17,6 +18,7 @@ pub use game_session::{
     check_capacity_value, CreationPolicy, GameSession, GameSessionInfo, GameSessionStatus,
     RegisterGameSession,
 };
+pub use health::{HealthStatus, HealthUpdate};
 pub use ids::{check_text, FleetId, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId};
 pub use player_session::{
     parse_player_data, ErrorLog, ErrorReport, PlayerSession, PlayerSessionStatus, SessionLsns, Step,

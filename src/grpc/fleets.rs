@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -16,9 +15,6 @@ use crate::{
         Store,
     },
 };
-
-/// Events buffered between a watcher's queue and its HTTP/2 stream.
-const WATCH_CHANNEL: usize = 16;
 
 pub struct Fleets {
     store: Arc<Store>,
@@ -227,39 +223,16 @@ impl FleetService for Fleets {
             let r = req.into_inner();
             let fleet = fleet_id(&r.fleet_id)?;
             let selector = convert::label_selector("label_selector", r.label_selector)?;
-            let mut watch = self.store.watch_fleet(fleet.clone(), selector);
-            let (tx, rx) = mpsc::channel(WATCH_CHANNEL);
-            let shutdown = self.shutdown.clone();
-            // Moves events from the watcher's queue to the stream. Ends when the client goes
-            // away (dropping the watch unsubscribes), on lag, or at shutdown.
-            tokio::spawn(async move {
-                loop {
-                    let next = tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => Err(Status::unavailable(
-                            "the daemon is shutting down; resubscribe to another instance or after restart",
-                        )),
-                        _ = tx.closed() => break,
-                        e = watch.next() => e.map(fleet_event).map_err(Status::from),
-                    };
-                    let last = next.is_err();
-                    if shutdown.is_cancelled() {
-                        // Best effort: a consumer with a full buffer just sees the stream end.
-                        let _ = tx.try_send(next);
-                        break;
-                    }
-                    let sent = tokio::select! {
-                        biased;
-                        _ = shutdown.cancelled() => false,
-                        r = tx.send(next) => r.is_ok(),
-                    };
-                    if last || !sent {
-                        break;
-                    }
-                }
-                tracing::debug!(fleet_id = %fleet, "fleet watch ended");
+            let watch = self.store.watch_fleet(fleet, selector);
+            let events = futures::stream::unfold(watch, |mut w| async move {
+                let e = w.next().await.map(fleet_event).map_err(Status::from);
+                Some((e, w))
             });
-            Ok(Response::new(ReceiverStream::new(rx)))
+            Ok(Response::new(super::forward(
+                events,
+                self.shutdown.clone(),
+                "WatchFleet",
+            )))
         })
         .await
     }

@@ -1,12 +1,18 @@
-//! `SessionHealthService`: error reports of player sessions.
+//! `SessionHealthService`: error reports of player sessions and the live health feed.
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream, ReceiverStream};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::{
-    domain::{check_text, limits, GameSessionId, PlayerSessionId},
+    domain::{
+        check_text, limits, Error, FleetId, GameSessionId, HealthStatus, HealthUpdate,
+        PlayerSessionId,
+    },
     proto::{self, session_health_service_server::SessionHealthService},
     store::Store,
 };
@@ -14,11 +20,49 @@ use crate::{
 pub struct SessionHealth {
     store: Arc<Store>,
     metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
 }
 
 impl SessionHealth {
-    pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        SessionHealth { store, metrics }
+    pub fn new(
+        store: Arc<Store>,
+        metrics: Arc<crate::metrics::Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        SessionHealth {
+            store,
+            metrics,
+            shutdown,
+        }
+    }
+}
+
+/// The API message of a health update.
+pub fn session_update(u: &HealthUpdate) -> proto::SessionUpdate {
+    proto::SessionUpdate {
+        session_id: u.session_id.to_string(),
+        distinct_id: u.distinct_id.to_string(),
+        sequence: u.sequence,
+        timestamp: Some(convert::timestamp(u.timestamp)),
+        started: Some(convert::timestamp(u.started)),
+        init: u.init,
+        duration_seconds: u.duration.map(|d| d.as_secs_f64()),
+        status: match u.status {
+            HealthStatus::Ok => proto::SessionStatus::Ok,
+            HealthStatus::Exited => proto::SessionStatus::Exited,
+            HealthStatus::Crashed => proto::SessionStatus::Crashed,
+            HealthStatus::Abnormal => proto::SessionStatus::Abnormal,
+        } as i32,
+        errors: u.errors,
+        attributes: Some(proto::SessionAttributes {
+            release: u.release.to_string(),
+            environment: u.environment.to_string(),
+            ip_address: String::new(),
+            user_agent: String::new(),
+        }),
+        player_session_id: u.player_session_id.to_string(),
+        game_session_id: u.game_session_id.to_string(),
+        fleet_id: u.fleet_id.to_string(),
     }
 }
 
@@ -45,6 +89,47 @@ impl SessionHealthService for SessionHealth {
                 Ok(Response::new(convert::player_session(&ps)))
             },
         )
+        .await
+    }
+
+    type WatchSessionUpdatesStream = ReceiverStream<Result<proto::SessionUpdate, Status>>;
+
+    async fn watch_session_updates(
+        &self,
+        req: Request<proto::WatchSessionUpdatesRequest>,
+    ) -> Result<Response<Self::WatchSessionUpdatesStream>, Status> {
+        let span = tracing::debug_span!("rpc", method = "WatchSessionUpdates");
+        super::observed(&self.metrics, "WatchSessionUpdates", span, async move {
+            let r = req.into_inner();
+            let fleet = match r.fleet_id.as_str() {
+                "" => None,
+                f => Some(FleetId::parse("fleet_id", f)?),
+            };
+            check_text("release", &r.release, limits::RELEASE_MAX)?;
+            let release = (!r.release.is_empty()).then_some(r.release);
+            let buffer = self.store.health().capacity();
+            let lagged = self.metrics.health_watchers_lagged.clone();
+            let updates =
+                BroadcastStream::new(self.store.health().subscribe()).filter_map(move |u| {
+                    let out = match u {
+                        Ok(u) => {
+                            let wanted = fleet.as_ref().is_none_or(|f| *f == u.fleet_id)
+                                && release.as_deref().is_none_or(|r| r == &*u.release);
+                            wanted.then(|| Ok(session_update(&u)))
+                        }
+                        Err(BroadcastStreamRecvError::Lagged(_)) => {
+                            lagged.inc();
+                            Some(Err(Status::from(Error::HealthWatchLagged { buffer })))
+                        }
+                    };
+                    std::future::ready(out)
+                });
+            Ok(Response::new(super::forward(
+                updates,
+                self.shutdown.clone(),
+                "WatchSessionUpdates",
+            )))
+        })
         .await
     }
 }

@@ -96,6 +96,57 @@ pub(crate) async fn observed<T>(
     result
 }
 
+/// Events buffered between a server stream's source and its HTTP/2 stream.
+const STREAM_CHANNEL: usize = 16;
+
+/// Serves `events` as a server-streaming response: a small task moves them to tonic. The
+/// stream ends after the first error, when the client goes away (dropping `events`, which
+/// unsubscribes its source), or at shutdown with UNAVAILABLE.
+pub(crate) fn forward<T, S>(
+    events: S,
+    shutdown: CancellationToken,
+    what: &'static str,
+) -> tokio_stream::wrappers::ReceiverStream<Result<T, tonic::Status>>
+where
+    T: Send + 'static,
+    S: futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHANNEL);
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Err(tonic::Status::unavailable(
+                    "the daemon is shutting down; resubscribe to another instance or after restart",
+                )),
+                _ = tx.closed() => break,
+                e = events.next() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
+            let last = next.is_err();
+            if shutdown.is_cancelled() {
+                // Best effort: a consumer with a full buffer just sees the stream end.
+                let _ = tx.try_send(next);
+                break;
+            }
+            let sent = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => false,
+                r = tx.send(next) => r.is_ok(),
+            };
+            if last || !sent {
+                break;
+            }
+        }
+        tracing::debug!(stream = what, "stream ended");
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// A bound gRPC listener, ready to serve.
 pub struct GrpcServer {
     listener: TcpListener,
@@ -165,6 +216,7 @@ impl GrpcServer {
         let session_health = SessionHealthServiceServer::new(SessionHealth::new(
             self.store.clone(),
             self.metrics.clone(),
+            shutdown.clone(),
         ));
         self.health
             .set_serving::<FleetServiceServer<Fleets>>()

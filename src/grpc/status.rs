@@ -43,7 +43,9 @@ pub fn code_and_reason(e: &Error) -> (Code, &'static str) {
             (Code::ResourceExhausted, "NO_GAME_SESSION_AVAILABLE")
         }
         Error::PlacementContention(_) => (Code::Aborted, "PLACEMENT_CONTENTION"),
-        Error::WatchLagged { .. } => (Code::Aborted, "WATCH_LAGGED"),
+        Error::WatchLagged { .. } | Error::HealthWatchLagged { .. } => {
+            (Code::Aborted, "WATCH_LAGGED")
+        }
         Error::GameSessionIdTaken(_) => (Code::AlreadyExists, "GAME_SESSION_ID_TAKEN"),
         Error::Unavailable(_) => (Code::Unavailable, "UNAVAILABLE"),
         Error::Internal(_) => (Code::Internal, "INTERNAL"),

@@ -207,12 +207,14 @@ pub struct Store {
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
     fleets: Map<crate::domain::FleetId, fleets::Fleet>,
     timers: Timers,
+    health: crate::health::HealthHub,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Store {
     /// A store whose changes go to `journal` (use [`Journal::disabled`] for memory only).
     pub fn new(clock: Clock, config: StoreConfig, journal: Journal) -> Self {
+        let health = crate::health::HealthHub::new(config.watch_buffer);
         Store {
             clock,
             config,
@@ -223,6 +225,7 @@ impl Store {
             idempotency: map(),
             fleets: map(),
             timers: Timers::default(),
+            health,
             metrics: std::sync::OnceLock::new(),
         }
     }
@@ -246,6 +249,27 @@ impl Store {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Where session health updates are published.
+    pub fn health(&self) -> &crate::health::HealthHub {
+        &self.health
+    }
+
+    /// Publishes the health update of `ps` (of game session `g`) after the change journaled at
+    /// `lsn`. Call from live transitions only, under the game session's lock (so updates of one
+    /// session are published in LSN order).
+    fn emit_health(
+        &self,
+        g: &GameSession,
+        ps: &PlayerSession,
+        lsn: crate::domain::Lsn,
+        at: Timestamp,
+    ) {
+        if self.health.wanted() {
+            self.health
+                .publish(crate::domain::HealthUpdate::of(ps, g, lsn, at));
+        }
     }
 
     /// Attaches the daemon's metrics (sweeper lag and expiries are recorded here).

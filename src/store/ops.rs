@@ -206,6 +206,13 @@ impl Store {
             .collect();
         self.end_game_locked(e, at, cause, reason, &completed);
         self.fleet_changed(&e.session, FleetEventKind::Ended, |_| {});
+        if self.health.wanted() {
+            for (psid, lsn) in &completed {
+                if let Some(ps) = self.player_sessions.get(psid) {
+                    self.emit_health(&e.session, &ps, *lsn, at);
+                }
+            }
+        }
         tracing::debug!(game_session_id = %gsid, status = %e.session.status, ?cause, "game session ended");
         Ok(first + live.len() as Lsn)
     }
@@ -369,6 +376,9 @@ impl Store {
             self.index_player(&mut e, ps.clone());
         }
         e.sync_count();
+        for ps in &created {
+            self.emit_health(&e.session, ps, ps.lsns.reserved, now);
+        }
         let n = created.len() as u64;
         self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
             c.player_sessions[ps_index(PlayerSessionStatus::Reserved)] += n;
@@ -413,7 +423,7 @@ impl Store {
         psid: PlayerSessionId,
     ) -> Result<PlayerSession> {
         let (ps, lsn) = {
-            let _e = self.entry_mut(gsid)?;
+            let e = self.entry_mut(gsid)?;
             let mut ps = self.player_in(gsid, psid)?;
             let at = self.clock.now();
             let mut next = ps.clone();
@@ -427,6 +437,8 @@ impl Store {
                     }])?;
                     next.lsns.accepted = lsn;
                     *ps = next.clone();
+                    drop(ps);
+                    self.emit_health(&e.session, &next, lsn, at);
                     self.fleet(&next.game.fleet_id, |c| {
                         let r = &mut c.player_sessions[ps_index(PlayerSessionStatus::Reserved)];
                         *r = r.saturating_sub(1);
@@ -468,6 +480,7 @@ impl Store {
                         c.transitions[Transition::Completed as usize] += 1;
                     });
                     next.lsns.ended = lsn;
+                    self.emit_health(&e.session, &next, lsn, at);
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session completed");
                     (next, lsn)
                 }
@@ -519,6 +532,7 @@ impl Store {
             }
             tracing::debug!(player_session_id = %psid, game_session_id = %gsid, crashed, "player session error reported");
             let ps = self.get_player_session(psid)?;
+            self.emit_health(&e.session, &ps, first + changes.len() as Lsn - 1, at);
             (ps, first + changes.len() as Lsn - 1)
         };
         self.journal.wait_durable(lsn).await?;
@@ -569,6 +583,7 @@ impl Store {
         *ps = next.clone();
         release_seat(&mut e, &next);
         drop(ps);
+        self.emit_health(&e.session, &next, next.lsns.ended, at);
         self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
             let r = &mut c.player_sessions[ps_index(PlayerSessionStatus::Reserved)];
             *r = r.saturating_sub(1);

@@ -633,6 +633,8 @@ proptest! {
             // A watcher kept up to date after every step must always match the fleet.
             let mut watch = s.watch_fleet(FleetId::parse("fleet_id", "fleet-1").unwrap(), Default::default());
             let mut view = View::new();
+            let mut health = s.health().subscribe();
+            let mut updates: Vec<Arc<crate::domain::HealthUpdate>> = Vec::new();
             let mut created: Vec<PlayerSessionId> = Vec::new();
             let mut terminal: HashMap<PlayerSessionId, (PlayerSessionStatus, Option<Timestamp>)> =
                 HashMap::new();
@@ -641,6 +643,9 @@ proptest! {
                 s.check_invariants().map_err(TestCaseError::fail)?;
                 drain_watch(&mut watch, &mut view);
                 prop_assert_eq!(&view, &active_view(&s), "watcher view after {:?}", op);
+                while let Ok(u) = health.try_recv() {
+                    updates.push(u);
+                }
                 for id in &created {
                     let Ok(p) = s.get_player_session(*id) else { continue }; // purged
                     if let Some(prev) = terminal.get(id) {
@@ -648,6 +653,27 @@ proptest! {
                     } else if p.status.is_terminal() {
                         terminal.insert(*id, (p.status, p.termination_time));
                     }
+                }
+            }
+            // Health: per session exactly one init (the first update), sequence increasing, at
+            // most one terminal update and nothing after it; it matches the final state.
+            let mut per: HashMap<PlayerSessionId, Vec<&crate::domain::HealthUpdate>> = HashMap::new();
+            for u in &updates {
+                per.entry(u.player_session_id).or_default().push(u);
+            }
+            for id in &created {
+                let us = per.get(id).cloned().unwrap_or_default();
+                prop_assert!(!us.is_empty(), "{} has no health update", id);
+                prop_assert!(us[0].init && us[1..].iter().all(|u| !u.init), "one init first: {:?}", us);
+                prop_assert!(us.windows(2).all(|w| w[0].sequence < w[1].sequence));
+                let terminals = us.iter().filter(|u| u.status.is_terminal()).count();
+                prop_assert!(terminals <= 1, "{} terminal updates", terminals);
+                if terminals == 1 {
+                    prop_assert!(us.last().unwrap().status.is_terminal(), "nothing after the terminal update");
+                }
+                if let Ok(p) = s.get_player_session(*id) {
+                    prop_assert_eq!(terminals == 1, p.status.is_terminal(), "{:?}", p.status);
+                    prop_assert_eq!(us.last().unwrap().status, crate::domain::HealthStatus::of(&p));
                 }
             }
             Ok(())
