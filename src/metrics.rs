@@ -340,8 +340,39 @@ impl Collector for StoreCollector {
                 ConstCounter::new(c.transitions[t as usize]).encode(e.encode_family(&labels)?)?;
             }
         }
+        drop(e);
+        let mut e = encoder.encode_descriptor(
+            "health_sessions",
+            "Session health updates made by this process, by release, environment and status \
+             (ok: sessions started; errored: exited with errors, a subset of exited)",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((release, environment), c) in store.health_totals() {
+            for (status, n) in [
+                ("ok", c.total),
+                ("exited", c.exited),
+                ("errored", c.errored),
+                ("abnormal", c.abnormal),
+                ("crashed", c.crashed),
+            ] {
+                let labels = ReleaseStatus {
+                    release: release.to_string(),
+                    environment: environment.to_string(),
+                    status,
+                };
+                ConstCounter::new(n).encode(e.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReleaseStatus {
+    release: String,
+    environment: String,
+    status: &'static str,
 }
 
 /// process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds (Linux /proc).

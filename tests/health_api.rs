@@ -367,3 +367,154 @@ async fn a_slow_health_watcher_is_cut_off_and_the_daemon_does_not_wait() {
     assert_eq!(td.daemon.metrics().health_watchers_lagged.get(), 1);
     td.stop().await;
 }
+
+#[tokio::test]
+async fn release_health_after_a_scripted_mix_of_outcomes_survives_a_restart() {
+    use session_broker::proto::{
+        EndGameSessionRequest, GetReleaseHealthRequest, RemovePlayerSessionRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut td = TestDaemon::start_durable(dir.path()).await;
+    let mut r = common::register_request("rh", 10);
+    r.release = "2.0.0".into();
+    td.games.register_game_session(r).await.unwrap();
+    let ps = td
+        .players
+        .create_player_sessions(CreatePlayerSessionsRequest {
+            game_session_id: "rh".into(),
+            player_ids: (0..10).map(|i| format!("p{i}")).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_sessions;
+    let id = |i: usize| ps[i].player_session_id.clone();
+    let mut health = SessionHealthServiceClient::new(td.channel.clone());
+    // p0-p3 play and leave (p0 had an error): exited 4, errored 1.
+    health
+        .report_player_session_error(report("rh", &id(0), false, "stutter"))
+        .await
+        .unwrap();
+    for i in 0..4 {
+        td.players
+            .accept_player_session(AcceptPlayerSessionRequest {
+                game_session_id: "rh".into(),
+                player_session_id: id(i),
+            })
+            .await
+            .unwrap();
+        td.players
+            .remove_player_session(RemovePlayerSessionRequest {
+                game_session_id: "rh".into(),
+                player_session_id: id(i),
+            })
+            .await
+            .unwrap();
+    }
+    // p4, p5: their clients crash.
+    for i in 4..6 {
+        health
+            .report_player_session_error(report("rh", &id(i), true, "crash"))
+            .await
+            .unwrap();
+    }
+    // The match ends normally: p6-p9 exit.
+    td.games
+        .end_game_session(EndGameSessionRequest {
+            game_session_id: "rh".into(),
+            crashed: false,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let q = |environment: &str, fleet_id: &str, window_seconds: u32| GetReleaseHealthRequest {
+        release: "2.0.0".into(),
+        environment: environment.into(),
+        fleet_id: fleet_id.into(),
+        window_seconds,
+    };
+    let check = |h: &session_broker::proto::ReleaseHealth| {
+        assert_eq!(
+            (h.total, h.exited, h.errored, h.abnormal, h.crashed),
+            (10, 8, 1, 0, 2),
+            "{h:?}"
+        );
+        assert!((h.crash_free_rate - 0.8).abs() < 1e-9);
+        assert!(!h.buckets.is_empty());
+        let sum: u64 = h.buckets.iter().map(|b| b.total).sum();
+        let crashed: u64 = h.buckets.iter().map(|b| b.crashed).sum();
+        assert_eq!((sum, crashed), (10, 2));
+        assert!(
+            h.buckets
+                .iter()
+                .all(|b| b.started.unwrap().seconds % 60 == 0),
+            "minute buckets"
+        );
+    };
+    let all = health
+        .get_release_health(q("", "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    check(&all);
+    check(
+        &health
+            .get_release_health(q("production", "fleet-1", 3600))
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let none = health
+        .get_release_health(q("staging", "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (none.total, none.crash_free_rate, none.buckets.len()),
+        (0, 1.0, 0)
+    );
+    assert_eq!(
+        health
+            .get_release_health(q("", "other-fleet", 0))
+            .await
+            .unwrap()
+            .into_inner()
+            .total,
+        0
+    );
+    let e = health
+        .get_release_health(GetReleaseHealthRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "release"
+    );
+
+    // The same figures as metrics.
+    let (_, metrics) = common::http_get(td.daemon.admin_addr(), "/metrics").await;
+    for line in [
+        r#"session_broker_health_sessions_total{release="2.0.0",environment="production",status="ok"} 10"#,
+        r#"session_broker_health_sessions_total{release="2.0.0",environment="production",status="exited"} 8"#,
+        r#"session_broker_health_sessions_total{release="2.0.0",environment="production",status="errored"} 1"#,
+        r#"session_broker_health_sessions_total{release="2.0.0",environment="production",status="crashed"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line}");
+    }
+    td.stop().await;
+
+    // Rebuilt from the journal after a restart.
+    let td = TestDaemon::start_durable(dir.path()).await;
+    let mut health = SessionHealthServiceClient::new(td.channel.clone());
+    let again = health
+        .get_release_health(q("", "", 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, all);
+    td.daemon.store().check_invariants().unwrap();
+    td.stop().await;
+}

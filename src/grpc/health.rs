@@ -14,7 +14,7 @@ use crate::{
         PlayerSessionId,
     },
     proto::{self, session_health_service_server::SessionHealthService},
-    store::Store,
+    store::{HealthCounts, ReleaseHealthQuery, Store},
 };
 
 pub struct SessionHealth {
@@ -66,6 +66,18 @@ pub fn session_update(u: &HealthUpdate) -> proto::SessionUpdate {
     }
 }
 
+fn bucket(started: crate::domain::Timestamp, c: &HealthCounts) -> proto::ReleaseHealthBucket {
+    proto::ReleaseHealthBucket {
+        started: Some(convert::timestamp(started)),
+        total: c.total,
+        exited: c.exited,
+        errored: c.errored,
+        abnormal: c.abnormal,
+        crashed: c.crashed,
+        crash_free_rate: c.crash_free_rate(),
+    }
+}
+
 #[tonic::async_trait]
 impl SessionHealthService for SessionHealth {
     async fn report_player_session_error(
@@ -89,6 +101,44 @@ impl SessionHealthService for SessionHealth {
                 Ok(Response::new(convert::player_session(&ps)))
             },
         )
+        .await
+    }
+
+    async fn get_release_health(
+        &self,
+        req: Request<proto::GetReleaseHealthRequest>,
+    ) -> Result<Response<proto::ReleaseHealth>, Status> {
+        let span = tracing::debug_span!("rpc", method = "GetReleaseHealth");
+        super::observed(&self.metrics, "GetReleaseHealth", span, async move {
+            let r = req.into_inner();
+            if r.release.is_empty() {
+                return Err(Error::invalid("release", "must not be empty").into());
+            }
+            check_text("release", &r.release, limits::RELEASE_MAX)?;
+            check_text("environment", &r.environment, limits::ENVIRONMENT_MAX)?;
+            let q = ReleaseHealthQuery {
+                environment: (!r.environment.is_empty()).then_some(r.environment),
+                fleet_id: match r.fleet_id.as_str() {
+                    "" => None,
+                    f => Some(FleetId::parse("fleet_id", f)?),
+                },
+                window: (r.window_seconds > 0)
+                    .then(|| std::time::Duration::from_secs(u64::from(r.window_seconds))),
+                release: r.release,
+            };
+            let report = self.store.release_health(&q);
+            let c = report.counts;
+            Ok(Response::new(proto::ReleaseHealth {
+                release: q.release,
+                total: c.total,
+                exited: c.exited,
+                errored: c.errored,
+                abnormal: c.abnormal,
+                crashed: c.crashed,
+                crash_free_rate: c.crash_free_rate(),
+                buckets: report.buckets.iter().map(|(t, c)| bucket(*t, c)).collect(),
+            }))
+        })
         .await
     }
 

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use super::{
+    release_health::ReleaseHealth,
     search::{FleetIndex, Search, SearchPage},
     watch::{FleetEventKind, Watcher},
 };
-use crate::domain::{FleetId, GameSession, GameSessionStatus, PlayerSessionStatus};
+use crate::domain::{FleetId, GameSession, GameSessionStatus, PlayerSession, PlayerSessionStatus};
 
 /// Everything the store keeps per fleet, under one lock (the fleet map's entry).
 #[derive(Default)]
@@ -18,6 +19,8 @@ pub(super) struct Fleet {
     pub(super) watchers: Vec<Arc<Watcher>>,
     /// Sequence number of the fleet's last published change.
     pub(super) sequence: u64,
+    /// Health sessions by release, environment and start minute.
+    pub(super) health: ReleaseHealth,
 }
 
 /// Counts of one fleet.
@@ -98,15 +101,15 @@ impl super::Store {
     /// A live call changed `g` (call with its game session's entry locked, after the change):
     /// updates the fleet's search index and tells its watchers, in one step under the fleet's
     /// lock so watchers see changes in the order they were applied.
-    /// `counts` updates the fleet's counts in the same step.
+    /// `also` updates the fleet's counts and release health in the same step.
     pub(super) fn fleet_changed(
         &self,
         g: &GameSession,
         kind: FleetEventKind,
-        counts: impl FnOnce(&mut FleetCounts),
+        also: impl FnOnce(&mut Fleet),
     ) {
         let lagged = self.with_fleet(g.fleet_id(), |f| {
-            counts(&mut f.counts);
+            also(f);
             f.index.upsert(g);
             f.sequence += 1;
             f.watchers
@@ -122,9 +125,15 @@ impl super::Store {
         }
     }
 
-    /// Adds `g` to its fleet's search index without telling watchers (recovery).
-    pub(super) fn index_game_session(&self, g: &GameSession) {
-        self.with_fleet(g.fleet_id(), |f| f.index.upsert(g));
+    /// Adds `g` to its fleet's search index and its players to the release health, without
+    /// telling watchers (after recovery).
+    pub(super) fn index_game_session(&self, g: &GameSession, players: &[PlayerSession]) {
+        self.with_fleet(g.fleet_id(), |f| {
+            f.index.upsert(g);
+            for ps in players {
+                f.health.restore(g, ps);
+            }
+        });
     }
 
     /// One page of ACTIVE game sessions of a fleet (empty for an unknown fleet).

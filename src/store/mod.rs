@@ -17,6 +17,7 @@ mod fleets;
 mod ops;
 mod page_token;
 mod placement;
+mod release_health;
 mod replay;
 mod search;
 mod watch;
@@ -32,6 +33,7 @@ use dashmap::DashMap;
 pub use fleets::{FleetCounts, Transition};
 pub use page_token::{Fingerprint, PageToken, SearchPageToken};
 pub use placement::Place;
+pub use release_health::{HealthCounts, ReleaseHealthQuery, ReleaseHealthReport};
 pub use search::{LabelSelector, PlacementStrategy, Search, SearchPage, SearchPosition};
 pub use watch::{FleetEvent, FleetEventKind, FleetWatch};
 
@@ -446,9 +448,28 @@ impl Store {
                 .or_default()
                 .push(e.snapshot());
         }
+        let mut health: HashMap<crate::domain::FleetId, release_health::ReleaseHealth> =
+            HashMap::new();
+        for e in self.game_sessions.iter() {
+            let h = health.entry(e.session.fleet_id().clone()).or_default();
+            for (_, id) in &e.players {
+                if let Some(p) = self.player_sessions.get(id) {
+                    h.restore(&e.session, &p);
+                }
+            }
+        }
         for f in self.fleets.iter() {
             f.index
                 .check(f.key(), active.get(f.key()).map_or(&[][..], |v| &v[..]))?;
+            if !health.get(f.key()).map_or_else(
+                || f.health.same_buckets(&Default::default()),
+                |h| f.health.same_buckets(h),
+            ) {
+                return Err(format!(
+                    "fleet {}: release health differs from a scan",
+                    f.key()
+                ));
+            }
             let want = scanned.get(f.key()).copied().unwrap_or_default();
             let have = f.value().counts;
             if (

@@ -205,13 +205,17 @@ impl Store {
             .map(|(i, ps)| (*ps, first + 1 + i as Lsn))
             .collect();
         self.end_game_locked(e, at, cause, reason, &completed);
-        self.fleet_changed(&e.session, FleetEventKind::Ended, |_| {});
-        if self.health.wanted() {
-            for (psid, lsn) in &completed {
-                if let Some(ps) = self.player_sessions.get(psid) {
-                    self.emit_health(&e.session, &ps, *lsn, at);
-                }
+        let ended: Vec<(PlayerSession, Lsn)> = completed
+            .iter()
+            .filter_map(|(id, lsn)| self.player_sessions.get(id).map(|p| (p.clone(), *lsn)))
+            .collect();
+        self.fleet_changed(&e.session, FleetEventKind::Ended, |f| {
+            for (ps, _) in &ended {
+                f.health.ended(&e.session, ps);
             }
+        });
+        for (ps, lsn) in &ended {
+            self.emit_health(&e.session, ps, *lsn, at);
         }
         tracing::debug!(game_session_id = %gsid, status = %e.session.status, ?cause, "game session ended");
         Ok(first + live.len() as Lsn)
@@ -380,9 +384,12 @@ impl Store {
             self.emit_health(&e.session, ps, ps.lsns.reserved, now);
         }
         let n = created.len() as u64;
-        self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
-            c.player_sessions[ps_index(PlayerSessionStatus::Reserved)] += n;
-            c.transitions[Transition::Reserved as usize] += n;
+        self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
+            f.counts.player_sessions[ps_index(PlayerSessionStatus::Reserved)] += n;
+            f.counts.transitions[Transition::Reserved as usize] += n;
+            for ps in &created {
+                f.health.started(&e.session, ps);
+            }
         });
         let game_session = e.snapshot();
         if let Some((slot, fingerprint)) = idem {
@@ -476,10 +483,11 @@ impl Store {
                     }])?;
                     drop(ps);
                     self.complete_locked(&mut e, psid, at, EndReason::Removed, lsn);
-                    self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
-                        c.transitions[Transition::Completed as usize] += 1;
-                    });
                     next.lsns.ended = lsn;
+                    self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
+                        f.counts.transitions[Transition::Completed as usize] += 1;
+                        f.health.ended(&e.session, &next);
+                    });
                     self.emit_health(&e.session, &next, lsn, at);
                     tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session completed");
                     (next, lsn)
@@ -526,12 +534,15 @@ impl Store {
             }
             if crashed {
                 self.complete_locked(&mut e, psid, at, EndReason::PlayerCrashed, first + 1);
-                self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
-                    c.transitions[Transition::Completed as usize] += 1;
+            }
+            let ps = self.get_player_session(psid)?;
+            if crashed {
+                self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
+                    f.counts.transitions[Transition::Completed as usize] += 1;
+                    f.health.ended(&e.session, &ps);
                 });
             }
             tracing::debug!(player_session_id = %psid, game_session_id = %gsid, crashed, "player session error reported");
-            let ps = self.get_player_session(psid)?;
             self.emit_health(&e.session, &ps, first + changes.len() as Lsn - 1, at);
             (ps, first + changes.len() as Lsn - 1)
         };
@@ -584,11 +595,13 @@ impl Store {
         release_seat(&mut e, &next);
         drop(ps);
         self.emit_health(&e.session, &next, next.lsns.ended, at);
-        self.fleet_changed(&e.session, FleetEventKind::Updated, |c| {
+        self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
+            let c = &mut f.counts;
             let r = &mut c.player_sessions[ps_index(PlayerSessionStatus::Reserved)];
             *r = r.saturating_sub(1);
             c.player_sessions[ps_index(PlayerSessionStatus::TimedOut)] += 1;
             c.transitions[Transition::TimedOut as usize] += 1;
+            f.health.ended(&e.session, &next);
         });
         if let Some(m) = self.metrics.get() {
             m.sweeper_expired.inc();
@@ -638,10 +651,13 @@ impl Store {
         }
         let e = self.game_sessions.get_mut(&gsid);
         if let Some((_, ps)) = self.player_sessions.remove(&psid) {
+            let release = e
+                .as_ref()
+                .map(|e| (e.session.release.clone(), e.session.environment.clone()));
             if let Some(mut e) = e {
                 e.players.remove(&(ps.creation_time, psid));
             }
-            self.count_player(&ps.game.fleet_id, Some(ps.status), None);
+            self.forget_player(&ps, release);
             self.unindex_player(&ps);
         }
     }
@@ -657,9 +673,10 @@ impl Store {
         }
         if let Some((_, e)) = self.game_sessions.remove(gsid) {
             self.count_game_removed(&e.session);
+            let release = (e.session.release.clone(), e.session.environment.clone());
             for (_, psid) in e.players {
                 if let Some((_, ps)) = self.player_sessions.remove(&psid) {
-                    self.count_player(&ps.game.fleet_id, Some(ps.status), None);
+                    self.forget_player(&ps, Some(release.clone()));
                     self.unindex_player(&ps);
                 }
             }
@@ -669,6 +686,17 @@ impl Store {
 }
 
 impl Store {
+    /// A purged player session leaves its fleet's counts and release health.
+    fn forget_player(&self, ps: &PlayerSession, release: Option<(Arc<str>, Arc<str>)>) {
+        self.with_fleet(&ps.game.fleet_id, |f| {
+            let i = super::fleets::ps_index(ps.status);
+            f.counts.player_sessions[i] = f.counts.player_sessions[i].saturating_sub(1);
+            if let Some((r, env)) = &release {
+                f.health.forget(r, env, ps);
+            }
+        });
+    }
+
     /// Applies an UpdateGameSession to an entry (validated beforehand, or replayed).
     pub(super) fn apply_update(
         &self,

@@ -222,7 +222,12 @@ impl Store {
         let retention = self.config.retention;
         let mut timers = Vec::with_capacity(self.player_sessions.len() + self.game_sessions.len());
         for mut e in self.game_sessions.iter_mut() {
-            self.index_game_session(&e.session);
+            let players: Vec<PlayerSession> = e
+                .players
+                .iter()
+                .filter_map(|(_, id)| self.player_sessions.get(id).map(|p| p.clone()))
+                .collect();
+            self.index_game_session(&e.session, &players);
             let id = e.key().clone();
             match (e.session.is_active(), e.session.heartbeat_timeout) {
                 (true, Some(t)) => {
