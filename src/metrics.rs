@@ -340,7 +340,6 @@ impl Collector for StoreCollector {
                 ConstCounter::new(c.transitions[t as usize]).encode(e.encode_family(&labels)?)?;
             }
         }
-        drop(e);
         let mut e = encoder.encode_descriptor(
             "health_sessions",
             "Session health updates made by this process, by release, environment and status \

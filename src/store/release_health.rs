@@ -75,7 +75,9 @@ fn contribution(ps: &PlayerSession, started: bool, ended: bool) -> (i64, HealthC
     (minute, c)
 }
 
-type Key = (Arc<str>, Arc<str>);
+/// (release, environment).
+pub type ReleaseKey = (Arc<str>, Arc<str>);
+type Key = ReleaseKey;
 
 /// Release health of one fleet.
 #[derive(Default)]
@@ -233,8 +235,8 @@ impl super::Store {
     }
 
     /// Monotonic health totals per (release, environment) over every fleet, sorted.
-    pub fn health_totals(&self) -> Vec<((Arc<str>, Arc<str>), HealthCounts)> {
-        let mut sum: BTreeMap<(Arc<str>, Arc<str>), HealthCounts> = BTreeMap::new();
+    pub fn health_totals(&self) -> Vec<(ReleaseKey, HealthCounts)> {
+        let mut sum: BTreeMap<ReleaseKey, HealthCounts> = BTreeMap::new();
         for f in self.fleets.iter() {
             for (k, c) in f.health.totals() {
                 sum.entry(k.clone()).or_default().add(c);
