@@ -117,6 +117,8 @@ fn readme_tour_through_the_cli_then_sigterm() {
         "7777",
         "--label",
         "map=dust2",
+        "--release",
+        "1.4.2",
     ]);
     assert_eq!(g["status"], "ACTIVE");
     assert_eq!(g["labels"]["map"], "dust2");
@@ -155,6 +157,13 @@ fn readme_tour_through_the_cli_then_sigterm() {
         &alice,
     ]);
     assert_eq!(rm["player_sessions"][0]["status"], "COMPLETED");
+    let h = s.json(&["health", "release", "1.4.2"]);
+    assert_eq!(
+        (h["total"].as_u64(), h["exited"].as_u64()),
+        (Some(2), Some(1)),
+        "{h}"
+    );
+    assert_eq!(h["crash_free_rate"], 1.0);
 
     let list = s.json(&[
         "player-sessions",

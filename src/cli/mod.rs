@@ -4,6 +4,7 @@
 
 mod client;
 mod fleets;
+mod health;
 mod output;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{ClientArgs, GameSessionsCmd, PlayerSessionsCmd};
 pub use fleets::FleetsCmd;
+pub use health::HealthCmd;
 
 use crate::config::{Config, ServeArgs};
 
@@ -65,6 +67,13 @@ pub enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         cmd: FleetsCmd,
+    },
+    /// Session health: report player errors, release health of a build, the live update feed.
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        cmd: HealthCmd,
     },
     /// Load generator: closed-loop scenarios over gRPC, compared with a tonic echo baseline.
     Bench(crate::bench::BenchArgs),
@@ -118,6 +127,7 @@ pub async fn main(cli: Cli, matches: clap::ArgMatches) -> anyhow::Result<()> {
         Some(Command::GameSessions { client, cmd }) => client::game_sessions(client, cmd).await,
         Some(Command::PlayerSessions { client, cmd }) => client::player_sessions(client, cmd).await,
         Some(Command::Fleets { client, cmd }) => fleets::fleets(client, cmd).await,
+        Some(Command::Health { client, cmd }) => health::health(client, cmd).await,
         Some(Command::Bench(args)) => crate::bench::main(args).await,
         Some(Command::BenchEchoServer(args)) => crate::bench::echo::main(args).await,
     }

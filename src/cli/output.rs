@@ -323,3 +323,122 @@ pub fn print_fleet_event(e: &proto::FleetEvent, as_json: bool) {
         None => println!("{:>8}  {kind}", e.sequence),
     }
 }
+
+fn session_status_name(v: i32) -> &'static str {
+    match proto::SessionStatus::try_from(v) {
+        Ok(proto::SessionStatus::Ok) => "ok",
+        Ok(proto::SessionStatus::Exited) => "exited",
+        Ok(proto::SessionStatus::Crashed) => "crashed",
+        Ok(proto::SessionStatus::Abnormal) => "abnormal",
+        _ => "unspecified",
+    }
+}
+
+/// Release health as a summary and a per-minute table, or JSON.
+pub fn print_release_health(h: &proto::ReleaseHealth, as_json: bool) {
+    let counts = |total: u64, exited: u64, errored: u64, abnormal: u64, crashed: u64, rate: f64| {
+        json!({"total": total, "exited": exited, "errored": errored, "abnormal": abnormal,
+               "crashed": crashed, "crash_free_rate": rate})
+    };
+    if as_json {
+        let mut v = counts(
+            h.total,
+            h.exited,
+            h.errored,
+            h.abnormal,
+            h.crashed,
+            h.crash_free_rate,
+        );
+        v["release"] = json!(h.release);
+        v["buckets"] = h
+            .buckets
+            .iter()
+            .map(|b| {
+                let mut c = counts(
+                    b.total,
+                    b.exited,
+                    b.errored,
+                    b.abnormal,
+                    b.crashed,
+                    b.crash_free_rate,
+                );
+                c["started"] = opt_time_json(b.started.as_ref());
+                c
+            })
+            .collect::<Vec<_>>()
+            .into();
+        println!("{v}");
+        return;
+    }
+    println!(
+        "release {}: {} sessions, crash-free {:.2} %, exited {} (errored {}), abnormal {}, crashed {}",
+        h.release,
+        h.total,
+        h.crash_free_rate * 100.0,
+        h.exited,
+        h.errored,
+        h.abnormal,
+        h.crashed
+    );
+    let rows = h
+        .buckets
+        .iter()
+        .map(|b| {
+            vec![
+                time(b.started.as_ref()),
+                b.total.to_string(),
+                b.exited.to_string(),
+                b.errored.to_string(),
+                b.abnormal.to_string(),
+                b.crashed.to_string(),
+                format!("{:.2}", b.crash_free_rate * 100.0),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "MINUTE",
+            "TOTAL",
+            "EXITED",
+            "ERRORED",
+            "ABNORMAL",
+            "CRASHED",
+            "CRASH_FREE_%",
+        ],
+        rows,
+    );
+}
+
+/// One session health update per line: JSON with Sentry's keys, or a short line.
+pub fn print_session_update(u: &proto::SessionUpdate, as_json: bool) {
+    let attrs = u.attributes.clone().unwrap_or_default();
+    if as_json {
+        let v = json!({
+            "sid": u.session_id,
+            "did": u.distinct_id,
+            "seq": u.sequence,
+            "init": u.init,
+            "timestamp": opt_time_json(u.timestamp.as_ref()),
+            "started": opt_time_json(u.started.as_ref()),
+            "duration": u.duration_seconds,
+            "status": session_status_name(u.status),
+            "errors": u.errors,
+            "attrs": {"release": attrs.release, "environment": attrs.environment},
+            "player_session_id": u.player_session_id,
+            "game_session_id": u.game_session_id,
+            "fleet_id": u.fleet_id,
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "{:>8}  {:<8}  {}{}  errors={}  {}  {}",
+        u.sequence,
+        session_status_name(u.status),
+        u.player_session_id,
+        if u.init { " (init)" } else { "" },
+        u.errors,
+        attrs.release,
+        u.game_session_id
+    );
+}
