@@ -91,6 +91,24 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_WATCH_BUFFER", default_value_t = 4096)]
     pub watch_buffer: usize,
 
+    /// Send session health to Sentry: `http[s]://PUBLIC_KEY@HOST[:PORT]/PROJECT_ID` (off when
+    /// unset).
+    #[arg(long, env = "SESSION_BROKER_SENTRY_DSN")]
+    pub sentry_dsn: Option<String>,
+
+    /// `aggregate`: per-minute `sessions` items every flush interval; `individual`: one
+    /// `session` item per update.
+    #[arg(long, env = "SESSION_BROKER_SENTRY_MODE", value_enum, default_value_t = crate::health::sentry::SentryMode::Aggregate)]
+    pub sentry_mode: crate::health::sentry::SentryMode,
+
+    /// Aggregate mode: how often aggregates are sent (and once more at shutdown).
+    #[arg(long, env = "SESSION_BROKER_SENTRY_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sentry_flush_interval: Duration,
+
+    /// Individual mode: updates held for sending; beyond it the oldest are dropped (counted).
+    #[arg(long, env = "SESSION_BROKER_SENTRY_QUEUE", default_value_t = 10_000)]
+    pub sentry_queue: usize,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -139,6 +157,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `None`: no Sentry sink.
+    pub sentry: Option<crate::health::sentry::SentryConfig>,
 }
 
 /// A setting that is out of range, or a config file that cannot be used.
@@ -197,6 +217,14 @@ pub struct FileConfig {
     pub idempotency_ttl: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_buffer: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentry_dsn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentry_mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentry_flush_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentry_queue: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -266,6 +294,12 @@ pub fn layer_file(
     layer!(retention, |v: &String| parse_duration(v));
     layer!(idempotency_ttl, |v: &String| parse_duration(v));
     layer!(watch_buffer, |v: &usize| Ok::<_, String>(*v));
+    layer!(sentry_dsn, |v: &String| Ok::<_, String>(Some(v.clone())));
+    layer!(sentry_mode, |v: &String| parse_enum::<
+        crate::health::sentry::SentryMode,
+    >(v));
+    layer!(sentry_flush_interval, |v: &String| parse_duration(v));
+    layer!(sentry_queue, |v: &usize| Ok::<_, String>(*v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -303,6 +337,17 @@ impl Config {
         if a.retention < Duration::from_secs(1) {
             return Err(bad("retention", "must be at least 1s"));
         }
+        let sentry = match &a.sentry_dsn {
+            None => None,
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(crate::health::sentry::SentryConfig {
+                dsn: crate::health::sentry::Dsn::parse(s).map_err(|e| bad("sentry_dsn", e))?,
+                mode: a.sentry_mode,
+                flush_interval: a.sentry_flush_interval.max(Duration::from_secs(1)),
+                queue: a.sentry_queue.max(1),
+                shutdown_timeout: a.shutdown_grace / 2,
+            }),
+        };
         if a.watch_buffer == 0 {
             return Err(bad("watch_buffer", "must be at least 1"));
         }
@@ -333,6 +378,7 @@ impl Config {
             shutdown_grace: a.shutdown_grace,
             log_format: a.log_format,
             log_level: a.log_level,
+            sentry,
         })
     }
 
@@ -347,6 +393,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            sentry: None,
         }
     }
 }
@@ -370,6 +417,16 @@ pub fn effective_file(
         retention: Some(d(a.retention)),
         idempotency_ttl: Some(d(a.idempotency_ttl)),
         watch_buffer: Some(a.watch_buffer),
+        sentry_dsn: a.sentry_dsn.clone(),
+        sentry_mode: Some(
+            match a.sentry_mode {
+                crate::health::sentry::SentryMode::Aggregate => "aggregate",
+                crate::health::sentry::SentryMode::Individual => "individual",
+            }
+            .into(),
+        ),
+        sentry_flush_interval: Some(d(a.sentry_flush_interval)),
+        sentry_queue: Some(a.sentry_queue),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

@@ -300,6 +300,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             on_fatal.clone(),
         ));
     }
+    if let Some(sc) = config.sentry.clone() {
+        // Subscribed now, before the first call can change anything.
+        let updates = store.health().subscribe();
+        tracing::info!(endpoint = %sc.dsn.envelope_url(), mode = ?sc.mode, "sending session health to Sentry");
+        background.push(supervise(
+            "sentry",
+            health::sentry::run(
+                sc,
+                store.clone(),
+                metrics.clone(),
+                updates,
+                shutdown.clone(),
+            ),
+            on_fatal.clone(),
+        ));
+    }
     // Readiness drops the moment shutdown starts, before the drain.
     background.push(tokio::spawn({
         let (ready, shutdown) = (ready.clone(), shutdown.clone());

@@ -60,6 +60,16 @@ pub struct Metrics {
     pub fleet_watchers_lagged: Counter,
     /// WatchSessionUpdates streams cut off for falling behind.
     pub health_watchers_lagged: Counter,
+    /// Envelopes Sentry accepted.
+    pub sentry_envelopes: Counter,
+    /// Session updates (or aggregate items) not delivered to Sentry, by reason.
+    pub sentry_dropped: Family<ReasonLabels, Counter>,
+}
+
+/// Labels of a loss counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,6 +156,21 @@ impl Metrics {
             "WatchSessionUpdates streams cut off because they fell too far behind",
             health_watchers_lagged.clone(),
         );
+        let sentry_envelopes = Counter::default();
+        registry.register(
+            "sentry_envelopes",
+            "Envelopes of session health the Sentry sink delivered",
+            sentry_envelopes.clone(),
+        );
+        let sentry_dropped = Family::<ReasonLabels, Counter>::default();
+        for reason in crate::health::sentry::DROP_REASONS {
+            let _ = sentry_dropped.get_or_create(&ReasonLabels { reason });
+        }
+        registry.register(
+            "sentry_dropped",
+            "Session updates (aggregate mode: sessions items) not delivered to Sentry, by reason",
+            sentry_dropped.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -170,6 +195,8 @@ impl Metrics {
             fleet_watchers,
             fleet_watchers_lagged,
             health_watchers_lagged,
+            sentry_envelopes,
+            sentry_dropped,
         })
     }
 

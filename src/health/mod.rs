@@ -5,6 +5,8 @@
 //! falls more than the ring's size behind learns it (and is cut off by the gRPC layer) instead
 //! of silently missing updates.
 
+pub mod sentry;
+
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
