@@ -518,3 +518,58 @@ async fn release_health_after_a_scripted_mix_of_outcomes_survives_a_restart() {
     td.daemon.store().check_invariants().unwrap();
     td.stop().await;
 }
+
+#[tokio::test]
+async fn a_session_open_at_a_restart_is_not_initialised_again() {
+    use session_broker::proto::{
+        RemovePlayerSessionRequest, SessionStatus, WatchSessionUpdatesRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut td = TestDaemon::start_durable(dir.path()).await;
+    let mut w = SessionHealthServiceClient::new(td.channel.clone())
+        .watch_session_updates(WatchSessionUpdatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    td.register("rs", 2).await;
+    let ps = td
+        .players
+        .create_player_sessions(CreatePlayerSessionsRequest {
+            game_session_id: "rs".into(),
+            player_ids: vec!["kim".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_sessions;
+    let init = next_update(&mut w).await;
+    assert!(init.init);
+    drop(w);
+    td.stop().await;
+
+    let td = TestDaemon::start_durable(dir.path()).await;
+    let mut w = SessionHealthServiceClient::new(td.channel.clone())
+        .watch_session_updates(WatchSessionUpdatesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut players = td.players.clone();
+    players
+        .remove_player_session(RemovePlayerSessionRequest {
+            game_session_id: "rs".into(),
+            player_session_id: ps[0].player_session_id.clone(),
+        })
+        .await
+        .unwrap();
+    // The first update after the restart is the terminal one: no second init, sequence goes on.
+    let end = next_update(&mut w).await;
+    assert_eq!(end.player_session_id, ps[0].player_session_id);
+    assert!(!end.init);
+    assert_eq!(end.status, SessionStatus::Exited as i32);
+    assert!(end.sequence > init.sequence);
+    assert_eq!(end.started, init.started);
+    drop(w);
+
+    td.stop().await;
+}
