@@ -22,6 +22,7 @@
 //! - [`config`]: the `serve` flags and the validated [`config::Config`].
 //! - [`cli`]: the command line: `serve` and a small client for humans.
 //! - [`bench`]: `session-broker bench`, the closed-loop load generator, and its echo baseline.
+//! - [`wire`]: domain <-> protobuf conversions shared by `grpc` and the journal.
 //! - [`proto`]: code generated from `proto/session_broker/v1/*.proto`.
 //!
 //! [`run`] is what `main` calls; tests call [`start`] on ephemeral ports and drive the daemon
@@ -41,6 +42,7 @@ pub mod metrics;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+pub mod wire;
 
 #[allow(clippy::all, missing_docs)]
 mod pb {

@@ -3,23 +3,12 @@
 use crate::{
     domain::{
         CreationPolicy, Error, GameSession, GameSessionStatus, PlayerSession, PlayerSessionStatus,
-        Result, Timestamp,
+        Result,
     },
     proto,
 };
 
-pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
-    let (seconds, nanos) = t.to_seconds_nanos();
-    prost_types::Timestamp { seconds, nanos }
-}
-
-pub fn from_timestamp(t: &prost_types::Timestamp) -> Timestamp {
-    Timestamp::from_micros(
-        t.seconds
-            .saturating_mul(1_000_000)
-            .saturating_add(i64::from(t.nanos) / 1_000),
-    )
-}
+pub use crate::wire::{creation_policy, timestamp};
 
 pub fn player_session_status(s: PlayerSessionStatus) -> proto::PlayerSessionStatus {
     match s {
@@ -47,13 +36,6 @@ pub fn game_session_status(s: GameSessionStatus) -> proto::GameSessionStatus {
         GameSessionStatus::Active => proto::GameSessionStatus::Active,
         GameSessionStatus::Terminated => proto::GameSessionStatus::Terminated,
         GameSessionStatus::Error => proto::GameSessionStatus::Error,
-    }
-}
-
-pub fn creation_policy(p: CreationPolicy) -> proto::PlayerSessionCreationPolicy {
-    match p {
-        CreationPolicy::AcceptAll => proto::PlayerSessionCreationPolicy::AcceptAll,
-        CreationPolicy::DenyAll => proto::PlayerSessionCreationPolicy::DenyAll,
     }
 }
 

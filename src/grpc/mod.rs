@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::server::HealthReporter;
 
-pub use convert::{creation_policy as creation_policy_proto, from_timestamp, timestamp};
+pub use crate::wire::{from_timestamp, timestamp};
 pub use fleets::Fleets;
 pub use game_sessions::GameSessions;
 pub use health::SessionHealth;

@@ -21,13 +21,13 @@ use crate::{
         GameSessionInfo, GameSessionStatus, IdempotencyKey, Lsn, PlayerId, PlayerSession,
         PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
     },
-    grpc::{from_timestamp, timestamp},
     proto::{
         operation_payload::Payload, CallbackOptions, EndPayload, ErrorObject,
         GameSessionDefinition, GameSessionUpdatePayload, IdempotencyPayload, OperationAction,
         OperationPayload, OperationRecord, OperationType, PlayerSessionCreationPolicy,
         ReservationPayload,
     },
+    wire::{from_timestamp, timestamp},
 };
 
 pub const SUB_GAME_SESSION: &str = "game_session";
@@ -121,7 +121,7 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             r.result = payload(Payload::GameSessionUpdate(GameSessionUpdatePayload {
                 maximum_player_session_count: *maximum_player_session_count,
                 player_session_creation_policy: policy
-                    .map(|p| crate::grpc::creation_policy_proto(p) as i32),
+                    .map(|p| crate::wire::creation_policy(p) as i32),
             }));
             r
         }
