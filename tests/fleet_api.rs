@@ -326,6 +326,14 @@ async fn search_with_each_filter_sort_and_paging() {
             "gameSessionName DESC",
             vec!["a7", "a6", "a5", "a4", "a3", "a2", "a1"],
         ),
+        (
+            "gameSessionId DESC",
+            vec!["a7", "a6", "a5", "a4", "a3", "a2", "a1"],
+        ),
+        (
+            "maximumSessions ASC",
+            vec!["a6", "a4", "a1", "a2", "a7", "a5", "a3"],
+        ),
         // Numbers before strings before missing; DESC reverses the whole order.
         (
             "gameSessionProperties.level ASC",

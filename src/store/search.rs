@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     ops::Bound,
+    sync::Arc,
 };
 
 use super::{page_token::Fingerprint, Hasher};
@@ -17,6 +18,8 @@ use crate::domain::{
 
 /// `(sort value, creation time, id)`: the order of an indexed sort.
 type Key = (i64, Timestamp, GameSessionId);
+/// The same for string sort values (name, id).
+type StrKey = (Arc<str>, Timestamp, GameSessionId);
 
 /// How PlacePlayerSessions picks among the game sessions a party fits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,6 +97,10 @@ pub(super) struct FleetIndex {
     by_creation: BTreeSet<Key>,
     by_available: BTreeSet<Key>,
     by_count: BTreeSet<Key>,
+    by_max: BTreeSet<Key>,
+    by_has: BTreeSet<Key>,
+    by_name: BTreeSet<StrKey>,
+    by_id: BTreeSet<StrKey>,
     /// Sum of available seats (ACTIVE, ACCEPT_ALL game sessions' free seats).
     available_seats: u64,
 }
@@ -118,6 +125,68 @@ fn count_key(g: &GameSession) -> Key {
         g.creation_time,
         g.id().clone(),
     )
+}
+fn max_key(g: &GameSession) -> Key {
+    (
+        i64::from(g.maximum_player_session_count),
+        g.creation_time,
+        g.id().clone(),
+    )
+}
+fn has_key(g: &GameSession) -> Key {
+    (
+        i64::from(available_seats(g) > 0),
+        g.creation_time,
+        g.id().clone(),
+    )
+}
+fn name_key(g: &GameSession) -> StrKey {
+    (g.name.clone(), g.creation_time, g.id().clone())
+}
+fn id_key(g: &GameSession) -> StrKey {
+    (g.id().as_str().into(), g.creation_time, g.id().clone())
+}
+
+/// Moves `old`'s key to `new`'s in `set` if it changed.
+fn rekey(
+    set: &mut BTreeSet<Key>,
+    key: fn(&GameSession) -> Key,
+    old: &GameSession,
+    new: &GameSession,
+) {
+    let (a, b) = (key(old), key(new));
+    if a != b {
+        set.remove(&a);
+        set.insert(b);
+    }
+}
+
+/// Walks `set` from just after `after` (ascending, or descending with `desc`) until `visit`
+/// returns false.
+fn walk<K: Ord>(
+    set: &BTreeSet<(K, Timestamp, GameSessionId)>,
+    after: Option<(K, Timestamp, GameSessionId)>,
+    desc: bool,
+    mut visit: impl FnMut(&GameSessionId) -> bool,
+) {
+    let range = match (&after, desc) {
+        (None, _) => set.range::<(K, Timestamp, GameSessionId), _>(..),
+        (Some(a), false) => set.range((Bound::Excluded(a), Bound::Unbounded)),
+        (Some(a), true) => set.range((Bound::Unbounded, Bound::Excluded(a))),
+    };
+    if desc {
+        for k in range.rev() {
+            if !visit(&k.2) {
+                break;
+            }
+        }
+    } else {
+        for k in range {
+            if !visit(&k.2) {
+                break;
+            }
+        }
+    }
 }
 
 impl FleetIndex {
@@ -144,11 +213,9 @@ impl FleetIndex {
                     self.available_seats += a_new.0 as u64;
                     self.by_available.insert(a_new);
                 }
-                let (c_old, c_new) = (count_key(old), count_key(g));
-                if c_old != c_new {
-                    self.by_count.remove(&c_old);
-                    self.by_count.insert(c_new);
-                }
+                rekey(&mut self.by_count, count_key, old, g);
+                rekey(&mut self.by_max, max_key, old, g);
+                rekey(&mut self.by_has, has_key, old, g);
                 *old = g.clone();
             }
             None => {
@@ -157,6 +224,10 @@ impl FleetIndex {
                 self.available_seats += a.0 as u64;
                 self.by_available.insert(a);
                 self.by_count.insert(count_key(g));
+                self.by_max.insert(max_key(g));
+                self.by_has.insert(has_key(g));
+                self.by_name.insert(name_key(g));
+                self.by_id.insert(id_key(g));
                 self.sessions.insert(g.id().clone(), g.clone());
             }
         }
@@ -169,6 +240,10 @@ impl FleetIndex {
             self.available_seats -= a.0 as u64;
             self.by_available.remove(&a);
             self.by_count.remove(&count_key(&old));
+            self.by_max.remove(&max_key(&old));
+            self.by_has.remove(&has_key(&old));
+            self.by_name.remove(&name_key(&old));
+            self.by_id.remove(&id_key(&old));
         }
     }
 
@@ -182,15 +257,6 @@ impl FleetIndex {
             .collect()
     }
 
-    fn indexed(&self, operand: &Operand) -> Option<&BTreeSet<Key>> {
-        match operand {
-            Operand::CreationTimeMillis => Some(&self.by_creation),
-            Operand::AvailablePlayerSessions => Some(&self.by_available),
-            Operand::PlayerSessionCount => Some(&self.by_count),
-            _ => None,
-        }
-    }
-
     /// One page of a search. Indexed sorts (creation time, available seats, player count) walk
     /// their set from the page position and stop once the page is full; other sorts sort the
     /// matching game sessions.
@@ -200,47 +266,53 @@ impl FleetIndex {
         let mut out: Vec<GameSession> = Vec::with_capacity(limit.min(32));
         let mut more = false;
         let desc = q.sort.descending;
-        match self.indexed(&q.sort.operand) {
-            Some(set) => {
-                let after: Option<Key> = q.after.as_ref().map(|p| {
-                    let v = match p.value {
-                        SortValue::Num(n) => n as i64,
-                        _ => i64::MIN,
-                    };
-                    (v, p.creation_time, p.game_session_id.clone())
-                });
-                let range = match (&after, desc) {
-                    (None, _) => set.range::<Key, _>(..),
-                    (Some(a), false) => set.range((Bound::Excluded(a), Bound::Unbounded)),
-                    (Some(a), true) => set.range((Bound::Unbounded, Bound::Excluded(a))),
-                };
-                let mut visit = |k: &Key| -> bool {
-                    let g = &self.sessions[&k.2];
-                    if !matches(g) {
-                        return true;
-                    }
-                    if out.len() == limit {
-                        more = true;
-                        return false;
-                    }
-                    out.push(g.clone());
-                    true
-                };
-                if desc {
-                    for k in range.rev() {
-                        if !visit(k) {
-                            break;
-                        }
-                    }
-                } else {
-                    for k in range {
-                        if !visit(k) {
-                            break;
-                        }
-                    }
-                }
+        let mut visit = |id: &GameSessionId| -> bool {
+            let g = &self.sessions[id];
+            if !matches(g) {
+                return true;
             }
-            None => {
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(g.clone());
+            true
+        };
+        let num_after = || {
+            q.after.as_ref().map(|p| {
+                let v = match p.value {
+                    SortValue::Num(n) => n as i64,
+                    _ => i64::MIN,
+                };
+                (v, p.creation_time, p.game_session_id.clone())
+            })
+        };
+        let str_after = || {
+            q.after.as_ref().map(|p| {
+                let v: Arc<str> = match &p.value {
+                    SortValue::Str(s) => s.as_str().into(),
+                    _ => "".into(),
+                };
+                (v, p.creation_time, p.game_session_id.clone())
+            })
+        };
+        let indexed = match &q.sort.operand {
+            Operand::CreationTimeMillis => Some(&self.by_creation),
+            Operand::AvailablePlayerSessions => Some(&self.by_available),
+            Operand::PlayerSessionCount => Some(&self.by_count),
+            Operand::MaximumSessions => Some(&self.by_max),
+            Operand::HasAvailablePlayerSessions => Some(&self.by_has),
+            _ => None,
+        };
+        let by_string = match &q.sort.operand {
+            Operand::GameSessionName => Some(&self.by_name),
+            Operand::GameSessionId => Some(&self.by_id),
+            _ => None,
+        };
+        match (indexed, by_string) {
+            (Some(set), _) => walk(set, num_after(), desc, &mut visit),
+            (None, Some(set)) => walk(set, str_after(), desc, &mut visit),
+            (None, None) => {
                 let op = &q.sort.operand;
                 let mut all: Vec<(SortValue, Timestamp, &GameSessionId, &GameSession)> = self
                     .sessions
@@ -367,13 +439,28 @@ impl FleetIndex {
             if !self.by_available.contains(&available_key(g))
                 || !self.by_count.contains(&count_key(g))
                 || !self.by_creation.contains(&creation_key(g))
+                || !self.by_max.contains(&max_key(g))
+                || !self.by_has.contains(&has_key(g))
+                || !self.by_name.contains(&name_key(g))
+                || !self.by_id.contains(&id_key(g))
             {
                 return Err(format!("fleet {fleet}: {} has stale keys", g.id()));
             }
             seats += u64::from(available_seats(g));
         }
         let n = active.len();
-        if self.by_available.len() != n || self.by_count.len() != n || self.by_creation.len() != n {
+        if [
+            self.by_available.len(),
+            self.by_count.len(),
+            self.by_creation.len(),
+            self.by_max.len(),
+            self.by_has.len(),
+            self.by_name.len(),
+            self.by_id.len(),
+        ]
+        .iter()
+        .any(|l| *l != n)
+        {
             return Err(format!("fleet {fleet}: index sets hold stale keys"));
         }
         if seats != self.available_seats {
