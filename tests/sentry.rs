@@ -328,3 +328,78 @@ async fn x_sentry_rate_limits_for_sessions_stop_sending() {
     assert!(text.contains("session_broker_sentry_envelopes_total 1"));
     assert!(text.contains(r#"session_broker_sentry_dropped_total{reason="rate_limited"} 50"#));
 }
+
+#[tokio::test]
+async fn server_errors_are_retried_with_the_same_items() {
+    let (fake, addr) = fake_sentry().await;
+    {
+        let mut script = fake.script.lock().unwrap();
+        script.push((StatusCode::INTERNAL_SERVER_ERROR, vec![]));
+        script.push((StatusCode::SERVICE_UNAVAILABLE, vec![]));
+    }
+    let mut td = daemon(addr, SentryMode::Individual).await;
+    players(&mut td, 100).await; // exactly one envelope's worth
+    let metrics = td.daemon.metrics().clone();
+    td.stop().await;
+    let received = fake.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3, "two failures, then delivered");
+    let sids = |r: &Received| -> Vec<String> {
+        parse(r)
+            .items()
+            .map(|i| match i {
+                EnvelopeItem::SessionUpdate(s) => s.session_id.to_string(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        sids(&received[0]),
+        sids(&received[2]),
+        "the same items on retry"
+    );
+    assert_eq!(sids(&received[0]).len(), 100);
+    let text = metrics.render();
+    assert!(text.contains("session_broker_sentry_envelopes_total 1"));
+    assert!(text.contains(r#"session_broker_sentry_dropped_total{reason="send_failed"} 0"#));
+}
+
+#[tokio::test]
+async fn a_hanging_sentry_never_slows_the_rpc_path() {
+    // A "Sentry" that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut td = TestDaemon::start_with(move |c| {
+        c.sentry = Some(SentryConfig {
+            dsn: Dsn::parse(&format!("http://k@{addr}/1")).unwrap(),
+            mode: SentryMode::Individual,
+            flush_interval: Duration::from_secs(60),
+            queue: 10_000,
+            shutdown_timeout: Duration::from_millis(500),
+        });
+    })
+    .await;
+    // 200 reservations (two envelopes' worth) all answer while the sink is stuck on the first.
+    let calls = tokio::time::timeout(Duration::from_secs(30), players(&mut td, 200)).await;
+    assert_eq!(calls.expect("RPCs keep completing").len(), 200);
+    // Shutdown gives the final flush its bounded time and exits; what it could not deliver is
+    // counted.
+    let metrics = td.daemon.metrics().clone();
+    tokio::time::timeout(Duration::from_secs(15), td.stop())
+        .await
+        .expect("shutdown does not wait for a hanging sink");
+    let text = metrics.render();
+    assert!(
+        text.contains(r#"session_broker_sentry_dropped_total{reason="shutdown"} 200"#),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("sentry"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

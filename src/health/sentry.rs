@@ -125,13 +125,14 @@ fn rfc3339(t: Timestamp) -> String {
 }
 
 /// Why an update or envelope was not delivered (the metric's `reason` label).
-pub const DROP_REASONS: [&str; 6] = [
+pub const DROP_REASONS: [&str; 7] = [
     "too_old",
     "in_future",
     "rate_limited",
     "queue_full",
     "lagged",
     "send_failed",
+    "shutdown",
 ];
 
 /// The `session` item payload of one update (Sentry's wire keys).
@@ -298,6 +299,11 @@ struct Sink {
     limits: Limits,
     pending: VecDeque<Arc<HealthUpdate>>,
     aggregates: Aggregates,
+    /// Items whose send a shutdown interrupted.
+    carry: Option<(Vec<(&'static str, Value)>, u64)>,
+    /// Items of the envelope being sent (counted as lost if the final flush runs out of time).
+    in_flight: u64,
+    shutdown: CancellationToken,
 }
 
 impl Sink {
@@ -333,9 +339,20 @@ impl Sink {
     }
 
     /// Sends what is pending: every envelope of the aggregates, or up to 100 session items.
-    async fn flush(&mut self, all: bool) {
+    /// `last`: the final flush at shutdown (not interrupted by it).
+    async fn flush(&mut self, all: bool, last: bool) {
+        // An envelope a shutdown interrupted goes first.
+        if let Some((items, count)) = self.carry.take() {
+            self.in_flight = count;
+            let sent = self.send(&items, count, last).await;
+            self.in_flight = 0;
+            if !sent {
+                self.carry = Some((items, count));
+                return;
+            }
+        }
         loop {
-            let (items, count): (Vec<(&str, Value)>, u64) = match self.config.mode {
+            let (items, count): (Vec<(&'static str, Value)>, u64) = match self.config.mode {
                 SentryMode::Aggregate => {
                     let items = self.aggregates.take_items();
                     let n = items.len() as u64;
@@ -357,7 +374,14 @@ impl Sink {
             if self.limits.limited() {
                 self.dropped("rate_limited", count);
             } else {
-                self.send(&items, count).await;
+                self.in_flight = count;
+                let sent = self.send(&items, count, last).await;
+                self.in_flight = 0;
+                if !sent {
+                    // Shutdown interrupted the send: the final flush sends these first.
+                    self.carry = Some((items, count));
+                    return;
+                }
             }
             if !all && self.pending.len() < MAX_ITEMS {
                 return;
@@ -365,12 +389,22 @@ impl Sink {
         }
     }
 
-    async fn send(&mut self, items: &[(&str, Value)], count: u64) {
+    /// Sends one envelope (with retries). Returns false if shutdown interrupted it between two
+    /// attempts (only when not `last`): the items are then neither delivered nor counted as lost.
+    async fn send(&mut self, items: &[(&'static str, Value)], count: u64, last: bool) -> bool {
         let url = self.config.dsn.envelope_url();
         let mut delay = Duration::from_millis(500);
+        let shutdown = self.shutdown.clone();
+        let interrupted = || async {
+            if last {
+                std::future::pending::<()>().await
+            } else {
+                shutdown.cancelled().await
+            }
+        };
         for attempt in 1..=ATTEMPTS {
             let body = envelope(&self.config.dsn, self.store.clock().now(), items);
-            let result = self
+            let request = self
                 .http
                 .post(&url)
                 .header("X-Sentry-Auth", self.config.dsn.auth_header())
@@ -379,36 +413,44 @@ impl Sink {
                     "application/x-sentry-envelope",
                 )
                 .body(body)
-                .send()
-                .await;
+                .send();
+            // A request in flight is never abandoned (it may already have been delivered, and a
+            // resend would double-count); its timeout is at most the final flush's budget.
+            let result = request.await;
             match result {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     self.limits.update(status, r.headers());
                     if r.status().is_success() {
                         self.metrics.sentry_envelopes.inc();
-                        return;
+                        return true;
                     }
                     if status == 429 {
                         tracing::warn!(
                             "Sentry rate-limits session updates; discarding while limited"
                         );
-                        return self.dropped("rate_limited", count);
+                        self.dropped("rate_limited", count);
+                        return true;
                     }
                     if !r.status().is_server_error() {
                         tracing::warn!(status, "Sentry refused an envelope");
-                        return self.dropped("send_failed", count);
+                        self.dropped("send_failed", count);
+                        return true;
                     }
                     tracing::warn!(status, attempt, "Sentry answered with an error");
                 }
                 Err(e) => tracing::warn!(error = %e, attempt, "cannot reach Sentry"),
             }
             if attempt < ATTEMPTS {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = interrupted() => return false,
+                }
                 delay *= 2;
             }
         }
         self.dropped("send_failed", count);
+        true
     }
 }
 
@@ -422,7 +464,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(
+            Duration::from_secs(10).min(config.shutdown_timeout.max(Duration::from_millis(100))),
+        )
         .user_agent(concat!("session-broker/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -445,6 +489,9 @@ pub async fn run(
         limits: Limits::default(),
         pending: VecDeque::new(),
         aggregates: Aggregates::default(),
+        carry: None,
+        in_flight: 0,
+        shutdown: shutdown.clone(),
     };
     let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
     loop {
@@ -453,13 +500,13 @@ pub async fn run(
                 Ok(u) => {
                     sink.accept(u);
                     if sink.config.mode == SentryMode::Individual && sink.pending.len() >= MAX_ITEMS {
-                        sink.flush(false).await;
+                        sink.flush(false, false).await;
                     }
                 }
                 Err(RecvError::Lagged(n)) => sink.dropped("lagged", n),
                 Err(RecvError::Closed) => break,
             },
-            _ = interval.tick() => sink.flush(true).await,
+            _ = interval.tick() => sink.flush(true, false).await,
             _ = shutdown.cancelled() => break,
         }
     }
@@ -467,11 +514,19 @@ pub async fn run(
     while let Ok(u) = updates.try_recv() {
         sink.accept(u);
     }
-    if tokio::time::timeout(shutdown_timeout, sink.flush(true))
+    if tokio::time::timeout(shutdown_timeout, sink.flush(true, true))
         .await
         .is_err()
     {
-        tracing::warn!("the final Sentry flush did not finish within the shutdown grace");
+        let lost = sink.in_flight
+            + sink.carry.as_ref().map_or(0, |c| c.1)
+            + sink.pending.len() as u64
+            + sink.aggregates.take_items().len() as u64;
+        tracing::warn!(
+            lost,
+            "the final Sentry flush did not finish within the shutdown grace"
+        );
+        sink.dropped("shutdown", lost);
     }
 }
 
