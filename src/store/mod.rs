@@ -124,28 +124,30 @@ pub struct Reserve {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+/// Checks a party holds 1 to `max` distinct players.
+fn validate_party(players: &[(PlayerId, Option<Arc<str>>)], max: usize) -> Result<()> {
+    if players.is_empty() || players.len() > max {
+        return Err(Error::invalid(
+            "player_ids",
+            format!("must hold 1 to {max} player ids, got {}", players.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(players.len());
+    for (p, _) in players {
+        if !seen.insert(p) {
+            return Err(Error::invalid(
+                "player_ids",
+                format!("player id {p} appears more than once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Reserve {
     /// Checks there are 1 to `max` distinct players.
     fn validate(&self, max: usize) -> Result<()> {
-        if self.players.is_empty() || self.players.len() > max {
-            return Err(Error::invalid(
-                "player_ids",
-                format!(
-                    "must hold 1 to {max} player ids, got {}",
-                    self.players.len()
-                ),
-            ));
-        }
-        let mut seen = std::collections::HashSet::with_capacity(self.players.len());
-        for (p, _) in &self.players {
-            if !seen.insert(p) {
-                return Err(Error::invalid(
-                    "player_ids",
-                    format!("player id {p} appears more than once"),
-                ));
-            }
-        }
-        Ok(())
+        validate_party(&self.players, max)
     }
 
     /// A stable fingerprint of the request, to tell a retry from a different request.

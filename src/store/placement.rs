@@ -63,17 +63,12 @@ impl Store {
     /// reservation) with the new player sessions. An idempotent retry returns the original
     /// placement as it is now.
     pub async fn place(&self, req: Place) -> Result<(GameSession, Vec<PlayerSession>)> {
-        let reserve = Reserve {
-            game_session_id: crate::domain::GameSessionId::min(),
-            players: req.players.clone(),
-            idempotency_key: req.idempotency_key.clone(),
-        };
-        reserve.validate(limits::MAX_PLACEMENT_PLAYERS)?;
+        super::validate_party(&req.players, limits::MAX_PLACEMENT_PLAYERS)?;
         let fingerprint = req.fingerprint();
         if let Some(found) = self.placement_retry(&req, fingerprint)? {
             return Ok(found);
         }
-        let party = reserve.players.len() as u32;
+        let party = req.players.len() as u32;
         let accept = |g: &GameSession| req.accepts(g);
         let mut tried = HashSet::new();
         for _ in 0..ATTEMPTS {
@@ -89,7 +84,8 @@ impl Store {
             };
             let attempt = Reserve {
                 game_session_id: gsid.clone(),
-                ..reserve.clone()
+                players: req.players.clone(),
+                idempotency_key: req.idempotency_key.clone(),
             };
             match self.reserve_now(attempt, Some(fingerprint), Some(&accept)) {
                 Ok(done) => {
