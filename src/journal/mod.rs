@@ -3,9 +3,11 @@
 //! fdatasync per batch of pending checkpoints) and only then completes the callers. Snapshots
 //! bound the disk use; recovery loads the newest snapshot and replays later segments.
 //!
-//! Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
+//! [`reader`] reads committed records back in LSN order for consumers that keep their own
+//! cursor. Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
 
 pub mod frame;
+pub mod reader;
 pub mod records;
 pub mod recovery;
 pub mod segment;
