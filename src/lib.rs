@@ -18,6 +18,8 @@
 //! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
 //!   recovery); see `docs/journal.md`.
 //! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
+//! - [`analytics`]: Segment track messages of lifecycle transitions and their batcher (the
+//!   journal-driven dispatcher is not wired yet).
 //! - [`admin`]: the admin HTTP port (metrics, health and readiness probes, fleet utilization).
 //! - [`config`]: the `serve` flags and the validated [`config::Config`].
 //! - [`cli`]: the command line: `serve` and a small client for humans.
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod analytics;
 pub mod bench;
 pub mod cli;
 pub mod config;
