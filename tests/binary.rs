@@ -20,17 +20,19 @@ struct Server {
     child: Child,
     url: String,
     admin_port: u16,
+    /// A fresh data dir per server, deleted afterwards (a reused port must not find old state).
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Self {
         let (port, admin_port) = (free_port(), free_port());
-        let dir = std::env::temp_dir().join(format!("sb-bin-{port}"));
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new(BIN)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(dir.path())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -44,6 +46,7 @@ impl Server {
             child,
             url,
             admin_port,
+            _dir: dir,
         }
     }
 
