@@ -1,5 +1,6 @@
 //! The per-fleet search index: every ACTIVE game session of a fleet, as of its last change, in
-//! ordered sets by creation time, by available seats and by player count. SearchGameSessions and
+//! ordered sets by creation time, available seats, player count, maximum sessions,
+//! has-available, name and id. SearchGameSessions and
 //! PlacePlayerSessions walk these sets from the right place instead of scanning the fleet; the
 //! index is updated under the game session's lock on every change, so a search sees one
 //! consistent state of the fleet.
@@ -18,8 +19,9 @@ use crate::domain::{
 
 /// `(sort value, creation time, id)`: the order of an indexed sort.
 type Key = (i64, Timestamp, GameSessionId);
-/// The same for string sort values (name, id).
-type StrKey = (Arc<str>, Timestamp, GameSessionId);
+/// The same for the name and the id.
+type NameKey = (Arc<str>, Timestamp, GameSessionId);
+type IdKey = (GameSessionId, Timestamp, GameSessionId);
 
 /// How PlacePlayerSessions picks among the game sessions a party fits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,75 +92,57 @@ pub struct SearchPage {
     pub next: Option<SearchPosition>,
 }
 
+/// A numeric sort value of a game session.
+type Value = fn(&GameSession) -> i64;
+
+fn creation_millis(g: &GameSession) -> i64 {
+    g.creation_time.0.div_euclid(1000)
+}
+fn available(g: &GameSession) -> i64 {
+    i64::from(available_seats(g))
+}
+fn player_count(g: &GameSession) -> i64 {
+    i64::from(g.current_player_session_count)
+}
+fn maximum(g: &GameSession) -> i64 {
+    i64::from(g.maximum_player_session_count)
+}
+fn has_available(g: &GameSession) -> i64 {
+    i64::from(available_seats(g) > 0)
+}
+
+/// The numeric orders the index keeps, in the order of [`FleetIndex::numeric`].
+const NUMERIC: [(Operand, Value); 5] = [
+    (Operand::CreationTimeMillis, creation_millis),
+    (Operand::AvailablePlayerSessions, available),
+    (Operand::PlayerSessionCount, player_count),
+    (Operand::MaximumSessions, maximum),
+    (Operand::HasAvailablePlayerSessions, has_available),
+];
+/// Where the creation-time and available-seats orders are in [`NUMERIC`].
+const CREATION: usize = 0;
+const AVAILABLE: usize = 1;
+
+fn key(value: Value, g: &GameSession) -> Key {
+    (value(g), g.creation_time, g.id().clone())
+}
+fn name_key(g: &GameSession) -> NameKey {
+    (g.name.clone(), g.creation_time, g.id().clone())
+}
+fn id_key(g: &GameSession) -> IdKey {
+    (g.id().clone(), g.creation_time, g.id().clone())
+}
+
 /// The ACTIVE game sessions of one fleet, indexed.
 #[derive(Default)]
 pub(super) struct FleetIndex {
     sessions: HashMap<GameSessionId, GameSession, Hasher>,
-    by_creation: BTreeSet<Key>,
-    by_available: BTreeSet<Key>,
-    by_count: BTreeSet<Key>,
-    by_max: BTreeSet<Key>,
-    by_has: BTreeSet<Key>,
-    by_name: BTreeSet<StrKey>,
-    by_id: BTreeSet<StrKey>,
+    /// One ordered set per entry of [`NUMERIC`].
+    numeric: [BTreeSet<Key>; NUMERIC.len()],
+    by_name: BTreeSet<NameKey>,
+    by_id: BTreeSet<IdKey>,
     /// Sum of available seats (ACTIVE, ACCEPT_ALL game sessions' free seats).
     available_seats: u64,
-}
-
-fn creation_key(g: &GameSession) -> Key {
-    (
-        g.creation_time.0.div_euclid(1000),
-        g.creation_time,
-        g.id().clone(),
-    )
-}
-fn available_key(g: &GameSession) -> Key {
-    (
-        i64::from(available_seats(g)),
-        g.creation_time,
-        g.id().clone(),
-    )
-}
-fn count_key(g: &GameSession) -> Key {
-    (
-        i64::from(g.current_player_session_count),
-        g.creation_time,
-        g.id().clone(),
-    )
-}
-fn max_key(g: &GameSession) -> Key {
-    (
-        i64::from(g.maximum_player_session_count),
-        g.creation_time,
-        g.id().clone(),
-    )
-}
-fn has_key(g: &GameSession) -> Key {
-    (
-        i64::from(available_seats(g) > 0),
-        g.creation_time,
-        g.id().clone(),
-    )
-}
-fn name_key(g: &GameSession) -> StrKey {
-    (g.name.clone(), g.creation_time, g.id().clone())
-}
-fn id_key(g: &GameSession) -> StrKey {
-    (g.id().as_str().into(), g.creation_time, g.id().clone())
-}
-
-/// Moves `old`'s key to `new`'s in `set` if it changed.
-fn rekey(
-    set: &mut BTreeSet<Key>,
-    key: fn(&GameSession) -> Key,
-    old: &GameSession,
-    new: &GameSession,
-) {
-    let (a, b) = (key(old), key(new));
-    if a != b {
-        set.remove(&a);
-        set.insert(b);
-    }
 }
 
 /// Walks `set` from just after `after` (ascending, or descending with `desc`) until `visit`
@@ -199,6 +183,7 @@ impl FleetIndex {
     }
 
     /// Records the current state of `g`: inserted or updated while ACTIVE, removed once ended.
+    /// An order moves only when its value changed (a reservation moves two of them).
     pub(super) fn upsert(&mut self, g: &GameSession) {
         if !g.is_active() {
             self.remove(g.id());
@@ -206,28 +191,24 @@ impl FleetIndex {
         }
         match self.sessions.get_mut(g.id()) {
             Some(old) => {
-                let (a_old, a_new) = (available_key(old), available_key(g));
-                if a_old != a_new {
-                    self.by_available.remove(&a_old);
-                    self.available_seats -= a_old.0 as u64;
-                    self.available_seats += a_new.0 as u64;
-                    self.by_available.insert(a_new);
+                for ((_, value), set) in NUMERIC.iter().zip(&mut self.numeric) {
+                    let (a, b) = (value(old), value(g));
+                    if a != b {
+                        set.remove(&(a, old.creation_time, old.id().clone()));
+                        set.insert((b, g.creation_time, g.id().clone()));
+                    }
                 }
-                rekey(&mut self.by_count, count_key, old, g);
-                rekey(&mut self.by_max, max_key, old, g);
-                rekey(&mut self.by_has, has_key, old, g);
+                self.available_seats = (self.available_seats + available(g) as u64)
+                    .saturating_sub(available(old) as u64);
                 *old = g.clone();
             }
             None => {
-                self.by_creation.insert(creation_key(g));
-                let a = available_key(g);
-                self.available_seats += a.0 as u64;
-                self.by_available.insert(a);
-                self.by_count.insert(count_key(g));
-                self.by_max.insert(max_key(g));
-                self.by_has.insert(has_key(g));
+                for ((_, value), set) in NUMERIC.iter().zip(&mut self.numeric) {
+                    set.insert(key(*value, g));
+                }
                 self.by_name.insert(name_key(g));
                 self.by_id.insert(id_key(g));
+                self.available_seats += available(g) as u64;
                 self.sessions.insert(g.id().clone(), g.clone());
             }
         }
@@ -235,21 +216,18 @@ impl FleetIndex {
 
     pub(super) fn remove(&mut self, id: &GameSessionId) {
         if let Some(old) = self.sessions.remove(id) {
-            self.by_creation.remove(&creation_key(&old));
-            let a = available_key(&old);
-            self.available_seats -= a.0 as u64;
-            self.by_available.remove(&a);
-            self.by_count.remove(&count_key(&old));
-            self.by_max.remove(&max_key(&old));
-            self.by_has.remove(&has_key(&old));
+            for ((_, value), set) in NUMERIC.iter().zip(&mut self.numeric) {
+                set.remove(&key(*value, &old));
+            }
             self.by_name.remove(&name_key(&old));
             self.by_id.remove(&id_key(&old));
+            self.available_seats = self.available_seats.saturating_sub(available(&old) as u64);
         }
     }
 
     /// Every indexed game session matching `selector`, oldest first.
     pub(super) fn snapshot(&self, selector: &LabelSelector) -> Vec<GameSession> {
-        self.by_creation
+        self.numeric[CREATION]
             .iter()
             .map(|k| &self.sessions[&k.2])
             .filter(|g| selector_matches(selector, g))
@@ -257,9 +235,9 @@ impl FleetIndex {
             .collect()
     }
 
-    /// One page of a search. Indexed sorts (creation time, available seats, player count) walk
-    /// their set from the page position and stop once the page is full; other sorts sort the
-    /// matching game sessions.
+    /// One page of a search. Sorts by creation time, available seats, player count, maximum
+    /// sessions, has-available, name or id walk their ordered set from the page position and
+    /// stop once the page is full; a sort by a property sorts the matching game sessions.
     pub(super) fn search(&self, q: &Search) -> SearchPage {
         let limit = q.limit.clamp(1, limits::SEARCH_LIMIT_MAX) as usize;
         let matches = |g: &GameSession| selector_matches(&q.selector, g) && q.filter.matches(g);
@@ -287,7 +265,7 @@ impl FleetIndex {
                 (v, p.creation_time, p.game_session_id.clone())
             })
         };
-        let str_after = || {
+        let name_after = || {
             q.after.as_ref().map(|p| {
                 let v: Arc<str> = match &p.value {
                     SortValue::Str(s) => s.as_str().into(),
@@ -296,23 +274,18 @@ impl FleetIndex {
                 (v, p.creation_time, p.game_session_id.clone())
             })
         };
-        let indexed = match &q.sort.operand {
-            Operand::CreationTimeMillis => Some(&self.by_creation),
-            Operand::AvailablePlayerSessions => Some(&self.by_available),
-            Operand::PlayerSessionCount => Some(&self.by_count),
-            Operand::MaximumSessions => Some(&self.by_max),
-            Operand::HasAvailablePlayerSessions => Some(&self.by_has),
-            _ => None,
+        let id_after = || {
+            q.after.as_ref().map(|p| {
+                let id = p.game_session_id.clone();
+                (id.clone(), p.creation_time, id)
+            })
         };
-        let by_string = match &q.sort.operand {
-            Operand::GameSessionName => Some(&self.by_name),
-            Operand::GameSessionId => Some(&self.by_id),
-            _ => None,
-        };
-        match (indexed, by_string) {
-            (Some(set), _) => walk(set, num_after(), desc, &mut visit),
-            (None, Some(set)) => walk(set, str_after(), desc, &mut visit),
-            (None, None) => {
+        let numeric = NUMERIC.iter().position(|(op, _)| *op == q.sort.operand);
+        match (numeric, &q.sort.operand) {
+            (Some(i), _) => walk(&self.numeric[i], num_after(), desc, &mut visit),
+            (None, Operand::GameSessionName) => walk(&self.by_name, name_after(), desc, &mut visit),
+            (None, Operand::GameSessionId) => walk(&self.by_id, id_after(), desc, &mut visit),
+            (None, _) => {
                 let op = &q.sort.operand;
                 let mut all: Vec<(SortValue, Timestamp, &GameSessionId, &GameSession)> = self
                     .sessions
@@ -383,22 +356,20 @@ impl FleetIndex {
     ) -> Option<GameSessionId> {
         let from: Key = (i64::from(party), Timestamp(i64::MIN), GameSessionId::min());
         let ok = |k: &&Key| !skip.contains(&k.2) && accept(&self.sessions[&k.2]);
+        let by_available = &self.numeric[AVAILABLE];
         let found = match strategy {
-            PlacementStrategy::Packed => self
-                .by_available
+            PlacementStrategy::Packed => by_available
                 .range((Bound::Included(from), Bound::Unbounded))
                 .find(ok),
             PlacementStrategy::Distributed => {
                 // Groups of equal available seats, largest first; oldest first in a group.
                 let mut upper: Bound<Key> = Bound::Unbounded;
                 loop {
-                    let top = self
-                        .by_available
+                    let top = by_available
                         .range((Bound::Included(from.clone()), upper.clone()))
                         .next_back()?;
                     let group: Key = (top.0, Timestamp(i64::MIN), GameSessionId::min());
-                    if let Some(k) = self
-                        .by_available
+                    if let Some(k) = by_available
                         .range((Bound::Included(group.clone()), upper))
                         .find(ok)
                     {
@@ -436,30 +407,22 @@ impl FleetIndex {
             ) {
                 return Err(format!("fleet {fleet}: index copy of {} is stale", g.id()));
             }
-            if !self.by_available.contains(&available_key(g))
-                || !self.by_count.contains(&count_key(g))
-                || !self.by_creation.contains(&creation_key(g))
-                || !self.by_max.contains(&max_key(g))
-                || !self.by_has.contains(&has_key(g))
+            let stale = NUMERIC
+                .iter()
+                .zip(&self.numeric)
+                .any(|((_, value), set)| !set.contains(&key(*value, g)))
                 || !self.by_name.contains(&name_key(g))
-                || !self.by_id.contains(&id_key(g))
-            {
+                || !self.by_id.contains(&id_key(g));
+            if stale {
                 return Err(format!("fleet {fleet}: {} has stale keys", g.id()));
             }
             seats += u64::from(available_seats(g));
         }
         let n = active.len();
-        if [
-            self.by_available.len(),
-            self.by_count.len(),
-            self.by_creation.len(),
-            self.by_max.len(),
-            self.by_has.len(),
-            self.by_name.len(),
-            self.by_id.len(),
-        ]
-        .iter()
-        .any(|l| *l != n)
+        let sizes = self.numeric.iter().map(BTreeSet::len);
+        if sizes
+            .chain([self.by_name.len(), self.by_id.len()])
+            .any(|l| l != n)
         {
             return Err(format!("fleet {fleet}: index sets hold stale keys"));
         }
