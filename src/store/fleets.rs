@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use super::{
-    release_health::ReleaseHealth,
+    release_health::{HealthCounts, ReleaseHealth},
     search::{FleetIndex, Search, SearchPage},
     watch::{FleetEventKind, Watcher},
 };
-use crate::domain::{FleetId, GameSession, GameSessionStatus, PlayerSession, PlayerSessionStatus};
+use crate::domain::{FleetId, GameSession, GameSessionStatus, PlayerSessionStatus};
 
 /// Everything the store keeps per fleet, under one lock (the fleet map's entry).
 #[derive(Default)]
@@ -127,11 +127,13 @@ impl super::Store {
 
     /// Adds `g` to its fleet's search index and its players to the release health, without
     /// telling watchers (after recovery).
-    pub(super) fn index_game_session(&self, g: &GameSession, players: &[PlayerSession]) {
+    /// `players` are the contributions of its retained player sessions
+    /// ([`super::release_health::retained`]).
+    pub(super) fn index_game_session(&self, g: &GameSession, players: &[(i64, HealthCounts)]) {
         self.with_fleet(g.fleet_id(), |f| {
             f.index.upsert(g);
-            for ps in players {
-                f.health.restore(g, ps);
+            for c in players {
+                f.health.restore(g, *c);
             }
         });
     }
@@ -185,11 +187,6 @@ impl super::Store {
                     .saturating_sub(u64::from(g.maximum_player_session_count));
             }
         });
-    }
-
-    /// Counts `n` transitions made by a live call (not by replay).
-    pub(super) fn count_transition(&self, fleet: &FleetId, t: Transition, n: u64) {
-        self.fleet(fleet, |c| c.transitions[t as usize] += n);
     }
 
     /// Counts of one fleet (zeros for an unknown fleet).

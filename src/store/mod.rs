@@ -456,7 +456,7 @@ impl Store {
             let h = health.entry(e.session.fleet_id().clone()).or_default();
             for (_, id) in &e.players {
                 if let Some(p) = self.player_sessions.get(id) {
-                    h.restore(&e.session, &p);
+                    h.restore(&e.session, release_health::retained(&p));
                 }
             }
         }

@@ -194,11 +194,6 @@ impl Store {
             at,
         }));
         let first = self.journal.append(&changes)?;
-        self.count_transition(
-            e.session.fleet_id(),
-            Transition::Completed,
-            live.len() as u64,
-        );
         let completed: Vec<(PlayerSessionId, Lsn)> = live
             .iter()
             .enumerate()
@@ -210,6 +205,7 @@ impl Store {
             .filter_map(|(id, lsn)| self.player_sessions.get(id).map(|p| (p.clone(), *lsn)))
             .collect();
         self.fleet_changed(&e.session, FleetEventKind::Ended, |f| {
+            f.counts.transitions[Transition::Completed as usize] += live.len() as u64;
             for (ps, _) in &ended {
                 f.health.ended(&e.session, ps);
             }

@@ -75,6 +75,11 @@ fn contribution(ps: &PlayerSession, started: bool, ended: bool) -> (i64, HealthC
     (minute, c)
 }
 
+/// What a retained session contributes as it is now (rebuilding after recovery, scans).
+pub(super) fn retained(ps: &PlayerSession) -> (i64, HealthCounts) {
+    contribution(ps, true, ps.status.is_terminal())
+}
+
 /// (release, environment).
 pub type ReleaseKey = (Arc<str>, Arc<str>);
 type Key = ReleaseKey;
@@ -89,15 +94,7 @@ pub(super) struct ReleaseHealth {
 }
 
 impl ReleaseHealth {
-    fn apply(
-        &mut self,
-        g: &GameSession,
-        ps: &PlayerSession,
-        started: bool,
-        ended: bool,
-        live: bool,
-    ) {
-        let (minute, c) = contribution(ps, started, ended);
+    fn add(&mut self, g: &GameSession, (minute, c): (i64, HealthCounts), live: bool) {
         if c.is_zero() {
             return;
         }
@@ -115,17 +112,17 @@ impl ReleaseHealth {
 
     /// A session started (reserved): `live` = by a call (not rebuilt).
     pub(super) fn started(&mut self, g: &GameSession, ps: &PlayerSession) {
-        self.apply(g, ps, true, false, true);
+        self.add(g, contribution(ps, true, false), true);
     }
 
     /// A session reached its terminal state (live).
     pub(super) fn ended(&mut self, g: &GameSession, ps: &PlayerSession) {
-        self.apply(g, ps, false, true, true);
+        self.add(g, contribution(ps, false, true), true);
     }
 
-    /// A retained session as it is (rebuilding after recovery).
-    pub(super) fn restore(&mut self, g: &GameSession, ps: &PlayerSession) {
-        self.apply(g, ps, true, ps.status.is_terminal(), false);
+    /// A retained session's contribution (see [`retained`]), rebuilding after recovery.
+    pub(super) fn restore(&mut self, g: &GameSession, contribution: (i64, HealthCounts)) {
+        self.add(g, contribution, false);
     }
 
     /// A session was purged: it leaves the buckets (not the monotonic totals).
@@ -135,7 +132,7 @@ impl ReleaseHealth {
         environment: &Arc<str>,
         ps: &PlayerSession,
     ) {
-        let (minute, c) = contribution(ps, true, ps.status.is_terminal());
+        let (minute, c) = retained(ps);
         let key = (release.clone(), environment.clone());
         if let Some(b) = self.buckets.get_mut(&key) {
             if let Some(m) = b.get_mut(&minute) {

@@ -222,10 +222,14 @@ impl Store {
         let retention = self.config.retention;
         let mut timers = Vec::with_capacity(self.player_sessions.len() + self.game_sessions.len());
         for mut e in self.game_sessions.iter_mut() {
-            let players: Vec<PlayerSession> = e
+            let players: Vec<_> = e
                 .players
                 .iter()
-                .filter_map(|(_, id)| self.player_sessions.get(id).map(|p| p.clone()))
+                .filter_map(|(_, id)| {
+                    self.player_sessions
+                        .get(id)
+                        .map(|p| super::release_health::retained(&p))
+                })
                 .collect();
             self.index_game_session(&e.session, &players);
             let id = e.key().clone();
