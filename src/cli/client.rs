@@ -166,6 +166,44 @@ pub(super) async fn channel(args: &ClientArgs, timeout: bool) -> anyhow::Result<
         .with_context(|| format!("cannot connect to {}", args.server))
 }
 
+/// Prints every message of a server stream until it ends or Ctrl-C.
+pub(super) async fn follow<T>(
+    mut stream: tonic::Streaming<T>,
+    mut print: impl FnMut(&T),
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            m = stream.message() => match m.map_err(status_error)? {
+                Some(e) => print(&e),
+                None => return Ok(()),
+            },
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// Fetches one page (from `page_token`), or every page with `all`; returns the items and the
+/// token of the page after the last one fetched.
+pub(super) async fn pages<T, F, Fut>(
+    mut page_token: String,
+    all: bool,
+    mut fetch: F,
+) -> anyhow::Result<(Vec<T>, String)>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut items = Vec::new();
+    loop {
+        let (page, next) = fetch(page_token).await.map_err(status_error)?;
+        items.extend(page);
+        if !all || next.is_empty() {
+            return Ok((items, next));
+        }
+        page_token = next;
+    }
+}
+
 pub(super) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
@@ -316,7 +354,7 @@ pub async fn player_sessions(args: ClientArgs, cmd: PlayerSessionsCmd) -> anyhow
             player_session_id,
             status,
             limit,
-            mut page_token,
+            page_token,
             all,
         } => {
             let status_filter = status.map_or(0, |s| {
@@ -327,26 +365,22 @@ pub async fn player_sessions(args: ClientArgs, cmd: PlayerSessionsCmd) -> anyhow
                     StatusArg::Timedout => proto::PlayerSessionStatus::Timedout,
                 }) as i32
             });
-            let mut sessions = Vec::new();
-            let next = loop {
-                let page = c
-                    .describe_player_sessions(proto::DescribePlayerSessionsRequest {
-                        player_session_id: player_session_id.clone(),
-                        game_session_id: game_session_id.clone(),
-                        player_id: player_id.clone(),
-                        status_filter,
-                        limit,
-                        page_token: page_token.clone(),
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                sessions.extend(page.player_sessions);
-                if !all || page.next_page_token.is_empty() {
-                    break page.next_page_token;
+            let (sessions, next) = pages(page_token, all, |page_token| {
+                let mut c = c.clone();
+                let request = proto::DescribePlayerSessionsRequest {
+                    player_session_id: player_session_id.clone(),
+                    game_session_id: game_session_id.clone(),
+                    player_id: player_id.clone(),
+                    status_filter,
+                    limit,
+                    page_token,
+                };
+                async move {
+                    let r = c.describe_player_sessions(request).await?.into_inner();
+                    Ok((r.player_sessions, r.next_page_token))
                 }
-                page_token = page.next_page_token;
-            };
+            })
+            .await?;
             output::print_player_sessions(&sessions, &next, args.json);
         }
     }

@@ -3,7 +3,7 @@
 use clap::{Subcommand, ValueEnum};
 
 use super::{
-    client::{channel, parse_key_value, status_error, ClientArgs},
+    client::{channel, follow, pages, parse_key_value, status_error, ClientArgs},
     output,
 };
 use crate::proto::{self, fleet_service_client::FleetServiceClient};
@@ -87,29 +87,25 @@ pub async fn fleets(args: ClientArgs, cmd: FleetsCmd) -> anyhow::Result<()> {
             sort,
             labels,
             limit,
-            mut page_token,
+            page_token,
             all,
         } => {
-            let mut games = Vec::new();
-            let next = loop {
-                let page = c
-                    .search_game_sessions(proto::SearchGameSessionsRequest {
-                        fleet_id: fleet_id.clone(),
-                        filter_expression: filter.clone(),
-                        sort_expression: sort.clone(),
-                        label_selector: labels.iter().cloned().collect(),
-                        limit,
-                        page_token: page_token.clone(),
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                games.extend(page.game_sessions);
-                if !all || page.next_page_token.is_empty() {
-                    break page.next_page_token;
+            let (games, next) = pages(page_token, all, |page_token| {
+                let mut c = c.clone();
+                let request = proto::SearchGameSessionsRequest {
+                    fleet_id: fleet_id.clone(),
+                    filter_expression: filter.clone(),
+                    sort_expression: sort.clone(),
+                    label_selector: labels.iter().cloned().collect(),
+                    limit,
+                    page_token,
+                };
+                async move {
+                    let r = c.search_game_sessions(request).await?.into_inner();
+                    Ok((r.game_sessions, r.next_page_token))
                 }
-                page_token = page.next_page_token;
-            };
+            })
+            .await?;
             output::print_game_sessions(&games, &next, args.json);
         }
         FleetsCmd::Utilization { fleet_ids } => {
@@ -160,7 +156,7 @@ pub async fn fleets(args: ClientArgs, cmd: FleetsCmd) -> anyhow::Result<()> {
             output::print_player_sessions(&r.player_sessions, "", args.json);
         }
         FleetsCmd::Watch { fleet_id, labels } => {
-            let mut stream = c
+            let stream = c
                 .watch_fleet(proto::WatchFleetRequest {
                     fleet_id,
                     label_selector: labels.into_iter().collect(),
@@ -168,15 +164,7 @@ pub async fn fleets(args: ClientArgs, cmd: FleetsCmd) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            loop {
-                tokio::select! {
-                    m = stream.message() => match m.map_err(status_error)? {
-                        Some(e) => output::print_fleet_event(&e, args.json),
-                        None => break,
-                    },
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-            }
+            follow(stream, |e| output::print_fleet_event(e, args.json)).await?;
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 
 use super::{
-    client::{channel, status_error, ClientArgs},
+    client::{channel, follow, status_error, ClientArgs},
     output,
 };
 use crate::proto::{self, session_health_service_client::SessionHealthServiceClient};
@@ -83,20 +83,12 @@ pub async fn health(args: ClientArgs, cmd: HealthCmd) -> anyhow::Result<()> {
             output::print_release_health(&h, args.json);
         }
         HealthCmd::Watch { fleet_id, release } => {
-            let mut stream = c
+            let stream = c
                 .watch_session_updates(proto::WatchSessionUpdatesRequest { fleet_id, release })
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            loop {
-                tokio::select! {
-                    m = stream.message() => match m.map_err(status_error)? {
-                        Some(u) => output::print_session_update(&u, args.json),
-                        None => break,
-                    },
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-            }
+            follow(stream, |u| output::print_session_update(u, args.json)).await?;
         }
     }
     Ok(())
