@@ -186,7 +186,6 @@ fn bench(c: &mut Criterion) {
         let q = Search {
             fleet_id: FleetId::parse("f", "mm").expect("valid"),
             filter: Filter::parse("filter_expression", filter).expect("valid"),
-            filter_text: filter.into(),
             sort: Sort::parse("sort_expression", sort).expect("valid"),
             selector: Default::default(),
             limit: 20,

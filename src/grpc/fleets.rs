@@ -40,7 +40,8 @@ fn fleet_id(s: &str) -> Result<FleetId> {
     FleetId::parse("fleet_id", s)
 }
 
-fn search_request(r: proto::SearchGameSessionsRequest) -> Result<Search> {
+/// The validated search and its query fingerprint (for the page tokens).
+fn search_request(r: proto::SearchGameSessionsRequest) -> Result<(Search, u64)> {
     let fleet_id = fleet_id(&r.fleet_id)?;
     let filter = Filter::parse("filter_expression", &r.filter_expression)?;
     let sort = Sort::parse("sort_expression", &r.sort_expression)?;
@@ -60,15 +61,15 @@ fn search_request(r: proto::SearchGameSessionsRequest) -> Result<Search> {
         "" => None,
         t => Some(SearchPageToken::decode("page_token", t, query)?.after),
     };
-    Ok(Search {
+    let search = Search {
         fleet_id,
         filter,
-        filter_text: r.filter_expression,
         sort,
         selector,
         limit,
         after,
-    })
+    };
+    Ok((search, query))
 }
 
 fn place_request(r: proto::PlacePlayerSessionsRequest) -> Result<Place> {
@@ -135,10 +136,8 @@ impl FleetService for Fleets {
     ) -> std::result::Result<Response<proto::SearchGameSessionsResponse>, Status> {
         let span = fleet_span("SearchGameSessions", &req.get_ref().fleet_id);
         super::observed(&self.metrics, "SearchGameSessions", span, async move {
-            let q = search_request(req.into_inner())?;
+            let (q, query) = search_request(req.into_inner())?;
             let page = self.store.search(&q);
-            let query =
-                Search::query_fingerprint(&q.fleet_id, &q.filter_text, &q.sort, &q.selector);
             Ok(Response::new(proto::SearchGameSessionsResponse {
                 game_sessions: page
                     .game_sessions

@@ -55,8 +55,6 @@ pub struct SearchPosition {
 pub struct Search {
     pub fleet_id: FleetId,
     pub filter: Filter,
-    /// The filter's text, bound into page tokens.
-    pub filter_text: String,
     pub sort: Sort,
     pub selector: LabelSelector,
     /// 1..=100.

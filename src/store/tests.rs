@@ -591,7 +591,6 @@ fn active_view(s: &Store) -> View {
     let page = s.search(&Search {
         fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
         filter: Default::default(),
-        filter_text: String::new(),
         sort: Default::default(),
         selector: Default::default(),
         limit: 100,
