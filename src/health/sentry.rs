@@ -52,7 +52,8 @@ pub enum SentryMode {
 /// A parsed DSN: `http[s]://PUBLIC_KEY@HOST[:PORT]/PROJECT_ID`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dsn {
-    pub raw: String,
+    /// The DSN without any secret key (what the envelope header carries).
+    pub public: String,
     pub public_key: String,
     /// `scheme://host[:port]`
     pub origin: String,
@@ -85,7 +86,7 @@ impl Dsn {
             return Err(bad("the project id must be a number"));
         }
         Ok(Dsn {
-            raw: s.to_string(),
+            public: format!("{scheme}://{public_key}@{rest}"),
             public_key: public_key.to_string(),
             origin: format!("{scheme}://{host}{prefix}"),
             project_id: project.to_string(),
@@ -157,7 +158,7 @@ pub fn session_item(u: &HealthUpdate) -> Value {
 /// Builds an envelope: the header line with `sent_at`, then each item with its header.
 pub fn envelope(dsn: &Dsn, sent_at: Timestamp, items: &[(&str, Value)]) -> Vec<u8> {
     let mut out = Vec::new();
-    let header = json!({"sent_at": rfc3339(sent_at), "dsn": dsn.raw});
+    let header = json!({"sent_at": rfc3339(sent_at), "dsn": dsn.public});
     out.extend_from_slice(header.to_string().as_bytes());
     out.push(b'\n');
     for (ty, payload) in items {
@@ -201,13 +202,16 @@ impl Aggregates {
         }
     }
 
-    /// `sessions` items, at most [`MAX_ITEMS`] buckets each; empties the aggregates.
-    fn take_items(&mut self) -> Vec<Value> {
+    /// `sessions` items, at most [`MAX_ITEMS`] buckets each, and the number of sessions they
+    /// count; empties the aggregates.
+    fn take_items(&mut self) -> (Vec<Value>, u64) {
         let mut items = Vec::new();
+        let mut sessions = 0;
         for ((release, environment), buckets) in std::mem::take(&mut self.0) {
             let all: Vec<Value> = buckets
                 .into_iter()
                 .map(|(minute, b)| {
+                    sessions += b.exited + b.errored + b.abnormal + b.crashed;
                     let mut v = json!({"started": rfc3339(Timestamp(minute * 1_000_000))});
                     for (k, n) in [
                         ("exited", b.exited),
@@ -229,7 +233,7 @@ impl Aggregates {
                 }));
             }
         }
-        items
+        (items, sessions)
     }
 }
 
@@ -354,9 +358,11 @@ impl Sink {
         loop {
             let (items, count): (Vec<(&'static str, Value)>, u64) = match self.config.mode {
                 SentryMode::Aggregate => {
-                    let items = self.aggregates.take_items();
-                    let n = items.len() as u64;
-                    (items.into_iter().map(|v| ("sessions", v)).collect(), n)
+                    let (items, sessions) = self.aggregates.take_items();
+                    (
+                        items.into_iter().map(|v| ("sessions", v)).collect(),
+                        sessions,
+                    )
                 }
                 SentryMode::Individual => {
                     let n = self.pending.len().min(MAX_ITEMS);
@@ -521,7 +527,7 @@ pub async fn run(
         let lost = sink.in_flight
             + sink.carry.as_ref().map_or(0, |c| c.1)
             + sink.pending.len() as u64
-            + sink.aggregates.take_items().len() as u64;
+            + sink.aggregates.take_items().1;
         tracing::warn!(
             lost,
             "the final Sentry flush did not finish within the shutdown grace"
@@ -546,6 +552,10 @@ mod tests {
             .auth_header()
             .starts_with("Sentry sentry_version=7, sentry_client=session-broker/"));
         let local = Dsn::parse("http://key:secret@127.0.0.1:9000/sentry/42").unwrap();
+        assert_eq!(
+            local.public, "http://key@127.0.0.1:9000/sentry/42",
+            "no secret in envelopes"
+        );
         assert_eq!(
             local.envelope_url(),
             "http://127.0.0.1:9000/sentry/api/42/envelope/"
@@ -636,7 +646,8 @@ mod tests {
         a.add(&update(7, 20, HealthStatus::Crashed, 1));
         a.add(&update(9, 20, HealthStatus::Abnormal, 0));
         a.add(&update(9, 20, HealthStatus::Ok, 0));
-        let items = a.take_items();
+        let (items, sessions) = a.take_items();
+        assert_eq!(sessions, 153, "every terminal session once");
         assert_eq!(items.len(), 2, "150 buckets: two items of at most 100");
         assert_eq!(items[0]["aggregates"].as_array().unwrap().len(), 100);
         assert_eq!(items[1]["aggregates"].as_array().unwrap().len(), 50);
@@ -651,7 +662,7 @@ mod tests {
             (Some(1), Some(1))
         );
         assert_eq!(items[0]["attrs"]["release"], "1.0");
-        assert!(a.take_items().is_empty(), "taken");
+        assert!(a.take_items().0.is_empty(), "taken");
     }
 
     #[test]
