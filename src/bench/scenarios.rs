@@ -222,6 +222,18 @@ impl Ctx {
         )
     }
 
+    /// Worker `w`'s seats over `games`; `tag` keeps player ids apart between scenarios.
+    fn seats(&self, games: &Arc<Vec<String>>, w: usize, tag: &str) -> Seats {
+        Seats {
+            games: games.clone(),
+            data: self.data.clone(),
+            prefix: format!("{}-{tag}{w}", self.run),
+            worker: w,
+            concurrency: self.args.concurrency,
+            i: 0,
+        }
+    }
+
     fn warmup(&self) -> Duration {
         self.args.warmup
     }
@@ -242,11 +254,32 @@ pub(crate) async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>>
     Ok(channels)
 }
 
-/// The game session for worker `w`'s `i`-th reservation: the workers take turns over all of
-/// them, so load spreads evenly and seats fill at the same pace. `games` is never empty
-/// (`--game-sessions` is at least 1).
-fn spread(games: &[String], w: usize, i: usize, concurrency: usize) -> &str {
-    &games[(w + i * concurrency) % games.len()]
+/// One worker's walk over the game sessions, and its player ids: the workers take turns over
+/// all of them, so load spreads evenly and seats fill at the same pace.
+struct Seats {
+    games: Arc<Vec<String>>,
+    /// Player data of every reservation.
+    data: String,
+    /// `<run>-<tag><worker>`: makes player ids unique in the run.
+    prefix: String,
+    worker: usize,
+    concurrency: usize,
+    /// Game sessions taken so far.
+    i: usize,
+}
+
+impl Seats {
+    /// The next game session (`games` is never empty: `--game-sessions` is at least 1).
+    fn next_game(&mut self) -> String {
+        let g = self.games[(self.worker + self.i * self.concurrency) % self.games.len()].clone();
+        self.i += 1;
+        g
+    }
+
+    /// The `k`-th player id for the last game session taken.
+    fn player(&self, k: usize) -> String {
+        format!("{}-{}-{k}", self.prefix, self.i)
+    }
 }
 
 /// The CreatePlayerSession request every reserving scenario sends.
@@ -344,21 +377,14 @@ async fn reserve(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let games = ctx
         .register("reserve", ctx.args.game_sessions, LONG_TIMEOUT)
         .await?;
-    let concurrency = ctx.args.concurrency;
     let load = ctx.load("reserve", 1, |w, mut rec| {
         let mut client = ctx.players(w);
-        let (games, data, run) = (games.clone(), ctx.data.clone(), ctx.run.clone());
+        let mut seats = ctx.seats(&games, w, "r");
         async move {
-            let mut i = 0usize;
             while rec.running() {
-                let game = spread(&games, w, i, concurrency);
-                rec.time(client.create_player_session(reserve_request(
-                    game,
-                    format!("{run}-{w}-{i}"),
-                    &data,
-                )))
-                .await;
-                i += 1;
+                let game = seats.next_game();
+                let request = reserve_request(&game, seats.player(0), &seats.data);
+                rec.time(client.create_player_session(request)).await;
             }
             rec
         }
@@ -369,22 +395,14 @@ async fn reserve(ctx: &Ctx) -> anyhow::Result<Outcome> {
 /// `cycle` workers: reserve -> accept -> remove per player (the game-server path); records
 /// every call. `windows` measurement windows.
 fn cycle_load(ctx: &Ctx, games: Arc<Vec<String>>, windows: usize) -> Load {
-    let concurrency = ctx.args.concurrency;
     ctx.load("cycle", windows, |w, mut rec| {
         let mut client = ctx.players(w);
-        let (games, data, run) = (games.clone(), ctx.data.clone(), ctx.run.clone());
+        let mut seats = ctx.seats(&games, w, "c");
         async move {
-            let mut i = 0usize;
             while rec.running() {
-                let game = spread(&games, w, i, concurrency);
-                let reserved = rec
-                    .time(client.create_player_session(reserve_request(
-                        game,
-                        format!("{run}-c{w}-{i}"),
-                        &data,
-                    )))
-                    .await;
-                i += 1;
+                let game = seats.next_game();
+                let request = reserve_request(&game, seats.player(0), &seats.data);
+                let reserved = rec.time(client.create_player_session(request)).await;
                 let Some(ps) = reserved else { continue };
                 let accept = AcceptPlayerSessionRequest {
                     game_session_id: ps.game_session_id.clone(),
@@ -414,26 +432,23 @@ async fn batch(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let games = ctx
         .register("batch", ctx.args.game_sessions * 4, LONG_TIMEOUT)
         .await?;
-    let concurrency = ctx.args.concurrency;
     let load = ctx.load("batch", 1, |w, mut rec| {
         let mut client = ctx.players(w);
-        let (games, data, run) = (games.clone(), ctx.data.clone(), ctx.run.clone());
+        let mut seats = ctx.seats(&games, w, "b");
         async move {
-            let mut i = 0usize;
             while rec.running() {
-                let game = spread(&games, w, i, concurrency);
-                let players: Vec<String> = (0..25).map(|k| format!("{run}-b{w}-{i}-{k}")).collect();
+                let game = seats.next_game();
+                let players: Vec<String> = (0..25).map(|k| seats.player(k)).collect();
                 let request = CreatePlayerSessionsRequest {
-                    game_session_id: game.to_string(),
+                    game_session_id: game,
                     player_data: players
                         .iter()
-                        .map(|p| (p.clone(), data.clone()))
+                        .map(|p| (p.clone(), seats.data.clone()))
                         .collect::<HashMap<_, _>>(),
                     player_ids: players,
                     idempotency_key: String::new(),
                 };
                 rec.time(client.create_player_sessions(request)).await;
-                i += 1;
             }
             rec
         }
@@ -484,19 +499,16 @@ async fn describe(ctx: &Ctx) -> anyhow::Result<Outcome> {
 /// daemon's default reservation timeout, so the sweeper works during the run as in production.
 async fn mixed(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let games = ctx.register("mixed", ctx.args.game_sessions, 0).await?;
-    let concurrency = ctx.args.concurrency;
     let load = ctx.load("mixed", 1, |w, mut rec| {
         let mut players = ctx.players(w);
         let mut game_client = ctx.games(w);
-        let (games, data, run) = (games.clone(), ctx.data.clone(), ctx.run.clone());
+        let mut seats = ctx.seats(&games, w, "m");
         async move {
-            let mut i = 0usize;
             while rec.running() {
-                let game = spread(&games, w, i, concurrency).to_string();
-                i += 1;
+                let game = seats.next_game();
                 let mut party = Vec::with_capacity(5);
                 for k in 0..5 {
-                    let request = reserve_request(&game, format!("{run}-m{w}-{i}-{k}"), &data);
+                    let request = reserve_request(&game, seats.player(k), &seats.data);
                     if let Some(ps) = rec.time(players.create_player_session(request)).await {
                         party.push(ps.player_session_id);
                     }
