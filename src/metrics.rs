@@ -281,6 +281,11 @@ struct StoreCollector {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Fleet {
+    fleet_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FleetStatus {
     fleet_id: String,
     status: &'static str,
@@ -344,9 +349,8 @@ impl Collector for StoreCollector {
                 MetricType::Gauge,
             )?;
             for (fleet, c) in &fleets {
-                let labels = FleetStatus {
+                let labels = Fleet {
                     fleet_id: fleet.to_string(),
-                    status: "available",
                 };
                 ConstGauge::new(c.available_player_session_count() as i64)
                     .encode(e.encode_family(&labels)?)?;
