@@ -282,11 +282,21 @@ fn invalid_flags_exit_non_zero_with_a_reason() {
         vec!["--listen", "not-an-address"],
         vec!["--reservation-timeout", "0s"],
         vec!["--log-format", "xml"],
+        vec!["--sentry-dsn", "https://sentry.example.com/1"],
+        vec!["--sentry-mode", "sometimes"],
+        vec!["--watch-buffer", "0"],
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(!err.trim().is_empty(), "{args:?}: a reason is printed");
+        if args[0] != "--listen" && args[0] != "--reservation-timeout" {
+            let flag = args[0].trim_start_matches("--").replace('-', "_");
+            assert!(
+                err.contains(args[0]) || err.contains(&flag),
+                "{args:?}: the reason names the flag: {err}"
+            );
+        }
     }
 }
 
