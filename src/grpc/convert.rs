@@ -155,3 +155,11 @@ pub fn label_selector(
     }
     Ok(m.into_iter().collect())
 }
+
+/// An optional fleet id filter: empty means any fleet.
+pub fn optional_fleet(field: &str, s: &str) -> Result<Option<crate::domain::FleetId>> {
+    match s {
+        "" => Ok(None),
+        f => crate::domain::FleetId::parse(field, f).map(Some),
+    }
+}

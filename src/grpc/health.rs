@@ -10,8 +10,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     domain::{
-        check_text, limits, Error, FleetId, GameSessionId, HealthStatus, HealthUpdate,
-        PlayerSessionId,
+        check_text, limits, Error, GameSessionId, HealthStatus, HealthUpdate, PlayerSessionId,
     },
     proto::{self, session_health_service_server::SessionHealthService},
     store::{HealthCounts, ReleaseHealthQuery, Store},
@@ -118,10 +117,7 @@ impl SessionHealthService for SessionHealth {
             check_text("environment", &r.environment, limits::ENVIRONMENT_MAX)?;
             let q = ReleaseHealthQuery {
                 environment: (!r.environment.is_empty()).then_some(r.environment),
-                fleet_id: match r.fleet_id.as_str() {
-                    "" => None,
-                    f => Some(FleetId::parse("fleet_id", f)?),
-                },
+                fleet_id: convert::optional_fleet("fleet_id", &r.fleet_id)?,
                 window: (r.window_seconds > 0)
                     .then(|| std::time::Duration::from_secs(u64::from(r.window_seconds))),
                 release: r.release,
@@ -151,10 +147,7 @@ impl SessionHealthService for SessionHealth {
         let span = tracing::debug_span!("rpc", method = "WatchSessionUpdates");
         super::observed(&self.metrics, "WatchSessionUpdates", span, async move {
             let r = req.into_inner();
-            let fleet = match r.fleet_id.as_str() {
-                "" => None,
-                f => Some(FleetId::parse("fleet_id", f)?),
-            };
+            let fleet = convert::optional_fleet("fleet_id", &r.fleet_id)?;
             check_text("release", &r.release, limits::RELEASE_MAX)?;
             let release = (!r.release.is_empty()).then_some(r.release);
             let buffer = self.store.health().capacity();

@@ -210,32 +210,20 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             id,
             game_session_id,
             at,
-        } => {
-            let mut r = base(
-                lsn,
-                id.to_string(),
-                T::Callback,
-                A::Succeed,
-                SUB_PLAYER_SESSION,
-                *at,
-            );
-            r.parent_id = game_session_id.to_string();
-            r
-        }
+        } => player_update(
+            lsn,
+            id,
+            game_session_id,
+            A::Succeed,
+            SUB_PLAYER_SESSION,
+            *at,
+        ),
         Change::TimedOut {
             id,
             game_session_id,
             at,
         } => {
-            let mut r = base(
-                lsn,
-                id.to_string(),
-                T::Callback,
-                A::Fail,
-                SUB_PLAYER_SESSION,
-                *at,
-            );
-            r.parent_id = game_session_id.to_string();
+            let mut r = player_update(lsn, id, game_session_id, A::Fail, SUB_PLAYER_SESSION, *at);
             r.error = Some(ErrorObject {
                 error_type: ERR_TIMEOUT.into(),
                 error_message: "not accepted before the reservation deadline".into(),
@@ -247,33 +235,14 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             game_session_id,
             reason,
             at,
-        } => {
-            let mut r = base(
-                lsn,
-                id.to_string(),
-                T::Callback,
-                A::Cancel,
-                reason.as_str(),
-                *at,
-            );
-            r.parent_id = game_session_id.to_string();
-            r
-        }
+        } => player_update(lsn, id, game_session_id, A::Cancel, reason.as_str(), *at),
         Change::ErrorReported {
             id,
             game_session_id,
             message,
             at,
         } => {
-            let mut r = base(
-                lsn,
-                id.to_string(),
-                T::Callback,
-                A::Retry,
-                SUB_PLAYER_SESSION,
-                *at,
-            );
-            r.parent_id = game_session_id.to_string();
+            let mut r = player_update(lsn, id, game_session_id, A::Retry, SUB_PLAYER_SESSION, *at);
             r.error = Some(ErrorObject {
                 error_type: ERR_PLAYER.into(),
                 error_message: message.to_string(),
@@ -281,6 +250,27 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             r
         }
     }
+}
+
+/// A later update of a player session (a CALLBACK child of its game session).
+fn player_update(
+    lsn: Lsn,
+    id: &PlayerSessionId,
+    game_session_id: &GameSessionId,
+    action: OperationAction,
+    sub_type: &str,
+    at: Timestamp,
+) -> OperationRecord {
+    let mut r = base(
+        lsn,
+        id.to_string(),
+        OperationType::Callback,
+        action,
+        sub_type,
+        at,
+    );
+    r.parent_id = game_session_id.to_string();
+    r
 }
 
 /// A record that cannot be decoded: names the record so recovery can report it.
