@@ -403,3 +403,49 @@ async fn a_hanging_sentry_never_slows_the_rpc_path() {
             .join("\n")
     );
 }
+
+#[tokio::test]
+async fn aggregates_are_also_sent_every_flush_interval() {
+    let (fake, addr) = fake_sentry().await;
+    let mut td = TestDaemon::start_with(move |c| {
+        c.sentry = Some(SentryConfig {
+            dsn: Dsn::parse(&format!("http://publickey123@{addr}/42")).unwrap(),
+            mode: SentryMode::Aggregate,
+            flush_interval: Duration::from_secs(1),
+            queue: 10_000,
+            shutdown_timeout: Duration::from_secs(5),
+        });
+    })
+    .await;
+    let ids = players(&mut td, 10).await;
+    mix(&mut td, &ids).await;
+    // Without any shutdown, the periodic flush delivers them.
+    let counted = |fake: &FakeSentry| -> u32 {
+        let received = fake.received.lock().unwrap().clone();
+        received
+            .iter()
+            .flat_map(|r| parse(r).items().cloned().collect::<Vec<_>>())
+            .map(|i| match i {
+                EnvelopeItem::SessionAggregates(a) => a
+                    .aggregates
+                    .iter()
+                    .map(|b| b.exited + b.errored + b.abnormal + b.crashed)
+                    .sum::<u32>(),
+                other => panic!("{other:?}"),
+            })
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counted(&fake) < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "no periodic flush");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before_stop = fake.received.lock().unwrap().len();
+    td.stop().await;
+    assert_eq!(counted(&fake), 10, "every ended session, once");
+    assert_eq!(
+        fake.received.lock().unwrap().len(),
+        before_stop,
+        "nothing left for the final flush"
+    );
+}
