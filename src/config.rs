@@ -109,6 +109,68 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_SENTRY_QUEUE", default_value_t = 10_000)]
     pub sentry_queue: usize,
 
+    /// Where lifecycle events go: `none`, `segment` (Segment's HTTP API) or `file` (JSON lines).
+    #[arg(long, env = "SESSION_BROKER_ANALYTICS_SINK", value_enum, default_value_t = crate::analytics::SinkKind::None)]
+    pub analytics_sink: crate::analytics::SinkKind,
+
+    /// Segment sink: the API endpoint (`{endpoint}/v1/batch` is posted to).
+    #[arg(
+        long,
+        env = "SESSION_BROKER_SEGMENT_ENDPOINT",
+        default_value = "https://api.segment.io"
+    )]
+    pub segment_endpoint: String,
+
+    /// Segment sink: the source's write key (prefer the environment variable or
+    /// --segment-write-key-file; it is never logged).
+    #[arg(long, env = "SESSION_BROKER_SEGMENT_WRITE_KEY", hide_env_values = true)]
+    pub segment_write_key: Option<String>,
+
+    /// Segment sink: a file holding the write key (surrounding whitespace ignored).
+    #[arg(long, env = "SESSION_BROKER_SEGMENT_WRITE_KEY_FILE")]
+    pub segment_write_key_file: Option<PathBuf>,
+
+    /// Segment sink: timeout of each request.
+    #[arg(long, env = "SESSION_BROKER_SEGMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub segment_timeout: Duration,
+
+    /// Segment sink: gzip request bodies.
+    #[arg(long, env = "SESSION_BROKER_SEGMENT_GZIP")]
+    pub segment_gzip: bool,
+
+    /// File sink: the JSON-lines file (default: analytics.jsonl in the data directory).
+    #[arg(long, env = "SESSION_BROKER_ANALYTICS_FILE")]
+    pub analytics_file: Option<PathBuf>,
+
+    /// File sink: rotate the file (to FILE.1) past this size.
+    #[arg(long, env = "SESSION_BROKER_ANALYTICS_FILE_MAX_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub analytics_file_max_bytes: u64,
+
+    /// Send a batch as soon as this many events are ready (1-2500).
+    #[arg(
+        long,
+        env = "SESSION_BROKER_ANALYTICS_BATCH_SIZE",
+        default_value_t = 250
+    )]
+    pub analytics_batch_size: usize,
+
+    /// Send the events that are ready at least this often.
+    #[arg(long, env = "SESSION_BROKER_ANALYTICS_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub analytics_flush_interval: Duration,
+
+    /// Batches being sent at once.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_ANALYTICS_MAX_IN_FLIGHT",
+        default_value_t = 4
+    )]
+    pub analytics_max_in_flight: usize,
+
+    /// Journal bytes kept for undelivered events beyond what recovery needs; past it the oldest
+    /// are deleted and their events dropped (counted, logged).
+    #[arg(long, env = "SESSION_BROKER_ANALYTICS_MAX_BACKLOG", default_value = "1GiB", value_parser = parse_bytes)]
+    pub analytics_max_backlog: u64,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -159,6 +221,8 @@ pub struct Config {
     pub log_level: String,
     /// `None`: no Sentry sink.
     pub sentry: Option<crate::health::sentry::SentryConfig>,
+    /// `None`: no analytics (needs the journal).
+    pub analytics: Option<crate::analytics::AnalyticsConfig>,
 }
 
 /// A setting that is out of range, or a config file that cannot be used.
@@ -225,6 +289,28 @@ pub struct FileConfig {
     pub sentry_flush_interval: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sentry_queue: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_sink: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_write_key_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_gzip: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_file_max_bytes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_flush_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_max_in_flight: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analytics_max_backlog: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -300,6 +386,23 @@ pub fn layer_file(
     >(v));
     layer!(sentry_flush_interval, |v: &String| parse_duration(v));
     layer!(sentry_queue, |v: &usize| Ok::<_, String>(*v));
+    layer!(analytics_sink, |v: &String| parse_enum::<
+        crate::analytics::SinkKind,
+    >(v));
+    layer!(segment_endpoint, |v: &String| Ok::<_, String>(v.clone()));
+    layer!(segment_write_key_file, |v: &String| Ok::<_, String>(Some(
+        PathBuf::from(v)
+    )));
+    layer!(segment_timeout, |v: &String| parse_duration(v));
+    layer!(segment_gzip, |v: &bool| Ok::<_, String>(*v));
+    layer!(analytics_file, |v: &String| Ok::<_, String>(Some(
+        PathBuf::from(v)
+    )));
+    layer!(analytics_file_max_bytes, |v: &String| parse_bytes(v));
+    layer!(analytics_batch_size, |v: &usize| Ok::<_, String>(*v));
+    layer!(analytics_flush_interval, |v: &String| parse_duration(v));
+    layer!(analytics_max_in_flight, |v: &usize| Ok::<_, String>(*v));
+    layer!(analytics_max_backlog, |v: &String| parse_bytes(v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -351,6 +454,7 @@ impl Config {
         if a.watch_buffer == 0 {
             return Err(bad("watch_buffer", "must be at least 1"));
         }
+        let analytics = analytics_config(&a)?;
         if a.segment_size < 4096 {
             return Err(bad("segment_size", "must be at least 4KiB"));
         }
@@ -379,6 +483,7 @@ impl Config {
             log_format: a.log_format,
             log_level: a.log_level,
             sentry,
+            analytics,
         })
     }
 
@@ -394,8 +499,76 @@ impl Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             sentry: None,
+            analytics: None,
         }
     }
+}
+
+/// The analytics settings of the flags (`None` for `--analytics-sink none`).
+fn analytics_config(
+    a: &ServeArgs,
+) -> Result<Option<crate::analytics::AnalyticsConfig>, ConfigError> {
+    use crate::analytics::{AnalyticsConfig, SinkConfig, SinkKind};
+    let sink = match a.analytics_sink {
+        SinkKind::None => return Ok(None),
+        SinkKind::Segment => {
+            let endpoint = a.segment_endpoint.trim().trim_end_matches('/').to_string();
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                || endpoint.len() <= "https://".len()
+            {
+                return Err(bad(
+                    "segment_endpoint",
+                    format!("{endpoint:?} is not an http:// or https:// URL"),
+                ));
+            }
+            let write_key = match (&a.segment_write_key, &a.segment_write_key_file) {
+                (Some(k), _) if !k.trim().is_empty() => k.trim().to_string(),
+                (_, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| bad("segment_write_key_file", format!("{}: {e}", path.display())))?
+                    .trim()
+                    .to_string(),
+                _ => String::new(),
+            };
+            if write_key.is_empty() {
+                return Err(bad(
+                    "segment_write_key",
+                    "the segment sink needs a write key (--segment-write-key, SESSION_BROKER_SEGMENT_WRITE_KEY or --segment-write-key-file)",
+                ));
+            }
+            if a.segment_timeout < Duration::from_millis(100) {
+                return Err(bad("segment_timeout", "must be at least 100ms"));
+            }
+            SinkConfig::Segment {
+                endpoint,
+                write_key,
+                timeout: a.segment_timeout,
+                gzip: a.segment_gzip,
+            }
+        }
+        SinkKind::File => SinkConfig::File {
+            path: a
+                .analytics_file
+                .clone()
+                .unwrap_or_else(|| a.data_dir.join("analytics.jsonl")),
+            max_bytes: a.analytics_file_max_bytes.max(1),
+        },
+    };
+    if !(1..=2500).contains(&a.analytics_batch_size) {
+        return Err(bad("analytics_batch_size", "must be between 1 and 2500"));
+    }
+    if a.analytics_flush_interval < Duration::from_millis(10) {
+        return Err(bad("analytics_flush_interval", "must be at least 10ms"));
+    }
+    if !(1..=64).contains(&a.analytics_max_in_flight) {
+        return Err(bad("analytics_max_in_flight", "must be between 1 and 64"));
+    }
+    let mut c = AnalyticsConfig::new(sink);
+    c.batch_size = a.analytics_batch_size;
+    c.flush_interval = a.analytics_flush_interval;
+    c.max_in_flight = a.analytics_max_in_flight;
+    c.max_backlog = a.analytics_max_backlog;
+    c.shutdown_timeout = a.shutdown_grace / 2;
+    Ok(Some(c))
 }
 
 /// The effective settings as a config file (for `session-broker config print`).
@@ -427,6 +600,21 @@ pub fn effective_file(
         ),
         sentry_flush_interval: Some(d(a.sentry_flush_interval)),
         sentry_queue: Some(a.sentry_queue),
+        analytics_sink: Some(format!("{:?}", a.analytics_sink).to_lowercase()),
+        segment_endpoint: Some(a.segment_endpoint.clone()),
+        // The write key itself is a secret: never printed.
+        segment_write_key_file: a
+            .segment_write_key_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        segment_timeout: Some(d(a.segment_timeout)),
+        segment_gzip: Some(a.segment_gzip),
+        analytics_file: a.analytics_file.as_ref().map(|p| p.display().to_string()),
+        analytics_file_max_bytes: Some(a.analytics_file_max_bytes.to_string()),
+        analytics_batch_size: Some(a.analytics_batch_size),
+        analytics_flush_interval: Some(d(a.analytics_flush_interval)),
+        analytics_max_in_flight: Some(a.analytics_max_in_flight),
+        analytics_max_backlog: Some(a.analytics_max_backlog.to_string()),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

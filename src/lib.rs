@@ -18,8 +18,8 @@
 //! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
 //!   recovery); see `docs/journal.md`.
 //! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
-//! - [`analytics`]: Segment track messages of lifecycle transitions and their batcher (the
-//!   journal-driven dispatcher is not wired yet).
+//! - [`analytics`]: Segment track events of every lifecycle transition, derived from the
+//!   journal by a dispatcher with its own journaled cursor, batched to a sink (Segment, file).
 //! - [`admin`]: the admin HTTP port (metrics, health and readiness probes, fleet utilization).
 //! - [`config`]: the `serve` flags and the validated [`config::Config`].
 //! - [`cli`]: the command line: `serve` and a small client for humans.
@@ -288,11 +288,35 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = server.local_addr()?;
 
-    let mut background = vec![supervise(
+    let mut background = Vec::new();
+    // Analytics first: it tells the journal which segments to keep before a snapshot can
+    // prune them (and journals its starting cursor before the sweeper changes anything).
+    if let Some(ac) = config.analytics.clone() {
+        let Some(jc) = &config.journal else {
+            anyhow::bail!("analytics needs the journal (a data directory)");
+        };
+        let sink = ac.build_sink().map_err(anyhow::Error::msg)?;
+        let start = analytics::dispatcher::prepare(&store, &ac, sink.name());
+        tracing::info!(sink = sink.name(), sink_config = ?ac.sink, from_lsn = start, "sending analytics events");
+        background.push(supervise(
+            "analytics",
+            analytics::dispatcher::run(
+                ac,
+                sink,
+                store.clone(),
+                metrics.clone(),
+                jc.dir.clone(),
+                start,
+                shutdown.clone(),
+            ),
+            on_fatal.clone(),
+        ));
+    }
+    background.push(supervise(
         "sweeper",
         sweeper::run(store.clone(), shutdown.clone()),
         on_fatal.clone(),
-    )];
+    ));
     if let Some(jc) = &config.journal {
         background.push(supervise(
             "snapshotter",

@@ -64,6 +64,28 @@ pub struct Metrics {
     pub sentry_envelopes: Counter,
     /// Session updates (or aggregate items) not delivered to Sentry, by reason.
     pub sentry_dropped: Family<ReasonLabels, Counter>,
+    /// Analytics events by outcome (sent, dropped_too_large, dropped_rejected, dropped_backlog).
+    pub analytics_events: Family<OutcomeLabels, Counter>,
+    /// Analytics batch attempts by result (delivered, retried, rejected).
+    pub analytics_batches: Family<ResultLabels, Counter>,
+    /// Analytics batch attempts that will be retried.
+    pub analytics_retries: Counter,
+    /// Age of the oldest analytics event not yet delivered (0 when caught up).
+    pub analytics_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Request body bytes of each analytics batch sent.
+    pub analytics_batch_bytes: Histogram,
+}
+
+/// Labels of the analytics event counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Labels of the analytics batch counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
 }
 
 /// Labels of a loss counter.
@@ -171,6 +193,42 @@ impl Metrics {
             "Session updates (aggregate mode: sessions items) not delivered to Sentry, by reason",
             sentry_dropped.clone(),
         );
+        let analytics_events = Family::<OutcomeLabels, Counter>::default();
+        for outcome in crate::analytics::EVENT_OUTCOMES {
+            let _ = analytics_events.get_or_create(&OutcomeLabels { outcome });
+        }
+        registry.register(
+            "analytics_events",
+            "Analytics events by outcome (sent, dropped_too_large, dropped_rejected, dropped_backlog)",
+            analytics_events.clone(),
+        );
+        let analytics_batches = Family::<ResultLabels, Counter>::default();
+        for result in crate::analytics::BATCH_RESULTS {
+            let _ = analytics_batches.get_or_create(&ResultLabels { result });
+        }
+        registry.register(
+            "analytics_batches",
+            "Analytics batch attempts by result (delivered, retried, rejected)",
+            analytics_batches.clone(),
+        );
+        let analytics_retries = Counter::default();
+        registry.register(
+            "analytics_retries",
+            "Analytics batch attempts that failed and are retried",
+            analytics_retries.clone(),
+        );
+        let analytics_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "analytics_lag_seconds",
+            "Age of the oldest analytics event not yet delivered (0 when caught up)",
+            analytics_lag.clone(),
+        );
+        let analytics_batch_bytes = Histogram::new(exponential_buckets(1024.0, 2.0, 10));
+        registry.register(
+            "analytics_batch_bytes",
+            "Request body bytes of each analytics batch sent",
+            analytics_batch_bytes.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -197,6 +255,11 @@ impl Metrics {
             health_watchers_lagged,
             sentry_envelopes,
             sentry_dropped,
+            analytics_events,
+            analytics_batches,
+            analytics_retries,
+            analytics_lag,
+            analytics_batch_bytes,
         })
     }
 

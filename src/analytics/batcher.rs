@@ -31,7 +31,7 @@ const TAIL_AFTER_TIME: &str = r#""}"#;
 pub const SENT_AT_LEN: usize = 24;
 
 /// The body bytes of a batch of `messages` messages totalling `bytes`.
-fn body_len(messages: usize, bytes: usize) -> usize {
+pub fn body_len(messages: usize, bytes: usize) -> usize {
     HEAD.len()
         + bytes
         + messages.saturating_sub(1)

@@ -73,6 +73,36 @@ fn seconds(from: Timestamp, to: Timestamp) -> f64 {
     to.duration_since(from).as_secs_f64()
 }
 
+/// Is `change` a lifecycle transition (one that has an event)?
+pub fn is_lifecycle(change: &Change) -> bool {
+    matches!(
+        change,
+        Change::GameSessionStarted(_)
+            | Change::GameSessionEnded { .. }
+            | Change::Reserved(_)
+            | Change::Accepted { .. }
+            | Change::Completed { .. }
+            | Change::TimedOut { .. }
+    )
+}
+
+/// When a change happened.
+pub fn timestamp_of(change: &Change) -> Timestamp {
+    match change {
+        Change::GameSessionStarted(g) => g.creation_time,
+        Change::Reserved(ps) => ps.creation_time,
+        Change::GameSessionUpdated { at, .. }
+        | Change::GameSessionEnded { at, .. }
+        | Change::IdempotencyKey { at, .. }
+        | Change::Accepted { at, .. }
+        | Change::TimedOut { at, .. }
+        | Change::Completed { at, .. }
+        | Change::ErrorReported { at, .. }
+        | Change::AnalyticsDelivered { at, .. }
+        | Change::AnalyticsRetry { at, .. } => *at,
+    }
+}
+
 /// The track message of one journaled change (`None` for changes that are not lifecycle
 /// transitions, or whose game or player session is no longer known).
 pub fn event(
@@ -99,7 +129,13 @@ pub fn event(
                 environment: g.environment.to_string(),
                 creation_time: g.creation_time,
             };
-            let p = props(id, &ctx, "ACTIVE");
+            let mut p = props(id, &ctx, "ACTIVE");
+            p.insert("name".into(), json!(g.name.as_ref()));
+            p.insert(
+                "maximum_player_session_count".into(),
+                json!(g.maximum_player_session_count),
+            );
+            p.insert("labels".into(), json!(g.labels.as_ref()));
             Some(track(
                 "Game Session Started",
                 ("anonymousId", id),
@@ -192,7 +228,9 @@ pub fn event(
         }
         Change::GameSessionUpdated { .. }
         | Change::IdempotencyKey { .. }
-        | Change::ErrorReported { .. } => None,
+        | Change::ErrorReported { .. }
+        | Change::AnalyticsDelivered { .. }
+        | Change::AnalyticsRetry { .. } => None,
     }
 }
 

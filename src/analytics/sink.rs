@@ -17,8 +17,11 @@ pub enum Outcome {
     /// The sink acknowledged it: the dispatcher may move its cursor past it.
     Delivered,
     /// Try again later (network error, timeout, 408, 429, 5xx except 501/505); `after` is the
-    /// sink's Retry-After when it gave one.
-    Retry { after: Option<Duration> },
+    /// sink's Retry-After when it gave one; `why` says what failed (for logs and the journal).
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
     /// Refused for good (400, 401, 403, 413, 501, 505...): do not resend as is (the dispatcher
     /// splits the batch or drops its messages, counting the reason).
     Rejected { status: u16 },
@@ -50,9 +53,10 @@ impl Sink for NoSink {
 pub fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
     match status {
         200..=299 => Outcome::Delivered,
-        408 | 429 => Outcome::Retry { after: retry_after },
-        501 | 505 => Outcome::Rejected { status },
-        500..=599 => Outcome::Retry { after: retry_after },
+        408 | 429 | 500 | 502..=504 | 506..=599 => Outcome::Retry {
+            after: retry_after,
+            why: format!("HTTP {status}"),
+        },
         _ => Outcome::Rejected { status },
     }
 }
@@ -103,12 +107,29 @@ pub struct SegmentSink {
     http: reqwest::Client,
     url: String,
     authorization: String,
+    gzip: bool,
+}
+
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    e.write_all(body)?;
+    e.finish()
 }
 
 impl SegmentSink {
-    /// `endpoint` like `https://api.segment.io`; the write key is never logged.
-    pub fn new(endpoint: &str, write_key: &str, timeout: Duration) -> reqwest::Result<Self> {
+    /// `endpoint` like `https://api.segment.io`; the write key is never logged. `gzip`
+    /// compresses request bodies (`Content-Encoding: gzip`).
+    pub fn new(
+        endpoint: &str,
+        write_key: &str,
+        timeout: Duration,
+        gzip: bool,
+    ) -> reqwest::Result<Self> {
         Ok(SegmentSink {
+            gzip,
             http: reqwest::Client::builder()
                 .timeout(timeout)
                 .user_agent(concat!("session-broker/", env!("CARGO_PKG_VERSION")))
@@ -137,14 +158,22 @@ impl Sink for SegmentSink {
         // sentAt is stamped per attempt.
         let sent_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let body = batcher::body(batch, &sent_at);
-        let result = self
+        let mut request = self
             .http
             .post(&self.url)
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        request = if self.gzip {
+            match gzip(body.as_bytes()) {
+                Ok(z) => request
+                    .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                    .body(z),
+                Err(_) => request.body(body),
+            }
+        } else {
+            request.body(body)
+        };
+        let result = request.send().await;
         match result {
             Ok(r) => {
                 let after = r
@@ -156,7 +185,14 @@ impl Sink for SegmentSink {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "analytics sink unreachable");
-                Outcome::Retry { after: None }
+                Outcome::Retry {
+                    after: None,
+                    why: if e.is_timeout() {
+                        "request timed out".into()
+                    } else {
+                        format!("unreachable: {e}")
+                    },
+                }
             }
         }
     }
@@ -213,7 +249,10 @@ impl Sink for FileSink {
             Ok(()) => Outcome::Delivered,
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot write analytics file");
-                Outcome::Retry { after: None }
+                Outcome::Retry {
+                    after: None,
+                    why: format!("{}: {e}", self.path.display()),
+                }
             }
         }
     }
@@ -233,7 +272,13 @@ mod tests {
             assert_eq!(classify(s, None), Outcome::Rejected { status: s }, "{s}");
         }
         let after = Some(Duration::from_secs(7));
-        assert_eq!(classify(429, after), Outcome::Retry { after });
+        assert_eq!(
+            classify(429, after),
+            Outcome::Retry {
+                after,
+                why: "HTTP 429".into()
+            }
+        );
     }
 
     #[test]
@@ -294,6 +339,7 @@ mod tests {
             &format!("http://{addr}/"),
             "wk_secret",
             Duration::from_secs(5),
+            false,
         )
         .unwrap();
         assert!(
@@ -304,7 +350,8 @@ mod tests {
         assert_eq!(
             sink.send(&batch).await,
             Outcome::Retry {
-                after: Some(Duration::from_secs(3))
+                after: Some(Duration::from_secs(3)),
+                why: "HTTP 429".into()
             }
         );
         assert_eq!(sink.send(&batch).await, Outcome::Delivered);

@@ -2,7 +2,7 @@
 //! operation updates (and decodes them on replay); later consumers (health, analytics, watchers)
 //! derive their events from the same values.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use super::{
     CreationPolicy, GameSession, GameSessionId, GameSessionStatus, IdempotencyKey, PlayerSession,
@@ -126,6 +126,23 @@ pub enum Change {
         id: PlayerSessionId,
         game_session_id: GameSessionId,
         message: Arc<str>,
+        at: Timestamp,
+    },
+    /// The analytics dispatcher's cursor: every record up to `through` was delivered to the
+    /// sink (or dropped and counted); after a restart it resumes after it.
+    AnalyticsDelivered {
+        through: Lsn,
+        sink: Arc<str>,
+        at: Timestamp,
+    },
+    /// An analytics batch covering records `first..=last` failed and is retried after `delay`
+    /// (an audit record: replay changes nothing).
+    AnalyticsRetry {
+        first: Lsn,
+        last: Lsn,
+        sink: Arc<str>,
+        delay: Duration,
+        error: Arc<str>,
         at: Timestamp,
     },
 }

@@ -158,6 +158,10 @@ struct Inner {
     snapshot_every_records: AtomicU64,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// A consumer (the analytics dispatcher) still needs the records from this LSN on:
+    /// snapshots keep their segments, up to `hold_max_bytes` (`u64::MAX`: nobody holds any).
+    hold_from: AtomicU64,
+    hold_max_bytes: AtomicU64,
 }
 
 /// Handle to the journal; cheap to clone.
@@ -184,6 +188,8 @@ impl Journal {
             snapshot_every_records: AtomicU64::new(u64::MAX),
             writer: Mutex::new(None),
             metrics: std::sync::OnceLock::new(),
+            hold_from: AtomicU64::new(u64::MAX),
+            hold_max_bytes: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -329,6 +335,20 @@ impl Journal {
     /// Resolves when enough has been appended since the last snapshot.
     pub async fn snapshot_due(&self) {
         self.0.snapshot_due.notified().await
+    }
+
+    /// Keeps the segments holding records from `lsn` on when snapshots prune, as long as they
+    /// total at most `max_bytes` beyond what recovery needs (older ones are deleted then; the
+    /// consumer sees a [`reader::ReadError::Gap`]). Moving `lsn` forward releases segments.
+    pub fn hold_segments_from(&self, lsn: Lsn, max_bytes: u64) {
+        self.0.hold_max_bytes.store(max_bytes, Ordering::SeqCst);
+        self.0.hold_from.store(lsn, Ordering::SeqCst);
+    }
+
+    /// The hold of [`Journal::hold_segments_from`]: (first LSN, byte bound), if any.
+    pub fn segment_hold(&self) -> Option<(Lsn, u64)> {
+        let from = self.0.hold_from.load(Ordering::SeqCst);
+        (from != u64::MAX).then(|| (from, self.0.hold_max_bytes.load(Ordering::SeqCst)))
     }
 
     /// Asks the snapshotter for a snapshot now.

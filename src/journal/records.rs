@@ -12,6 +12,8 @@
 //! | player session completed | CALLBACK | CANCEL | the reason, e.g. `removed` |
 //! | error reported for a player session | CALLBACK | RETRY (`PlayerSessionError`) | `player_session` |
 //! | idempotency key used | STEP | SUCCEED | `idempotency_key` |
+//! | analytics delivered through an LSN (the dispatcher's cursor) | STEP | SUCCEED | `analytics_delivery` |
+//! | analytics batch failed, retried after a delay | STEP | RETRY (`AnalyticsSinkError`) | `analytics_delivery` |
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,10 +24,10 @@ use crate::{
         PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
     },
     proto::{
-        operation_payload::Payload, CallbackOptions, EndPayload, ErrorObject,
-        GameSessionDefinition, GameSessionUpdatePayload, IdempotencyPayload, OperationAction,
-        OperationPayload, OperationRecord, OperationType, PlayerSessionCreationPolicy,
-        ReservationPayload,
+        operation_payload::Payload, AnalyticsDeliveryPayload, CallbackOptions, EndPayload,
+        ErrorObject, GameSessionDefinition, GameSessionUpdatePayload, IdempotencyPayload,
+        OperationAction, OperationPayload, OperationRecord, OperationType,
+        PlayerSessionCreationPolicy, ReservationPayload, StepOptions,
     },
     wire::{from_timestamp, timestamp},
 };
@@ -34,10 +36,14 @@ pub const SUB_GAME_SESSION: &str = "game_session";
 pub const SUB_UPDATE: &str = "update_game_session";
 pub const SUB_PLAYER_SESSION: &str = "player_session";
 pub const SUB_IDEMPOTENCY: &str = "idempotency_key";
+pub const SUB_ANALYTICS: &str = "analytics_delivery";
+/// The operation id of every analytics delivery record.
+pub const ANALYTICS_OPERATION: &str = "analytics-delivery";
 pub const ERR_CRASHED: &str = "GameSessionCrashed";
 pub const ERR_HEARTBEAT: &str = "HeartbeatTimeout";
 pub const ERR_TIMEOUT: &str = "CallbackTimeout";
 pub const ERR_PLAYER: &str = "PlayerSessionError";
+pub const ERR_ANALYTICS: &str = "AnalyticsSinkError";
 
 fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
@@ -249,7 +255,53 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             });
             r
         }
+        Change::AnalyticsDelivered { through, sink, at } => {
+            let mut r = analytics(lsn, A::Succeed, *at);
+            r.result = payload(Payload::AnalyticsDelivery(AnalyticsDeliveryPayload {
+                delivered_through_lsn: *through,
+                sink: sink.to_string(),
+                ..Default::default()
+            }));
+            r
+        }
+        Change::AnalyticsRetry {
+            first,
+            last,
+            sink,
+            delay,
+            error,
+            at,
+        } => {
+            let mut r = analytics(lsn, A::Retry, *at);
+            r.result = payload(Payload::AnalyticsDelivery(AnalyticsDeliveryPayload {
+                batch_first_lsn: *first,
+                batch_last_lsn: *last,
+                sink: sink.to_string(),
+                ..Default::default()
+            }));
+            r.step_options = Some(StepOptions {
+                next_attempt_delay_seconds: u32::try_from(delay.as_secs_f64().ceil() as u64)
+                    .unwrap_or(u32::MAX),
+            });
+            r.error = Some(ErrorObject {
+                error_type: ERR_ANALYTICS.into(),
+                error_message: error.to_string(),
+            });
+            r
+        }
     }
+}
+
+/// An update of the analytics delivery (a STEP of its own operation).
+fn analytics(lsn: Lsn, action: OperationAction, at: Timestamp) -> OperationRecord {
+    base(
+        lsn,
+        ANALYTICS_OPERATION.to_string(),
+        OperationType::Step,
+        action,
+        SUB_ANALYTICS,
+        at,
+    )
 }
 
 /// A later update of a player session (a CALLBACK child of its game session).
@@ -342,6 +394,35 @@ pub fn decode(
                     .map(|s| psid(s))
                     .collect::<Result<_, _>>()?,
                 at,
+            }
+        }
+        (T::Step, A::Succeed | A::Retry) if r.sub_type == SUB_ANALYTICS => {
+            let Some(Payload::AnalyticsDelivery(d)) = data else {
+                return Err(err("missing analytics delivery payload"));
+            };
+            if action == A::Succeed {
+                Change::AnalyticsDelivered {
+                    through: d.delivered_through_lsn,
+                    sink: d.sink.as_str().into(),
+                    at,
+                }
+            } else {
+                Change::AnalyticsRetry {
+                    first: d.batch_first_lsn,
+                    last: d.batch_last_lsn,
+                    sink: d.sink.as_str().into(),
+                    delay: Duration::from_secs(u64::from(
+                        r.step_options
+                            .as_ref()
+                            .map_or(0, |o| o.next_attempt_delay_seconds),
+                    )),
+                    error: r
+                        .error
+                        .as_ref()
+                        .map_or("", |e| e.error_message.as_str())
+                        .into(),
+                    at,
+                }
             }
         }
         (T::Context, A::Succeed | A::Fail) => {

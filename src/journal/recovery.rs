@@ -166,6 +166,13 @@ fn read_and_route(
     let mut batches: Vec<Batch> = vec![Vec::new(); workers.len()];
     for (index, (first_lsn, path)) in segments.iter().enumerate() {
         let is_last = index + 1 == count;
+        if let Some((next_first, _)) = segments.get(index + 1) {
+            if *next_first <= replay_from {
+                // Covered by the snapshot (kept only for a consumer such as analytics).
+                last_lsn = Some(next_first - 1);
+                continue;
+            }
+        }
         let buf = fs::read(path).map_err(io_err(path))?;
         let mut offset = 0usize;
         let problem = loop {

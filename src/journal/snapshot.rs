@@ -158,6 +158,8 @@ pub fn take(store: &Store, journal: &Journal, dir: &Path) -> Result<SnapshotStat
             format_version: FORMAT_VERSION,
             replay_from_lsn: replay_from,
             created_micros: store.clock().now().as_micros(),
+            // Read after `replay_from`: a cursor journaled before it was noted before that.
+            analytics_next_lsn: store.analytics_resume_lsn().unwrap_or(0),
         }),
     )?;
     for id in store.game_session_ids() {
@@ -200,7 +202,7 @@ pub fn take(store: &Store, journal: &Journal, dir: &Path) -> Result<SnapshotStat
     let path = segment::snapshot_path(dir, replay_from);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     segment::sync_dir(dir).map_err(io_err(dir))?;
-    prune(dir, replay_from)?;
+    prune(dir, replay_from, journal.segment_hold())?;
     tracing::info!(
         path = %path.display(),
         game_sessions = stats.game_sessions,
@@ -212,8 +214,13 @@ pub fn take(store: &Store, journal: &Journal, dir: &Path) -> Result<SnapshotStat
     Ok(stats)
 }
 
-/// Deletes older snapshots and the segments whose records all precede `replay_from`.
-fn prune(dir: &Path, replay_from: u64) -> Result<(), JournalError> {
+/// Deletes older snapshots and the segments whose records all precede `replay_from`, except
+/// those a consumer holds (`hold`: from which LSN, at most how many bytes of them).
+pub(crate) fn prune(
+    dir: &Path,
+    replay_from: u64,
+    hold: Option<(u64, u64)>,
+) -> Result<(), JournalError> {
     for (lsn, path) in segment::list(dir, segment::SNAPSHOT_PREFIX, segment::SNAPSHOT_SUFFIX)
         .map_err(io_err(dir))?
     {
@@ -223,11 +230,37 @@ fn prune(dir: &Path, replay_from: u64) -> Result<(), JournalError> {
     }
     let segments = segment::list(dir, segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX)
         .map_err(io_err(dir))?;
-    for pair in segments.windows(2) {
-        let (_, path) = &pair[0];
-        let (next_first, _) = pair[1];
-        if next_first <= replay_from {
-            fs::remove_file(path).map_err(io_err(path))?;
+    // Segments recovery no longer needs, oldest first; the held ones among them are kept
+    // while they fit in the bound (the newest are kept first).
+    let covered: Vec<(u64, &PathBuf)> = segments
+        .windows(2)
+        .filter(|pair| pair[1].0 <= replay_from)
+        .map(|pair| (pair[1].0, &pair[0].1))
+        .collect();
+    let mut held_bytes = 0u64;
+    let mut keep = vec![false; covered.len()];
+    if let Some((from, max_bytes)) = hold {
+        for (i, (next_first, path)) in covered.iter().enumerate().rev() {
+            if *next_first <= from {
+                break;
+            }
+            let len = fs::metadata(path).map_or(0, |m| m.len());
+            if held_bytes + len > max_bytes {
+                tracing::error!(
+                    path = %path.display(),
+                    held_bytes,
+                    max_bytes,
+                    "analytics backlog over --analytics-max-backlog: deleting the oldest undelivered journal segments (their events are lost, counted as dropped_backlog)"
+                );
+                break;
+            }
+            held_bytes += len;
+            keep[i] = true;
+        }
+    }
+    for ((_, path), keep) in covered.iter().zip(keep) {
+        if !keep {
+            fs::remove_file(path).map_err(io_err(*path))?;
         }
     }
     segment::sync_dir(dir).map_err(io_err(dir))
@@ -338,6 +371,9 @@ fn read_items(
                     ));
                 }
                 stats.replay_from = h.replay_from_lsn;
+                if h.analytics_next_lsn > 0 {
+                    store.note_analytics_delivered(h.analytics_next_lsn - 1);
+                }
                 header_seen = true;
             }
             _ if !header_seen => return Err(bad(path, "no header")),

@@ -213,6 +213,9 @@ pub struct Store {
     timers: Timers,
     health: crate::health::HealthHub,
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The analytics dispatcher's cursor (journaled, in snapshots): the next LSN to deliver,
+    /// 0 if it never ran.
+    analytics_next: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -231,6 +234,7 @@ impl Store {
             timers: Timers::default(),
             health,
             metrics: std::sync::OnceLock::new(),
+            analytics_next: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -279,6 +283,23 @@ impl Store {
     /// Attaches the daemon's metrics (sweeper lag and expiries are recorded here).
     pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
+    }
+
+    /// Where the analytics dispatcher resumes: the LSN after the last one it delivered, or
+    /// `None` if it never ran on this journal.
+    pub fn analytics_resume_lsn(&self) -> Option<crate::domain::Lsn> {
+        let next = self
+            .analytics_next
+            .load(std::sync::atomic::Ordering::SeqCst);
+        (next > 0).then_some(next)
+    }
+
+    /// Moves the analytics cursor forward: every record up to `through` was delivered (never
+    /// moves back). The dispatcher calls it before journaling the cursor, replay and snapshot
+    /// loading after.
+    pub fn note_analytics_delivered(&self, through: crate::domain::Lsn) {
+        self.analytics_next
+            .fetch_max(through + 1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Number of retained game sessions and player sessions.

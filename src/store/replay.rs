@@ -142,6 +142,8 @@ impl Store {
                     ps.record_error(lsn, *at, message.clone());
                 }
             }
+            Change::AnalyticsDelivered { through, .. } => self.note_analytics_delivered(*through),
+            Change::AnalyticsRetry { .. } => {}
         }
     }
 

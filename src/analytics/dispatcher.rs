@@ -1,0 +1,588 @@
+//! The analytics dispatcher: events are derived from the journal, not kept in a side queue.
+//!
+//! One task reads the committed (durable) records after its cursor, turns each lifecycle
+//! transition into a track message ([`super::events`]), batches them ([`super::batcher`]) and
+//! hands full batches to delivery tasks (at most `max_in_flight` at once). A delivery retries
+//! what may succeed later (network errors, timeouts, 408, 429, 5xx but 501/505) with full-jitter
+//! backoff and Retry-After behind one shared "rate-limited until", journaling each failed
+//! attempt as a STEP RETRY; a batch the sink refuses as malformed or too large (400, 413) is
+//! split until the refused messages stand alone and are dropped (counted); 401/403 drop the
+//! batch (counted, logged: the write key is wrong).
+//!
+//! Once every batch up to a record was acknowledged (delivered or dropped), the cursor moves
+//! past it: first in the store (so a snapshot carries it), then as a STEP SUCCEED record in the
+//! journal. After a crash the dispatcher resumes after the last journaled cursor: delivery is
+//! at least once, and a resent event carries the same messageId, so Segment drops the duplicate.
+//! The journal keeps the segments the cursor still needs, up to `--analytics-max-backlog`.
+//!
+//! Nothing here runs on the RPC path: RPCs only append to the journal, as they always do.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use tokio::{task::JoinSet, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    batcher::{self, Batcher},
+    events::{self, GameContext, PlayerContext},
+    sink::{backoff, Outcome, Sink},
+    AnalyticsConfig,
+};
+use crate::{
+    domain::{Change, GameSessionId, Lsn, PlayerSessionId, Timestamp},
+    journal::{
+        reader::{JournalReader, ReadError},
+        records, Journal,
+    },
+    metrics::{Metrics, OutcomeLabels, ResultLabels},
+    proto::OperationRecord,
+    store::Store,
+};
+
+/// Records read from the journal at a time (at most).
+const READ_CHUNK: usize = 1024;
+
+/// Decides where delivery starts and makes the journal keep what it needs: after the last
+/// journaled cursor, or (analytics never ran on this journal) after everything already
+/// journaled, which is then recorded as the cursor so a crash before the first delivery does
+/// not move the start. Call before snapshots can prune.
+pub fn prepare(store: &Store, config: &AnalyticsConfig, sink: &str) -> Lsn {
+    let journal = store.journal();
+    let start = match store.analytics_resume_lsn() {
+        Some(next) => next,
+        None => {
+            let through = journal.last_lsn();
+            checkpoint(store, through, sink);
+            through + 1
+        }
+    };
+    journal.hold_segments_from(start, config.max_backlog);
+    start
+}
+
+/// Journals the cursor: every record up to `through` is delivered (or dropped and counted).
+fn checkpoint(store: &Store, through: Lsn, sink: &str) {
+    store.note_analytics_delivered(through);
+    // Not waited for: a cursor lost in a crash only resends events (same messageIds).
+    let _ = store.journal().append(&[Change::AnalyticsDelivered {
+        through,
+        sink: sink.into(),
+        at: store.clock().now(),
+    }]);
+}
+
+/// A batch and the journal records it accounts for.
+struct Batch {
+    seq: u64,
+    messages: Vec<String>,
+    first: Lsn,
+    last: Lsn,
+    /// When its oldest event happened.
+    oldest: Timestamp,
+}
+
+/// What every delivery task shares.
+struct Shared {
+    sink: Arc<dyn Sink>,
+    sink_name: &'static str,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    /// No request starts before this instant (a 429 or Retry-After pauses every batch).
+    limited_until: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn events(&self, outcome: &'static str, n: usize) {
+        self.metrics
+            .analytics_events
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(n as u64);
+    }
+
+    fn batch(&self, result: &'static str) {
+        self.metrics
+            .analytics_batches
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    async fn wait_rate_limit(&self) {
+        loop {
+            let until = *self.limited_until.lock();
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn limit_until(&self, t: Instant) {
+        let mut until = self.limited_until.lock();
+        if until.is_none_or(|u| u < t) {
+            *until = Some(t);
+        }
+    }
+}
+
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+/// Delivers one batch: retries until the sink acknowledges or refuses each part. Returns the
+/// batch's sequence number once every message is accounted for.
+async fn deliver(shared: Arc<Shared>, batch: Batch) -> u64 {
+    let mut parts = vec![batch.messages];
+    while let Some(part) = parts.pop() {
+        let bytes: usize = part.iter().map(String::len).sum();
+        let body_bytes = batcher::body_len(part.len(), bytes);
+        let mut attempt = 0u32;
+        loop {
+            shared.wait_rate_limit().await;
+            shared
+                .metrics
+                .analytics_batch_bytes
+                .observe(body_bytes as f64);
+            match shared.sink.send(&part).await {
+                Outcome::Delivered => {
+                    shared.batch("delivered");
+                    shared.events("sent", part.len());
+                    break;
+                }
+                Outcome::Retry { after, why } => {
+                    shared.batch("retried");
+                    shared.metrics.analytics_retries.inc();
+                    let delay = backoff(attempt, after, random_unit());
+                    if after.is_some() || why == "HTTP 429" {
+                        shared.limit_until(Instant::now() + delay);
+                    }
+                    tracing::warn!(
+                        sink = shared.sink_name,
+                        attempt = attempt + 1,
+                        delay_ms = delay.as_millis() as u64,
+                        messages = part.len(),
+                        first_lsn = batch.first,
+                        last_lsn = batch.last,
+                        reason = %why,
+                        "analytics batch not delivered; retrying"
+                    );
+                    let _ = shared.store.journal().append(&[Change::AnalyticsRetry {
+                        first: batch.first,
+                        last: batch.last,
+                        sink: shared.sink_name.into(),
+                        delay,
+                        error: why.as_str().into(),
+                        at: shared.store.clock().now(),
+                    }]);
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+                Outcome::Rejected { status } => {
+                    shared.batch("rejected");
+                    if matches!(status, 400 | 413) && part.len() > 1 {
+                        // One bad message must not take the others with it: split.
+                        let mut first = part;
+                        let second = first.split_off(first.len() / 2);
+                        parts.push(second);
+                        parts.push(first);
+                    } else {
+                        shared.events("dropped_rejected", part.len());
+                        tracing::error!(
+                            sink = shared.sink_name,
+                            status,
+                            messages = part.len(),
+                            first_lsn = batch.first,
+                            last_lsn = batch.last,
+                            "analytics sink refused events; dropped (counted in session_broker_analytics_events_total{{outcome=\"dropped_rejected\"}})"
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    batch.seq
+}
+
+/// The batch being filled and the records it accounts for.
+struct Filling {
+    batcher: Batcher,
+    /// First record the next batch accounts for.
+    first: Lsn,
+    /// Last record read.
+    covered: Lsn,
+    oldest: Option<Timestamp>,
+    /// When its first message arrived (the flush interval runs from then).
+    since: Option<Instant>,
+}
+
+struct Dispatcher {
+    config: AnalyticsConfig,
+    shared: Arc<Shared>,
+    reader: Option<JournalReader>,
+    reader_dir: PathBuf,
+    /// After a read error, reading pauses until then.
+    read_error_until: Option<Instant>,
+    filling: Filling,
+    ready: VecDeque<Batch>,
+    in_flight: JoinSet<u64>,
+    /// Oldest event and last record of each batch not yet acknowledged, by sequence number.
+    unacked: BTreeMap<u64, (Timestamp, Lsn, bool)>,
+    next_seq: u64,
+}
+
+impl Dispatcher {
+    fn journal(&self) -> &Journal {
+        self.shared.store.journal()
+    }
+
+    /// Turns one committed record into a message of the batch being filled.
+    fn consume(&mut self, record: OperationRecord) {
+        let lsn = record.lsn;
+        let store = &self.shared.store;
+        let change = match records::decode(&record, |g| store.game_info(g)) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                self.filling.covered = lsn;
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "analytics: undecodable journal record skipped");
+                self.filling.covered = lsn;
+                return;
+            }
+        };
+        let game = |id: &str| {
+            let id = GameSessionId::parse("game_session_id", id).ok()?;
+            let g = store.get_game_session(&id).ok()?;
+            Some(GameContext {
+                fleet_id: g.fleet_id().clone(),
+                release: g.release.to_string(),
+                environment: g.environment.to_string(),
+                creation_time: g.creation_time,
+            })
+        };
+        let player = |id: &str| {
+            let id = PlayerSessionId::parse("player_session_id", id).ok()?;
+            let p = store.get_player_session(id).ok()?;
+            Some(PlayerContext {
+                player_id: p.player_id.clone(),
+                creation_time: p.creation_time,
+            })
+        };
+        let lifecycle = events::is_lifecycle(&change);
+        let Some(message) = events::event(&change, lsn, game, player) else {
+            if lifecycle {
+                // Its game or player session is no longer retained (older than the retention).
+                self.shared.events("dropped_backlog", 1);
+                tracing::warn!(
+                    lsn,
+                    "analytics: event of a session no longer retained dropped"
+                );
+            }
+            self.filling.covered = lsn;
+            return;
+        };
+        let at = events::timestamp_of(&change);
+        let text = message.to_string();
+        match self.filling.batcher.push(text) {
+            Err(too_large) => {
+                self.shared.events("dropped_too_large", 1);
+                tracing::error!(
+                    lsn,
+                    event = message["event"].as_str().unwrap_or_default(),
+                    bytes = too_large.bytes,
+                    limit = too_large.limit,
+                    "analytics event larger than Segment's per-message limit dropped"
+                );
+            }
+            Ok(Some(full)) => {
+                let batch = self.make_batch(full, lsn - 1);
+                self.ready.push_back(batch);
+                self.filling.first = lsn;
+                self.filling.oldest = Some(at);
+                self.filling.since = Some(Instant::now());
+            }
+            Ok(None) => {
+                if self.filling.oldest.is_none() {
+                    self.filling.oldest = Some(at);
+                    self.filling.since = Some(Instant::now());
+                }
+            }
+        }
+        self.filling.covered = lsn;
+    }
+
+    fn make_batch(&mut self, messages: Vec<String>, last: Lsn) -> Batch {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Batch {
+            seq,
+            messages,
+            first: self.filling.first,
+            last,
+            oldest: self
+                .filling
+                .oldest
+                .unwrap_or_else(|| self.shared.store.clock().now()),
+        }
+    }
+
+    /// Moves the batch being filled to the ready queue.
+    fn seal(&mut self) {
+        if let Some(messages) = self.filling.batcher.take() {
+            let batch = self.make_batch(messages, self.filling.covered);
+            self.ready.push_back(batch);
+            self.filling.first = self.filling.covered + 1;
+            self.filling.oldest = None;
+            self.filling.since = None;
+        }
+    }
+
+    /// Starts deliveries while there is room.
+    fn dispatch(&mut self) {
+        while self.in_flight.len() < self.config.max_in_flight {
+            let Some(batch) = self.ready.pop_front() else {
+                return;
+            };
+            self.unacked
+                .insert(batch.seq, (batch.oldest, batch.last, false));
+            self.in_flight.spawn(deliver(self.shared.clone(), batch));
+        }
+    }
+
+    /// A delivery finished: the cursor moves over every acknowledged batch in order.
+    fn acknowledge(&mut self, seq: u64) {
+        if let Some(entry) = self.unacked.get_mut(&seq) {
+            entry.2 = true;
+        }
+        let mut through = None;
+        while let Some(entry) = self.unacked.first_entry() {
+            if !entry.get().2 {
+                break;
+            }
+            through = Some(entry.remove().1);
+        }
+        if let Some(through) = through {
+            checkpoint(&self.shared.store, through, self.shared.sink_name);
+            self.journal()
+                .hold_segments_from(through + 1, self.config.max_backlog);
+        }
+    }
+
+    /// Reads the next committed records (on a blocking thread: it is file I/O).
+    async fn read(&mut self, durable: Lsn) {
+        let want = READ_CHUNK.min(
+            self.config
+                .batch_size
+                .saturating_sub(self.filling.batcher.len())
+                .max(1),
+        );
+        let Some(mut reader) = self.reader.take() else {
+            return;
+        };
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = reader.read(durable, want);
+            (reader, result)
+        })
+        .await;
+        let (reader, result) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "analytics journal reader failed; reopening it");
+                self.reader = Some(JournalReader::new(
+                    self.reader_dir.clone(),
+                    self.filling.covered + 1,
+                ));
+                return;
+            }
+        };
+        self.reader = Some(reader);
+        match result {
+            Ok(records) => {
+                for r in records {
+                    self.consume(r);
+                }
+            }
+            Err(ReadError::Gap { from, to }) => {
+                let lost = to - from;
+                self.shared.events("dropped_backlog", lost as usize);
+                tracing::error!(
+                    from_lsn = from,
+                    to_lsn = to,
+                    records = lost,
+                    "analytics backlog exceeded --analytics-max-backlog: journal records deleted before their events were delivered (counted as dropped_backlog)"
+                );
+                if let Some(r) = self.reader.as_mut() {
+                    r.skip_to(to);
+                }
+                self.filling.covered = to - 1;
+                if self.filling.batcher.is_empty() {
+                    self.filling.first = to;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "analytics cannot read the journal; retrying in 5 s");
+                self.read_error_until = Some(Instant::now() + Duration::from_secs(5));
+            }
+        }
+    }
+
+    fn has_unread(&self, durable: Lsn) -> bool {
+        self.reader
+            .as_ref()
+            .is_some_and(|r| r.next_lsn() <= durable)
+            && self.read_error_until.is_none_or(|t| t <= Instant::now())
+    }
+
+    fn can_read(&self, durable: Lsn) -> bool {
+        self.has_unread(durable)
+            && self.in_flight.len() < self.config.max_in_flight
+            && self.ready.is_empty()
+            && self.filling.batcher.len() < self.config.batch_size
+    }
+
+    /// Age of the oldest event not yet delivered.
+    fn update_lag(&self) {
+        let now = self.shared.store.clock().now();
+        let oldest = self
+            .unacked
+            .values()
+            .map(|(t, _, _)| *t)
+            .chain(self.ready.iter().map(|b| b.oldest))
+            .chain(self.filling.oldest)
+            .min();
+        self.shared
+            .metrics
+            .analytics_lag
+            .set(oldest.map_or(0.0, |t| now.duration_since(t).as_secs_f64()));
+    }
+
+    async fn run(&mut self, shutdown: &CancellationToken) {
+        let mut durable_rx = self.journal().subscribe_durable();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let durable = self.journal().durable_lsn();
+            if self.can_read(durable) {
+                self.read(durable).await;
+            }
+            if self.filling.batcher.len() >= self.config.batch_size {
+                self.seal();
+            }
+            self.dispatch();
+            if self.can_read(self.journal().durable_lsn()) && !shutdown.is_cancelled() {
+                continue;
+            }
+            let flush_at = self.filling.since.map(|s| s + self.config.flush_interval);
+            let retry_read_at = self.read_error_until;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    match done {
+                        Ok(seq) => self.acknowledge(seq),
+                        Err(e) => panic!("analytics delivery task failed: {e}"),
+                    }
+                }
+                _ = async { tokio::time::sleep_until(flush_at.expect("guarded")).await }, if flush_at.is_some() => {
+                    self.seal();
+                }
+                _ = async { tokio::time::sleep_until(retry_read_at.expect("guarded")).await }, if retry_read_at.is_some() => {
+                    self.read_error_until = None;
+                }
+                _ = durable_rx.changed() => {}
+                _ = tick.tick() => self.update_lag(),
+            }
+        }
+    }
+
+    /// At shutdown: delivers what is committed, within the shutdown timeout; what is left stays
+    /// in the journal for the next start.
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        let target = self.journal().durable_lsn();
+        loop {
+            if self.can_read(target) {
+                self.read(target).await;
+            }
+            if !self.has_unread(target) || self.filling.batcher.len() >= self.config.batch_size {
+                self.seal();
+            }
+            self.dispatch();
+            if self.can_read(target) {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            }
+            if self.in_flight.is_empty() {
+                if self.ready.is_empty() && !self.has_unread(target) {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                Some(done) = self.in_flight.join_next() => {
+                    if let Ok(seq) = done {
+                        self.acknowledge(seq);
+                    }
+                }
+            }
+        }
+        let undelivered = self.in_flight.len() + self.ready.len();
+        self.in_flight.abort_all();
+        if undelivered > 0 || !self.filling.batcher.is_empty() {
+            tracing::warn!(
+                batches = undelivered,
+                "analytics: undelivered events stay in the journal for the next start"
+            );
+        }
+        self.update_lag();
+    }
+}
+
+/// Runs the dispatcher from `start` (see [`prepare`]) until shutdown, then flushes what it can
+/// within the shutdown timeout.
+pub async fn run(
+    config: AnalyticsConfig,
+    sink: Arc<dyn Sink>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    dir: PathBuf,
+    start: Lsn,
+    shutdown: CancellationToken,
+) {
+    let shared = Arc::new(Shared {
+        sink_name: sink.name(),
+        sink,
+        metrics,
+        store,
+        limited_until: Mutex::new(None),
+    });
+    let mut d = Dispatcher {
+        filling: Filling {
+            batcher: Batcher::new(config.limits),
+            first: start,
+            covered: start - 1,
+            oldest: None,
+            since: None,
+        },
+        config,
+        shared,
+        reader: Some(JournalReader::new(dir.clone(), start)),
+        reader_dir: dir,
+        read_error_until: None,
+        ready: VecDeque::new(),
+        in_flight: JoinSet::new(),
+        unacked: BTreeMap::new(),
+        next_seq: 0,
+    };
+    d.run(&shutdown).await;
+    d.drain().await;
+}
