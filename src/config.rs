@@ -509,6 +509,15 @@ fn analytics_config(
     a: &ServeArgs,
 ) -> Result<Option<crate::analytics::AnalyticsConfig>, ConfigError> {
     use crate::analytics::{AnalyticsConfig, SinkConfig, SinkKind};
+    if !(1..=2500).contains(&a.analytics_batch_size) {
+        return Err(bad("analytics_batch_size", "must be between 1 and 2500"));
+    }
+    if a.analytics_flush_interval < Duration::from_millis(10) {
+        return Err(bad("analytics_flush_interval", "must be at least 10ms"));
+    }
+    if !(1..=64).contains(&a.analytics_max_in_flight) {
+        return Err(bad("analytics_max_in_flight", "must be between 1 and 64"));
+    }
     let sink = match a.analytics_sink {
         SinkKind::None => return Ok(None),
         SinkKind::Segment => {
@@ -553,15 +562,6 @@ fn analytics_config(
             max_bytes: a.analytics_file_max_bytes.max(1),
         },
     };
-    if !(1..=2500).contains(&a.analytics_batch_size) {
-        return Err(bad("analytics_batch_size", "must be between 1 and 2500"));
-    }
-    if a.analytics_flush_interval < Duration::from_millis(10) {
-        return Err(bad("analytics_flush_interval", "must be at least 10ms"));
-    }
-    if !(1..=64).contains(&a.analytics_max_in_flight) {
-        return Err(bad("analytics_max_in_flight", "must be between 1 and 64"));
-    }
     let mut c = AnalyticsConfig::new(sink);
     c.batch_size = a.analytics_batch_size;
     c.flush_interval = a.analytics_flush_interval;

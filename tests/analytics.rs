@@ -715,3 +715,108 @@ async fn events_undelivered_at_a_kill_9_are_delivered_after_the_restart() {
     );
     assert!(fake.with(|s| s.violations.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_over_the_bound_is_dropped_and_counted_then_delivery_goes_on() {
+    let (fake, addr) = fake_segment().await;
+    fake.with(|s| s.down = true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = analytics(addr, false);
+    cfg.max_backlog = 8192;
+    cfg.max_in_flight = 1;
+    cfg.batch_size = 10;
+    let jdir = dir.path().to_path_buf();
+    let mut d = TestDaemon::start_with(move |c| {
+        let mut jc = JournalConfig::new(jdir);
+        jc.segment_bytes = 4096;
+        jc.snapshot_every_records = 100;
+        c.journal = Some(jc);
+        c.analytics = Some(cfg);
+    })
+    .await;
+    d.register("match-b", 1000).await;
+    for i in 0..400 {
+        d.players
+            .create_player_session(CreatePlayerSessionRequest {
+                game_session_id: "match-b".into(),
+                player_id: format!("b{i}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // Snapshots ran meanwhile and deleted what exceeded 8 KiB of backlog.
+    fake.with(|s| s.down = false);
+    d.players
+        .create_player_session(CreatePlayerSessionRequest {
+            game_session_id: "match-b".into(),
+            player_id: "last".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("the newest event", Duration::from_secs(30), || {
+        fake.delivered_events("Player Session Reserved")
+            .iter()
+            .any(|m| m["userId"] == "last")
+    })
+    .await;
+    let text = d.daemon.metrics().render();
+    let dropped = metric(
+        &text,
+        r#"session_broker_analytics_events_total{outcome="dropped_backlog"}"#,
+    );
+    let sent = metric(
+        &text,
+        r#"session_broker_analytics_events_total{outcome="sent"}"#,
+    );
+    assert!(dropped > 0.0, "the loss is counted");
+    assert!(sent >= 2.0 && sent < 402.0, "sent {sent}");
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("journal-")
+        })
+        .count();
+    assert!(segments < 30, "disk use stays bounded: {segments} segments");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_sink_writes_one_json_line_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let mut cfg = AnalyticsConfig::new(SinkConfig::File {
+        path: path.clone(),
+        max_bytes: 1 << 20,
+    });
+    cfg.flush_interval = Duration::from_millis(50);
+    let mut d = start(&dir.path().join("data"), cfg).await;
+    d.register("match-f", 4).await;
+    d.players
+        .create_player_session(CreatePlayerSessionRequest {
+            game_session_id: "match-f".into(),
+            player_id: "erin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    eventually("two lines", Duration::from_secs(10), || {
+        std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() == 2)
+    })
+    .await;
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["event"], "Game Session Started");
+    assert_eq!(lines[0]["properties"]["labels"]["map"], "dust");
+    assert_eq!(lines[1]["event"], "Player Session Reserved");
+    assert_eq!(lines[1]["userId"], "erin");
+    d.stop().await;
+}

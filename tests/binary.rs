@@ -285,15 +285,24 @@ fn invalid_flags_exit_non_zero_with_a_reason() {
         vec!["--sentry-dsn", "https://sentry.example.com/1"],
         vec!["--sentry-mode", "sometimes"],
         vec!["--watch-buffer", "0"],
+        vec!["--analytics-batch-size", "0"],
+        vec!["--analytics-max-in-flight", "100"],
+        vec!["--segment-write-key", "k", "--analytics-sink", "segment", "--segment-endpoint", "ftp://x"],
+        vec!["--analytics-sink", "kafka"],
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(!err.trim().is_empty(), "{args:?}: a reason is printed");
         if args[0] != "--listen" && args[0] != "--reservation-timeout" {
-            let flag = args[0].trim_start_matches("--").replace('-', "_");
+            let named = if args[0] == "--segment-write-key" {
+                "--segment-endpoint"
+            } else {
+                args[0]
+            };
+            let flag = named.trim_start_matches("--").replace('-', "_");
             assert!(
-                err.contains(args[0]) || err.contains(&flag),
+                err.contains(named) || err.contains(&flag),
                 "{args:?}: the reason names the flag: {err}"
             );
         }

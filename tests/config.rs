@@ -183,3 +183,28 @@ async fn fleet_settings_apply_to_registrations() {
     assert_eq!(g.reservation_timeout_seconds, 60);
     d.stop().await;
 }
+
+#[test]
+fn the_segment_write_key_is_required_and_never_printed() {
+    let (ok, _, err) = print(&["--analytics-sink", "segment"], &[]);
+    assert!(!ok);
+    assert!(err.contains("--segment-write-key"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "wk_from_file\n").unwrap();
+    let (ok, out, err) = print(
+        &["--analytics-sink", "segment", "--segment-write-key-file", key_file.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("wk_from_file"));
+    assert_eq!(value(&out, "analytics_sink"), "\"segment\"");
+    let (ok, out, err) = print(
+        &["--analytics-sink", "segment"],
+        &[("SESSION_BROKER_SEGMENT_WRITE_KEY", "wk_secret_env")],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("wk_secret_env"), "the key is never printed:\n{out}");
+    assert_eq!(value(&out, "analytics_batch_size"), "250");
+    assert_eq!(value(&out, "analytics_flush_interval"), "\"1s\"");
+}

@@ -228,6 +228,8 @@ struct Dispatcher {
     reader_dir: PathBuf,
     /// After a read error, reading pauses until then.
     read_error_until: Option<Instant>,
+    /// When the last event read happened (a lower bound of the age of unread ones).
+    last_consumed_at: Option<Timestamp>,
     filling: Filling,
     ready: VecDeque<Batch>,
     in_flight: JoinSet<u64>,
@@ -289,6 +291,7 @@ impl Dispatcher {
             return;
         };
         let at = events::timestamp_of(&change);
+        self.last_consumed_at = Some(at);
         let text = message.to_string();
         match self.filling.batcher.push(text) {
             Err(too_large) => {
@@ -456,7 +459,15 @@ impl Dispatcher {
             .map(|(t, _, _)| *t)
             .chain(self.ready.iter().map(|b| b.oldest))
             .chain(self.filling.oldest)
-            .min();
+            .min()
+            .or_else(|| {
+                // Nothing read is pending; records not read yet are at least as old as
+                // the last event read.
+                let durable = self.journal().durable_lsn();
+                self.has_unread(durable)
+                    .then_some(self.last_consumed_at)
+                    .flatten()
+            });
         self.shared
             .metrics
             .analytics_lag
@@ -578,6 +589,7 @@ pub async fn run(
         reader: Some(JournalReader::new(dir.clone(), start)),
         reader_dir: dir,
         read_error_until: None,
+        last_consumed_at: None,
         ready: VecDeque::new(),
         in_flight: JoinSet::new(),
         unacked: BTreeMap::new(),

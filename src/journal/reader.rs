@@ -81,7 +81,17 @@ impl JournalReader {
                 break;
             }
             let before = out.len();
-            let exhausted = self.read_frames(durable, max, &mut out)?;
+            let exhausted = match self.read_frames(durable, max, &mut out) {
+                Err(ReadError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    // A snapshot deleted the segment under us: look again (-> Gap).
+                    self.segment = None;
+                    self.buf.clear();
+                    continue;
+                }
+                other => other?,
+            };
             if exhausted {
                 // The writer may have rotated: the next segment starts at `next`.
                 let newer = self

@@ -336,6 +336,100 @@ async fn snapshots_round_trip_and_bound_the_journal() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn analytics_cursor_round_trips_and_holds_segments_up_to_the_backlog_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = JournalConfig {
+        segment_bytes: 4096,
+        ..jconfig(dir.path())
+    };
+    let s = open(dir.path(), &jc).unwrap();
+    workload(&s).await;
+    let at = s.clock().now();
+    let changes = [
+        Change::AnalyticsRetry {
+            first: 3,
+            last: 9,
+            sink: "segment".into(),
+            delay: Duration::from_secs(2),
+            error: "HTTP 503".into(),
+            at,
+        },
+        Change::AnalyticsDelivered {
+            through: 9,
+            sink: "segment".into(),
+            at,
+        },
+    ];
+    let first = s.journal().append(&changes).unwrap();
+    s.note_analytics_delivered(9);
+    s.journal().wait_all_durable().await.unwrap();
+    let records = crate::journal::reader::read_all(dir.path(), first, first + 1).unwrap();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        let change = records::decode(r, |g| s.game_info(g)).unwrap().unwrap();
+        assert_eq!(&records::encode(&change, r.lsn), r);
+    }
+    assert_eq!(
+        records[0]
+            .step_options
+            .as_ref()
+            .unwrap()
+            .next_attempt_delay_seconds,
+        2
+    );
+    // The dispatcher still needs everything from LSN 10 on: snapshots keep those segments.
+    s.journal().hold_segments_from(10, u64::MAX);
+    for i in 0..60 {
+        let gs = format!("held-{i}");
+        s.register_game_session(registration(&gs, 8)).await.unwrap();
+        s.reserve(reservation(&gs, &["x", "y"])).await.unwrap();
+    }
+    let snap = |s: &Arc<Store>| {
+        let (s2, d2) = (s.clone(), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || snapshot::take(&s2, s2.journal(), &d2))
+    };
+    snap(&s).await.unwrap().unwrap();
+    let segments =
+        segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX).unwrap();
+    assert!(segments.len() > 3, "held segments kept: {segments:?}");
+    assert_eq!(
+        crate::journal::reader::read_all(dir.path(), 10, s.journal().durable_lsn())
+            .unwrap()
+            .first()
+            .map(|r| r.lsn),
+        Some(10),
+        "the held records are all still readable"
+    );
+    // A restart recovers from the snapshot (skipping the held segments) and the cursor.
+    let before = dump(&s);
+    s.journal().close();
+    drop(s);
+    let r = open(dir.path(), &jc).unwrap();
+    assert_eq!(dump(&r), before);
+    assert_eq!(r.analytics_resume_lsn(), Some(10));
+    // Over the bound: the oldest held segments go, the reader reports the gap.
+    r.journal().hold_segments_from(10, 8192);
+    r.register_game_session(registration("after", 2))
+        .await
+        .unwrap();
+    snap(&r).await.unwrap().unwrap();
+    let kept = segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX).unwrap();
+    assert!(kept.len() < segments.len(), "{kept:?}");
+    let held: u64 = kept[..kept.len() - 1]
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(held <= 8192, "held {held} bytes");
+    match crate::journal::reader::JournalReader::new(dir.path(), 10)
+        .read(r.journal().durable_lsn(), 10)
+    {
+        Err(crate::journal::reader::ReadError::Gap { from: 10, to }) => assert!(to > 10),
+        other => panic!("expected a gap, got {:?}", other.map(|v| v.len())),
+    }
+    r.journal().close();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_damaged_snapshot_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let jc = jconfig(dir.path());
