@@ -10,24 +10,19 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
 use session_broker::{
-    config::Config,
     domain::{Clock, FleetId, GameSessionId, PlayerId, RegisterGameSession},
     journal::{recovery, snapshot, Durability, Journal, JournalConfig},
-    proto::{
-        game_session_service_client::GameSessionServiceClient,
-        player_session_service_client::PlayerSessionServiceClient, CreatePlayerSessionRequest,
-        RegisterGameSessionRequest,
-    },
     store::{Reserve, Store, StoreConfig},
 };
-use tokio_util::sync::CancellationToken;
+
+mod common;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,83 +48,6 @@ fn registration(id: &str, max: u32) -> RegisterGameSession {
         reservation_timeout: Some(Duration::from_secs(86_400)),
         heartbeat_timeout: None,
     }
-}
-
-/// CreatePlayerSession over gRPC from `clients` concurrent callers for `secs`; returns calls/s.
-async fn rpc_throughput(journal: Option<JournalConfig>, clients: usize, secs: u64) -> f64 {
-    let mut config = Config::ephemeral();
-    config.journal = journal;
-    config.store.reservation_timeout = Duration::from_secs(86_400);
-    let shutdown = CancellationToken::new();
-    let daemon = session_broker::start(config, shutdown.clone())
-        .await
-        .unwrap();
-    let url = format!("http://{}", daemon.grpc_addr());
-    let channels: Vec<_> = futures_connect(&url, 4).await;
-    let mut games = GameSessionServiceClient::new(channels[0].clone());
-    for g in 0..256 {
-        games
-            .register_game_session(RegisterGameSessionRequest {
-                fleet_id: "bench".into(),
-                game_session_id: format!("g{g}"),
-                maximum_player_session_count: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let mut client = PlayerSessionServiceClient::new(channels[c % channels.len()].clone());
-        let (done, stop) = (done.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let game = format!("g{}", (c as u64 * 7 + i) % 256);
-                i += 1;
-                let r = client
-                    .create_player_session(CreatePlayerSessionRequest {
-                        game_session_id: game,
-                        player_id: format!("c{c}-{i}"),
-                        player_data: String::new(),
-                        idempotency_key: String::new(),
-                    })
-                    .await;
-                if r.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await; // warm-up
-    let start_count = done.load(Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let n = done.load(Ordering::Relaxed) - start_count;
-    let rate = n as f64 / started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    shutdown.cancel();
-    daemon.wait().await.unwrap();
-    rate
-}
-
-async fn futures_connect(url: &str, n: usize) -> Vec<tonic::transport::Channel> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(
-            tonic::transport::Channel::from_shared(url.to_string())
-                .unwrap()
-                .connect()
-                .await
-                .unwrap(),
-        );
-    }
-    out
 }
 
 fn open(dir: &std::path::Path, durability: Durability) -> (Arc<Store>, Duration) {
@@ -200,9 +118,9 @@ fn main() {
         println!("journal benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
 
         if run("rpc") {
-            let mem = rpc_throughput(None, 64, secs).await;
+            let mem = common::rpc_throughput(common::config(None), 64, secs).await;
             let dir = tempfile::tempdir().unwrap();
-            let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
+            let sync = common::rpc_throughput(common::config(Some(JournalConfig::new(dir.path()))), 64, secs).await;
             println!("rpc CreatePlayerSession, 64 clients: memory {mem:.0}/s, sync journal {sync:.0}/s, ratio {:.2}", sync / mem);
         }
         if run("rpc-sync") {
@@ -210,7 +128,7 @@ fn main() {
                 Ok(d) => tempfile::tempdir_in(d).unwrap(),
                 Err(_) => tempfile::tempdir().unwrap(),
             };
-            let sync = rpc_throughput(Some(JournalConfig::new(dir.path())), 64, secs).await;
+            let sync = common::rpc_throughput(common::config(Some(JournalConfig::new(dir.path()))), 64, secs).await;
             println!("rpc CreatePlayerSession, 64 clients, sync journal {sync:.0}/s");
         }
         if run("append") {

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     batcher::{self, Batcher},
-    events::{self, GameContext, PlayerContext},
+    events::{self, GameContext, PlayerContext, Written},
     sink::{backoff, Outcome, Sink},
     AnalyticsConfig,
 };
@@ -46,7 +46,10 @@ use crate::{
 };
 
 /// Records read from the journal at a time (at most).
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 2048;
+
+/// Game sessions whose event context is cached.
+const GAME_CACHE: usize = 65_536;
 
 /// Decides where delivery starts and makes the journal keep what it needs: after the last
 /// journaled cursor, or (analytics never ran on this journal) after everything already
@@ -209,33 +212,192 @@ async fn deliver(shared: Arc<Shared>, batch: Batch) -> u64 {
     batch.seq
 }
 
-/// The batch being filled and the records it accounts for.
-struct Filling {
+/// Turns committed records into sealed batches. It runs on a blocking thread (never on the
+/// runtime's workers), while the next records are read on another.
+struct Converter {
+    shared: Arc<Shared>,
+    batch_size: usize,
     batcher: Batcher,
-    /// First record the next batch accounts for.
+    /// First record the batch being filled accounts for.
     first: Lsn,
-    /// Last record read.
+    /// Last record consumed.
     covered: Lsn,
+    /// When the oldest event of the batch being filled happened.
     oldest: Option<Timestamp>,
     /// When its first message arrived (the flush interval runs from then).
     since: Option<Instant>,
+    /// When the last event consumed happened (a lower bound of the age of unread ones).
+    last_consumed_at: Option<Timestamp>,
+    /// Event context of recently seen game sessions.
+    games: std::collections::HashMap<Box<str>, Arc<GameContext>, ahash::RandomState>,
+    /// Bytes to reserve for the next message (the largest recent one).
+    message_capacity: usize,
+    next_seq: u64,
+    /// Batches sealed since the dispatcher last took them.
+    sealed: Vec<Batch>,
+}
+
+impl Converter {
+    fn new(shared: Arc<Shared>, config: &AnalyticsConfig, start: Lsn) -> Self {
+        Converter {
+            shared,
+            batch_size: config.batch_size,
+            batcher: Batcher::new(config.limits),
+            first: start,
+            covered: start - 1,
+            oldest: None,
+            since: None,
+            last_consumed_at: None,
+            games: Default::default(),
+            message_capacity: 512,
+            next_seq: 0,
+            sealed: Vec::new(),
+        }
+    }
+
+    fn convert(mut self, records: Vec<OperationRecord>) -> Self {
+        for r in records {
+            self.consume(r);
+        }
+        self
+    }
+
+    /// Turns one committed record into a message of the batch being filled.
+    fn consume(&mut self, record: OperationRecord) {
+        let lsn = record.lsn;
+        self.covered = lsn;
+        let store = &self.shared.store;
+        let change = match records::decode(&record, |g| store.game_info(g)) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "analytics: undecodable journal record skipped");
+                return;
+            }
+        };
+        if let Some(ctx) = events::started_context(&change) {
+            if self.games.len() >= GAME_CACHE {
+                self.games.clear();
+            }
+            self.games
+                .insert(record.operation_id.as_str().into(), Arc::new(ctx));
+        }
+        let games = &self.games;
+        let game = |id: &str| {
+            if let Some(c) = games.get(id) {
+                return Some(c.clone());
+            }
+            let gid = GameSessionId::parse("game_session_id", id).ok()?;
+            let g = store.get_game_session(&gid).ok()?;
+            Some(Arc::new(GameContext::new(
+                id,
+                g.fleet_id().as_str(),
+                &g.release,
+                &g.environment,
+                g.creation_time,
+            )))
+        };
+        let player = |id: &str| {
+            let id = PlayerSessionId::parse("player_session_id", id).ok()?;
+            let (player_id, creation_time) = store.player_identity(id)?;
+            Some(PlayerContext {
+                player_id,
+                creation_time,
+            })
+        };
+        let mut text = String::with_capacity(self.message_capacity);
+        match events::write_event(&mut text, &change, lsn, game, player) {
+            Written::Event => {}
+            Written::NotLifecycle => return,
+            Written::UnknownSession => {
+                // Its game or player session is no longer retained (older than the retention).
+                self.shared.events("dropped_backlog", 1);
+                tracing::warn!(lsn, "analytics: event of a session no longer retained dropped");
+                return;
+            }
+        }
+        let at = events::timestamp_of(&change);
+        self.last_consumed_at = Some(at);
+        self.message_capacity = (text.len() + 64).clamp(self.message_capacity, 4096);
+        match self.batcher.push(text) {
+            Err(too_large) => {
+                self.shared.events("dropped_too_large", 1);
+                tracing::error!(
+                    lsn,
+                    bytes = too_large.bytes,
+                    limit = too_large.limit,
+                    "analytics event larger than Segment's per-message limit dropped"
+                );
+            }
+            Ok(Some(full)) => {
+                // Full by bytes or count: it accounts for everything before this record.
+                self.seal_messages(full, lsn - 1);
+                self.first = lsn;
+                self.oldest = Some(at);
+                self.since = Some(Instant::now());
+            }
+            Ok(None) => {
+                if self.oldest.is_none() {
+                    self.oldest = Some(at);
+                    self.since = Some(Instant::now());
+                }
+            }
+        }
+        if self.batcher.len() >= self.batch_size {
+            self.seal();
+        }
+    }
+
+    fn seal_messages(&mut self, messages: Vec<String>, last: Lsn) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.sealed.push(Batch {
+            seq,
+            messages,
+            first: self.first,
+            last,
+            oldest: self
+                .oldest
+                .unwrap_or_else(|| self.shared.store.clock().now()),
+        });
+    }
+
+    /// Seals the batch being filled (if it holds anything).
+    fn seal(&mut self) {
+        if let Some(messages) = self.batcher.take() {
+            self.seal_messages(messages, self.covered);
+            self.first = self.covered + 1;
+            self.oldest = None;
+            self.since = None;
+        }
+    }
+
+    /// The records before `to` are gone (a pruned backlog): they count as consumed.
+    fn skip_to(&mut self, to: Lsn) {
+        self.covered = to - 1;
+        if self.batcher.is_empty() {
+            self.first = to;
+        }
+    }
 }
 
 struct Dispatcher {
     config: AnalyticsConfig,
     shared: Arc<Shared>,
+    /// `None` while a read runs on a blocking thread.
     reader: Option<JournalReader>,
     reader_dir: PathBuf,
     /// After a read error, reading pauses until then.
     read_error_until: Option<Instant>,
-    /// When the last event read happened (a lower bound of the age of unread ones).
-    last_consumed_at: Option<Timestamp>,
-    filling: Filling,
+    /// `None` while a conversion runs on a blocking thread.
+    converter: Option<Converter>,
+    /// Records read, waiting for the next conversion.
+    unconverted: Vec<OperationRecord>,
     ready: VecDeque<Batch>,
     in_flight: JoinSet<u64>,
-    /// Oldest event and last record of each batch not yet acknowledged, by sequence number.
+    /// Oldest event, last record and "acknowledged" of each batch not yet covered by the
+    /// cursor, by sequence number.
     unacked: BTreeMap<u64, (Timestamp, Lsn, bool)>,
-    next_seq: u64,
 }
 
 impl Dispatcher {
@@ -243,112 +405,17 @@ impl Dispatcher {
         self.shared.store.journal()
     }
 
-    /// Turns one committed record into a message of the batch being filled.
-    fn consume(&mut self, record: OperationRecord) {
-        let lsn = record.lsn;
-        let store = &self.shared.store;
-        let change = match records::decode(&record, |g| store.game_info(g)) {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                self.filling.covered = lsn;
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "analytics: undecodable journal record skipped");
-                self.filling.covered = lsn;
-                return;
-            }
-        };
-        let game = |id: &str| {
-            let id = GameSessionId::parse("game_session_id", id).ok()?;
-            let g = store.get_game_session(&id).ok()?;
-            Some(GameContext {
-                fleet_id: g.fleet_id().clone(),
-                release: g.release.to_string(),
-                environment: g.environment.to_string(),
-                creation_time: g.creation_time,
-            })
-        };
-        let player = |id: &str| {
-            let id = PlayerSessionId::parse("player_session_id", id).ok()?;
-            let p = store.get_player_session(id).ok()?;
-            Some(PlayerContext {
-                player_id: p.player_id.clone(),
-                creation_time: p.creation_time,
-            })
-        };
-        let lifecycle = events::is_lifecycle(&change);
-        let Some(message) = events::event(&change, lsn, game, player) else {
-            if lifecycle {
-                // Its game or player session is no longer retained (older than the retention).
-                self.shared.events("dropped_backlog", 1);
-                tracing::warn!(
-                    lsn,
-                    "analytics: event of a session no longer retained dropped"
-                );
-            }
-            self.filling.covered = lsn;
-            return;
-        };
-        let at = events::timestamp_of(&change);
-        self.last_consumed_at = Some(at);
-        let text = message.to_string();
-        match self.filling.batcher.push(text) {
-            Err(too_large) => {
-                self.shared.events("dropped_too_large", 1);
-                tracing::error!(
-                    lsn,
-                    event = message["event"].as_str().unwrap_or_default(),
-                    bytes = too_large.bytes,
-                    limit = too_large.limit,
-                    "analytics event larger than Segment's per-message limit dropped"
-                );
-            }
-            Ok(Some(full)) => {
-                let batch = self.make_batch(full, lsn - 1);
-                self.ready.push_back(batch);
-                self.filling.first = lsn;
-                self.filling.oldest = Some(at);
-                self.filling.since = Some(Instant::now());
-            }
-            Ok(None) => {
-                if self.filling.oldest.is_none() {
-                    self.filling.oldest = Some(at);
-                    self.filling.since = Some(Instant::now());
-                }
-            }
-        }
-        self.filling.covered = lsn;
-    }
-
-    fn make_batch(&mut self, messages: Vec<String>, last: Lsn) -> Batch {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        Batch {
-            seq,
-            messages,
-            first: self.filling.first,
-            last,
-            oldest: self
-                .filling
-                .oldest
-                .unwrap_or_else(|| self.shared.store.clock().now()),
-        }
-    }
-
-    /// Moves the batch being filled to the ready queue.
-    fn seal(&mut self) {
-        if let Some(messages) = self.filling.batcher.take() {
-            let batch = self.make_batch(messages, self.filling.covered);
-            self.ready.push_back(batch);
-            self.filling.first = self.filling.covered + 1;
-            self.filling.oldest = None;
-            self.filling.since = None;
-        }
+    fn converter(&mut self) -> &mut Converter {
+        self.converter
+            .as_mut()
+            .expect("the converter is back between steps")
     }
 
     /// Starts deliveries while there is room.
     fn dispatch(&mut self) {
+        if let Some(c) = self.converter.as_mut() {
+            self.ready.extend(c.sealed.drain(..));
+        }
         while self.in_flight.len() < self.config.max_in_flight {
             let Some(batch) = self.ready.pop_front() else {
                 return;
@@ -360,7 +427,12 @@ impl Dispatcher {
     }
 
     /// A delivery finished: the cursor moves over every acknowledged batch in order.
-    fn acknowledge(&mut self, seq: u64) {
+    fn acknowledge(&mut self, done: Result<u64, tokio::task::JoinError>) {
+        let seq = match done {
+            Ok(seq) => seq,
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => panic!("analytics delivery task failed: {e}"),
+        };
         if let Some(entry) = self.unacked.get_mut(&seq) {
             entry.2 = true;
         }
@@ -378,40 +450,62 @@ impl Dispatcher {
         }
     }
 
-    /// Reads the next committed records (on a blocking thread: it is file I/O).
-    async fn read(&mut self, durable: Lsn) {
-        let want = READ_CHUNK.min(
-            self.config
-                .batch_size
-                .saturating_sub(self.filling.batcher.len())
-                .max(1),
-        );
-        let Some(mut reader) = self.reader.take() else {
+    fn acknowledge_finished(&mut self) {
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.acknowledge(done);
+        }
+    }
+
+    fn has_unread(&self, durable: Lsn) -> bool {
+        self.reader.as_ref().is_some_and(|r| r.next_lsn() <= durable)
+            && self.read_error_until.is_none_or(|t| t <= Instant::now())
+    }
+
+    /// Reading goes on while the batches already made have somewhere to go.
+    fn can_read(&self, durable: Lsn) -> bool {
+        let made = self.ready.len() + self.converter.as_ref().map_or(0, |c| c.sealed.len());
+        self.has_unread(durable) && made < self.config.max_in_flight
+    }
+
+    /// One pipelined step: reads the next records on one blocking thread while the records
+    /// read last time are converted on another.
+    async fn step(&mut self, durable: Lsn) {
+        let read = if self.can_read(durable) {
+            self.reader.take().map(|mut reader| {
+                tokio::task::spawn_blocking(move || {
+                    let result = reader.read(durable, READ_CHUNK);
+                    (reader, result)
+                })
+            })
+        } else {
+            None
+        };
+        let records = std::mem::take(&mut self.unconverted);
+        if !records.is_empty() {
+            let c = self.converter.take().expect("one conversion at a time");
+            let converted = tokio::task::spawn_blocking(move || c.convert(records)).await;
+            self.converter = Some(converted.expect("analytics conversion panicked"));
+        }
+        let Some(read) = read else {
             return;
         };
-        let joined = tokio::task::spawn_blocking(move || {
-            let result = reader.read(durable, want);
-            (reader, result)
-        })
-        .await;
-        let (reader, result) = match joined {
+        let (reader, result) = match read.await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "analytics journal reader failed; reopening it");
-                self.reader = Some(JournalReader::new(
-                    self.reader_dir.clone(),
-                    self.filling.covered + 1,
-                ));
+                let from = self.converter().covered + 1;
+                self.reader = Some(JournalReader::new(self.reader_dir.clone(), from));
                 return;
             }
         };
         self.reader = Some(reader);
         match result {
-            Ok(records) => {
-                for r in records {
-                    self.consume(r);
-                }
+            Ok(records) if records.is_empty() => {
+                // Committed records that cannot be read yet: do not spin.
+                tracing::debug!(durable, "analytics: nothing readable yet");
+                self.read_error_until = Some(Instant::now() + Duration::from_millis(20));
             }
+            Ok(records) => self.unconverted = records,
             Err(ReadError::Gap { from, to }) => {
                 let lost = to - from;
                 self.shared.events("dropped_backlog", lost as usize);
@@ -424,10 +518,7 @@ impl Dispatcher {
                 if let Some(r) = self.reader.as_mut() {
                     r.skip_to(to);
                 }
-                self.filling.covered = to - 1;
-                if self.filling.batcher.is_empty() {
-                    self.filling.first = to;
-                }
+                self.converter().skip_to(to);
             }
             Err(e) => {
                 tracing::error!(error = %e, "analytics cannot read the journal; retrying in 5 s");
@@ -436,36 +527,35 @@ impl Dispatcher {
         }
     }
 
-    fn has_unread(&self, durable: Lsn) -> bool {
-        self.reader
-            .as_ref()
-            .is_some_and(|r| r.next_lsn() <= durable)
-            && self.read_error_until.is_none_or(|t| t <= Instant::now())
-    }
-
-    fn can_read(&self, durable: Lsn) -> bool {
-        self.has_unread(durable)
-            && self.in_flight.len() < self.config.max_in_flight
-            && self.ready.is_empty()
-            && self.filling.batcher.len() < self.config.batch_size
+    /// Seals the batch being filled once the flush interval since its first event passed.
+    fn flush_due(&mut self) {
+        let interval = self.config.flush_interval;
+        let c = self.converter();
+        if c.since.is_some_and(|s| s + interval <= Instant::now()) {
+            c.seal();
+        }
     }
 
     /// Age of the oldest event not yet delivered.
     fn update_lag(&self) {
+        let Some(c) = self.converter.as_ref() else {
+            return;
+        };
         let now = self.shared.store.clock().now();
         let oldest = self
             .unacked
             .values()
             .map(|(t, _, _)| *t)
             .chain(self.ready.iter().map(|b| b.oldest))
-            .chain(self.filling.oldest)
+            .chain(c.sealed.iter().map(|b| b.oldest))
+            .chain(c.oldest)
             .min()
             .or_else(|| {
-                // Nothing read is pending; records not read yet are at least as old as
-                // the last event read.
+                // Nothing read is pending; records not read yet are at least as old as the
+                // last event read.
                 let durable = self.journal().durable_lsn();
-                self.has_unread(durable)
-                    .then_some(self.last_consumed_at)
+                (self.has_unread(durable) || !self.unconverted.is_empty())
+                    .then_some(c.last_consumed_at)
                     .flatten()
             });
         self.shared
@@ -478,30 +568,31 @@ impl Dispatcher {
         let mut durable_rx = self.journal().subscribe_durable();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            self.acknowledge_finished();
+            self.flush_due();
             let durable = self.journal().durable_lsn();
-            if self.can_read(durable) {
-                self.read(durable).await;
-            }
-            if self.filling.batcher.len() >= self.config.batch_size {
-                self.seal();
-            }
-            self.dispatch();
-            if self.can_read(self.journal().durable_lsn()) && !shutdown.is_cancelled() {
+            if self.can_read(durable) || !self.unconverted.is_empty() {
+                self.step(durable).await;
+                self.dispatch();
+                if shutdown.is_cancelled() {
+                    return;
+                }
                 continue;
             }
-            let flush_at = self.filling.since.map(|s| s + self.config.flush_interval);
+            self.dispatch();
+            let flush_at = self
+                .converter()
+                .since
+                .map(|s| s + self.config.flush_interval);
             let retry_read_at = self.read_error_until;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    match done {
-                        Ok(seq) => self.acknowledge(seq),
-                        Err(e) => panic!("analytics delivery task failed: {e}"),
-                    }
+                    self.acknowledge(done);
                 }
                 _ = async { tokio::time::sleep_until(flush_at.expect("guarded")).await }, if flush_at.is_some() => {
-                    self.seal();
+                    self.converter().seal();
                 }
                 _ = async { tokio::time::sleep_until(retry_read_at.expect("guarded")).await }, if retry_read_at.is_some() => {
                     self.read_error_until = None;
@@ -518,37 +609,36 @@ impl Dispatcher {
         let deadline = Instant::now() + self.config.shutdown_timeout;
         let target = self.journal().durable_lsn();
         loop {
-            if self.can_read(target) {
-                self.read(target).await;
-            }
-            if !self.has_unread(target) || self.filling.batcher.len() >= self.config.batch_size {
-                self.seal();
-            }
-            self.dispatch();
-            if self.can_read(target) {
+            self.acknowledge_finished();
+            if self.can_read(target) || !self.unconverted.is_empty() {
                 if Instant::now() >= deadline {
                     break;
                 }
+                self.step(target).await;
+                self.dispatch();
                 continue;
             }
+            if !self.has_unread(target) {
+                self.converter().seal();
+            }
+            self.dispatch();
             if self.in_flight.is_empty() {
                 if self.ready.is_empty() && !self.has_unread(target) {
+                    break;
+                }
+                if Instant::now() >= deadline {
                     break;
                 }
                 continue;
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => break,
-                Some(done) = self.in_flight.join_next() => {
-                    if let Ok(seq) = done {
-                        self.acknowledge(seq);
-                    }
-                }
+                Some(done) = self.in_flight.join_next() => self.acknowledge(done),
             }
         }
         let undelivered = self.in_flight.len() + self.ready.len();
         self.in_flight.abort_all();
-        if undelivered > 0 || !self.filling.batcher.is_empty() {
+        if undelivered > 0 || self.converter.as_ref().is_some_and(|c| !c.batcher.is_empty()) {
             tracing::warn!(
                 batches = undelivered,
                 "analytics: undelivered events stay in the journal for the next start"
@@ -577,23 +667,16 @@ pub async fn run(
         limited_until: Mutex::new(None),
     });
     let mut d = Dispatcher {
-        filling: Filling {
-            batcher: Batcher::new(config.limits),
-            first: start,
-            covered: start - 1,
-            oldest: None,
-            since: None,
-        },
+        converter: Some(Converter::new(shared.clone(), &config, start)),
         config,
         shared,
         reader: Some(JournalReader::new(dir.clone(), start)),
         reader_dir: dir,
         read_error_until: None,
-        last_consumed_at: None,
+        unconverted: Vec::new(),
         ready: VecDeque::new(),
         in_flight: JoinSet::new(),
         unacked: BTreeMap::new(),
-        next_seq: 0,
     };
     d.run(&shutdown).await;
     d.drain().await;

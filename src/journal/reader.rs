@@ -36,15 +36,23 @@ pub enum ReadError {
 /// Bytes read from a segment at a time.
 const CHUNK: usize = 1 << 20;
 
+/// The segment being read.
+struct Open {
+    path: PathBuf,
+    file: fs::File,
+    /// File offset of `buf[0]`.
+    offset: u64,
+}
+
 /// A cursor over the journal's committed records.
 pub struct JournalReader {
     dir: PathBuf,
     /// The next LSN to return.
     next: Lsn,
-    /// The segment being read: its first LSN, path and the offset of the next frame.
-    segment: Option<(Lsn, PathBuf, u64)>,
-    /// Bytes read past `offset` that do not yet form a whole frame.
+    segment: Option<Open>,
+    /// Bytes read from the segment; `buf[pos..]` are not consumed yet.
     buf: Vec<u8>,
+    pos: usize,
 }
 
 impl JournalReader {
@@ -55,6 +63,7 @@ impl JournalReader {
             next: from.max(1),
             segment: None,
             buf: Vec::new(),
+            pos: 0,
         }
     }
 
@@ -63,44 +72,39 @@ impl JournalReader {
         self.next
     }
 
+    fn close_segment(&mut self) {
+        self.segment = None;
+        self.buf.clear();
+        self.pos = 0;
+    }
+
     /// Moves the cursor forward to `lsn` (after a [`ReadError::Gap`]).
     pub fn skip_to(&mut self, lsn: Lsn) {
         if lsn > self.next {
             self.next = lsn;
-            self.segment = None;
-            self.buf.clear();
+            self.close_segment();
         }
     }
 
     /// Records with LSN from the cursor to `durable`, in order: whole checkpoints, stopping after
     /// the one that reaches `max` records (empty when there is nothing new yet).
     pub fn read(&mut self, durable: Lsn, max: usize) -> Result<Vec<OperationRecord>, ReadError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(4096));
         while out.len() < max && self.next <= durable {
             if self.segment.is_none() && !self.open_segment()? {
                 break;
             }
             let before = out.len();
-            let exhausted = match self.read_frames(durable, max, &mut out) {
-                Err(ReadError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    // A snapshot deleted the segment under us: look again (-> Gap).
-                    self.segment = None;
-                    self.buf.clear();
-                    continue;
-                }
-                other => other?,
-            };
+            let exhausted = self.read_frames(durable, max, &mut out)?;
             if exhausted {
-                // The writer may have rotated: the next segment starts at `next`.
-                let newer = self
-                    .segments()?
-                    .into_iter()
-                    .any(|(first, _)| first == self.next);
-                if newer {
-                    self.segment = None;
-                    self.buf.clear();
+                // The writer may have rotated (the next segment starts at `next`), or a
+                // snapshot deleted this one and those after it (look again: a gap).
+                let segments = self.segments()?;
+                let current = self.segment.as_ref().map(|s| s.path.as_path());
+                let rotated = segments.iter().any(|(first, _)| *first == self.next);
+                let deleted = !segments.iter().any(|(_, p)| Some(p.as_path()) == current);
+                if rotated || deleted {
+                    self.close_segment();
                     continue;
                 }
             }
@@ -122,47 +126,53 @@ impl JournalReader {
 
     /// Opens the segment holding `next`; false if none exists yet.
     fn open_segment(&mut self) -> Result<bool, ReadError> {
-        let segments = self.segments()?;
-        let Some(pos) = segments.iter().rposition(|(first, _)| *first <= self.next) else {
-            return match segments.first() {
-                Some((first, _)) if *first > self.next => Err(ReadError::Gap {
-                    from: self.next,
-                    to: *first,
-                }),
-                _ => Ok(false),
+        loop {
+            let segments = self.segments()?;
+            let Some(pos) = segments.iter().rposition(|(first, _)| *first <= self.next) else {
+                return match segments.first() {
+                    Some((first, _)) if *first > self.next => Err(ReadError::Gap {
+                        from: self.next,
+                        to: *first,
+                    }),
+                    _ => Ok(false),
+                };
             };
-        };
-        let (first, path) = segments[pos].clone();
-        self.segment = Some((first, path, 0));
-        self.buf.clear();
-        Ok(true)
+            let path = segments[pos].1.clone();
+            match fs::File::open(&path) {
+                Ok(file) => {
+                    self.close_segment();
+                    self.segment = Some(Open {
+                        path,
+                        file,
+                        offset: 0,
+                    });
+                    return Ok(true);
+                }
+                // A snapshot deleted it between the listing and the open: look again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(ReadError::Io { path, source }),
+            }
+        }
     }
 
     /// Reads whole frames of the current segment into `out`. Returns true when the segment has
-    /// no more bytes after the last whole frame.
+    /// no more bytes after the last whole frame. The file stays open (a snapshot deleting it
+    /// does not disturb the read), and bytes are read in large chunks.
     fn read_frames(
         &mut self,
         durable: Lsn,
         max: usize,
         out: &mut Vec<OperationRecord>,
     ) -> Result<bool, ReadError> {
-        let Some((_, path, offset)) = self.segment.clone() else {
+        let Some(seg) = self.segment.as_mut() else {
             return Ok(true);
         };
-        let io = |source| ReadError::Io {
-            path: path.clone(),
-            source,
-        };
-        let mut file = fs::File::open(&path).map_err(io)?;
-        file.seek(SeekFrom::Start(offset + self.buf.len() as u64))
-            .map_err(io)?;
-        let mut consumed = 0usize;
         let mut eof = false;
         loop {
-            match frame::next(&self.buf[consumed..]) {
+            match frame::next(&self.buf[self.pos..]) {
                 frame::Next::Frame { body, len } => {
                     let cp = Checkpoint::decode(body).map_err(|e| ReadError::Corrupt {
-                        path: path.clone(),
+                        path: seg.path.clone(),
                         reason: format!("undecodable checkpoint: {e}"),
                     })?;
                     let last = cp.first_lsn + cp.records.len() as Lsn - 1;
@@ -186,7 +196,7 @@ impl JournalReader {
                         }
                         self.next = last + 1;
                     }
-                    consumed += len;
+                    self.pos += len;
                     if out.len() >= max {
                         break;
                     }
@@ -195,33 +205,37 @@ impl JournalReader {
                     if eof {
                         break;
                     }
-                    // Need more bytes.
-                    let mut chunk = vec![0u8; CHUNK];
-                    let n = file.read(&mut chunk).map_err(io)?;
-                    if n == 0 {
-                        eof = true;
-                        continue;
+                    // Need more bytes: keep only the unconsumed tail, then append a chunk.
+                    if self.pos > 0 {
+                        self.buf.drain(..self.pos);
+                        seg.offset += self.pos as u64;
+                        self.pos = 0;
                     }
-                    self.buf.drain(..consumed);
-                    if let Some((_, _, off)) = self.segment.as_mut() {
-                        *off += consumed as u64;
+                    let have = self.buf.len();
+                    let read = seg
+                        .file
+                        .seek(SeekFrom::Start(seg.offset + have as u64))
+                        .and_then(|_| (&mut seg.file).take(CHUNK as u64).read_to_end(&mut self.buf));
+                    match read {
+                        Ok(n) => eof = n < CHUNK,
+                        Err(source) => {
+                            self.buf.truncate(have);
+                            return Err(ReadError::Io {
+                                path: seg.path.clone(),
+                                source,
+                            });
+                        }
                     }
-                    consumed = 0;
-                    self.buf.extend_from_slice(&chunk[..n]);
                 }
                 frame::Next::Corrupt(why) => {
                     return Err(ReadError::Corrupt {
-                        path: path.clone(),
+                        path: seg.path.clone(),
                         reason: why.to_string(),
                     })
                 }
             }
         }
-        self.buf.drain(..consumed);
-        if let Some((_, _, off)) = self.segment.as_mut() {
-            *off += consumed as u64;
-        }
-        Ok(eof && self.buf.is_empty())
+        Ok(eof && self.pos == self.buf.len())
     }
 }
 

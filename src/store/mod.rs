@@ -322,6 +322,13 @@ impl Store {
     }
 
     /// The fixed part of a game session (replay uses it to rebuild player sessions).
+    /// The player and creation time of a player session (no copy of the rest).
+    pub fn player_identity(&self, id: PlayerSessionId) -> Option<(PlayerId, Timestamp)> {
+        self.player_sessions
+            .get(&id)
+            .map(|p| (p.player_id.clone(), p.creation_time))
+    }
+
     pub fn game_info(&self, id: &GameSessionId) -> Option<Arc<GameSessionInfo>> {
         self.game_sessions.get(id).map(|e| e.session.info.clone())
     }

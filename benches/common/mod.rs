@@ -1,0 +1,103 @@
+//! Shared by the bench binaries: RPC throughput against an in-process daemon.
+#![allow(dead_code)]
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use session_broker::{
+    config::Config,
+    proto::{
+        game_session_service_client::GameSessionServiceClient,
+        player_session_service_client::PlayerSessionServiceClient, CreatePlayerSessionRequest,
+        RegisterGameSessionRequest,
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+/// A daemon config with state in memory only, or with a journal in `dir`.
+pub fn config(journal: Option<session_broker::journal::JournalConfig>) -> Config {
+    let mut c = Config::ephemeral();
+    c.journal = journal;
+    c
+}
+
+/// CreatePlayerSession over gRPC from `clients` concurrent callers for `secs`; returns calls/s.
+pub async fn rpc_throughput(mut config: Config, clients: usize, secs: u64) -> f64 {
+    config.store.reservation_timeout = Duration::from_secs(86_400);
+    let shutdown = CancellationToken::new();
+    let daemon = session_broker::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    let url = format!("http://{}", daemon.grpc_addr());
+    let channels: Vec<_> = futures_connect(&url, 4).await;
+    let mut games = GameSessionServiceClient::new(channels[0].clone());
+    for g in 0..256 {
+        games
+            .register_game_session(RegisterGameSessionRequest {
+                fleet_id: "bench".into(),
+                game_session_id: format!("g{g}"),
+                maximum_player_session_count: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = PlayerSessionServiceClient::new(channels[c % channels.len()].clone());
+        let (done, stop) = (done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let game = format!("g{}", (c as u64 * 7 + i) % 256);
+                i += 1;
+                let r = client
+                    .create_player_session(CreatePlayerSessionRequest {
+                        game_session_id: game,
+                        player_id: format!("c{c}-{i}"),
+                        player_data: String::new(),
+                        idempotency_key: String::new(),
+                    })
+                    .await;
+                if r.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // warm-up
+    let start_count = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let n = done.load(Ordering::Relaxed) - start_count;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    shutdown.cancel();
+    daemon.wait().await.unwrap();
+    rate
+}
+
+pub async fn futures_connect(url: &str, n: usize) -> Vec<tonic::transport::Channel> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            tonic::transport::Channel::from_shared(url.to_string())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
