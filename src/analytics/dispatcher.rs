@@ -48,6 +48,10 @@ use crate::{
 /// Records read from the journal at a time (at most).
 const READ_CHUNK: usize = 2048;
 
+/// After catching up with the writer, the next read waits this long (events are sent at most
+/// every flush interval anyway; this keeps the reads few and large under load).
+const READ_PAUSE: Duration = Duration::from_millis(50);
+
 /// Game sessions whose event context is cached.
 const GAME_CACHE: usize = 65_536;
 
@@ -387,8 +391,9 @@ struct Dispatcher {
     /// `None` while a read runs on a blocking thread.
     reader: Option<JournalReader>,
     reader_dir: PathBuf,
-    /// After a read error, reading pauses until then.
-    read_error_until: Option<Instant>,
+    /// Reading pauses until then: after reaching the end of the journal (so a busy daemon is
+    /// read in chunks, not once per group commit) or after a read error.
+    read_not_before: Option<Instant>,
     /// `None` while a conversion runs on a blocking thread.
     converter: Option<Converter>,
     /// Records read, waiting for the next conversion.
@@ -458,7 +463,7 @@ impl Dispatcher {
 
     fn has_unread(&self, durable: Lsn) -> bool {
         self.reader.as_ref().is_some_and(|r| r.next_lsn() <= durable)
-            && self.read_error_until.is_none_or(|t| t <= Instant::now())
+            && self.read_not_before.is_none_or(|t| t <= Instant::now())
     }
 
     /// Reading goes on while the batches already made have somewhere to go.
@@ -503,9 +508,15 @@ impl Dispatcher {
             Ok(records) if records.is_empty() => {
                 // Committed records that cannot be read yet: do not spin.
                 tracing::debug!(durable, "analytics: nothing readable yet");
-                self.read_error_until = Some(Instant::now() + Duration::from_millis(20));
+                self.read_not_before = Some(Instant::now() + Duration::from_millis(20));
             }
-            Ok(records) => self.unconverted = records,
+            Ok(records) => {
+                if records.len() < READ_CHUNK {
+                    // Caught up with the writer: let records accumulate for a moment.
+                    self.read_not_before = Some(Instant::now() + READ_PAUSE);
+                }
+                self.unconverted = records;
+            }
             Err(ReadError::Gap { from, to }) => {
                 let lost = to - from;
                 self.shared.events("dropped_backlog", lost as usize);
@@ -522,7 +533,7 @@ impl Dispatcher {
             }
             Err(e) => {
                 tracing::error!(error = %e, "analytics cannot read the journal; retrying in 5 s");
-                self.read_error_until = Some(Instant::now() + Duration::from_secs(5));
+                self.read_not_before = Some(Instant::now() + Duration::from_secs(5));
             }
         }
     }
@@ -584,7 +595,7 @@ impl Dispatcher {
                 .converter()
                 .since
                 .map(|s| s + self.config.flush_interval);
-            let retry_read_at = self.read_error_until;
+            let retry_read_at = self.read_not_before;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
@@ -595,9 +606,9 @@ impl Dispatcher {
                     self.converter().seal();
                 }
                 _ = async { tokio::time::sleep_until(retry_read_at.expect("guarded")).await }, if retry_read_at.is_some() => {
-                    self.read_error_until = None;
+                    self.read_not_before = None;
                 }
-                _ = durable_rx.changed() => {}
+                _ = durable_rx.changed(), if retry_read_at.is_none() => {}
                 _ = tick.tick() => self.update_lag(),
             }
         }
@@ -608,6 +619,7 @@ impl Dispatcher {
     async fn drain(&mut self) {
         let deadline = Instant::now() + self.config.shutdown_timeout;
         let target = self.journal().durable_lsn();
+        self.read_not_before = None;
         loop {
             self.acknowledge_finished();
             if self.can_read(target) || !self.unconverted.is_empty() {
@@ -672,7 +684,7 @@ pub async fn run(
         shared,
         reader: Some(JournalReader::new(dir.clone(), start)),
         reader_dir: dir,
-        read_error_until: None,
+        read_not_before: None,
         unconverted: Vec::new(),
         ready: VecDeque::new(),
         in_flight: JoinSet::new(),
