@@ -101,7 +101,10 @@ async fn journal_of(dir: &std::path::Path, events: u64) -> Arc<Store> {
     while made < events {
         let gs = format!("g{game}");
         game += 1;
-        store.register_game_session(registration(&gs)).await.unwrap();
+        store
+            .register_game_session(registration(&gs))
+            .await
+            .unwrap();
         made += 1;
         let gid = GameSessionId::parse("g", &gs).unwrap();
         for party in 0..40 {

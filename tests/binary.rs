@@ -287,7 +287,14 @@ fn invalid_flags_exit_non_zero_with_a_reason() {
         vec!["--watch-buffer", "0"],
         vec!["--analytics-batch-size", "0"],
         vec!["--analytics-max-in-flight", "100"],
-        vec!["--segment-write-key", "k", "--analytics-sink", "segment", "--segment-endpoint", "ftp://x"],
+        vec![
+            "--segment-write-key",
+            "k",
+            "--analytics-sink",
+            "segment",
+            "--segment-endpoint",
+            "ftp://x",
+        ],
         vec!["--analytics-sink", "kafka"],
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();

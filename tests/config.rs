@@ -193,7 +193,12 @@ fn the_segment_write_key_is_required_and_never_printed() {
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, "wk_from_file\n").unwrap();
     let (ok, out, err) = print(
-        &["--analytics-sink", "segment", "--segment-write-key-file", key_file.to_str().unwrap()],
+        &[
+            "--analytics-sink",
+            "segment",
+            "--segment-write-key-file",
+            key_file.to_str().unwrap(),
+        ],
         &[],
     );
     assert!(ok, "{err}");
@@ -204,7 +209,10 @@ fn the_segment_write_key_is_required_and_never_printed() {
         &[("SESSION_BROKER_SEGMENT_WRITE_KEY", "wk_secret_env")],
     );
     assert!(ok, "{err}");
-    assert!(!out.contains("wk_secret_env"), "the key is never printed:\n{out}");
+    assert!(
+        !out.contains("wk_secret_env"),
+        "the key is never printed:\n{out}"
+    );
     assert_eq!(value(&out, "analytics_batch_size"), "250");
     assert_eq!(value(&out, "analytics_flush_interval"), "\"1s\"");
 }

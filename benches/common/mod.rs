@@ -100,4 +100,3 @@ pub async fn futures_connect(url: &str, n: usize) -> Vec<tonic::transport::Chann
     }
     out
 }
-

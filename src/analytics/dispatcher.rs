@@ -316,7 +316,10 @@ impl Converter {
             Written::UnknownSession => {
                 // Its game or player session is no longer retained (older than the retention).
                 self.shared.events("dropped_backlog", 1);
-                tracing::warn!(lsn, "analytics: event of a session no longer retained dropped");
+                tracing::warn!(
+                    lsn,
+                    "analytics: event of a session no longer retained dropped"
+                );
                 return;
             }
         }
@@ -462,7 +465,9 @@ impl Dispatcher {
     }
 
     fn has_unread(&self, durable: Lsn) -> bool {
-        self.reader.as_ref().is_some_and(|r| r.next_lsn() <= durable)
+        self.reader
+            .as_ref()
+            .is_some_and(|r| r.next_lsn() <= durable)
             && self.read_not_before.is_none_or(|t| t <= Instant::now())
     }
 
@@ -650,7 +655,12 @@ impl Dispatcher {
         }
         let undelivered = self.in_flight.len() + self.ready.len();
         self.in_flight.abort_all();
-        if undelivered > 0 || self.converter.as_ref().is_some_and(|c| !c.batcher.is_empty()) {
+        if undelivered > 0
+            || self
+                .converter
+                .as_ref()
+                .is_some_and(|c| !c.batcher.is_empty())
+        {
             tracing::warn!(
                 batches = undelivered,
                 "analytics: undelivered events stay in the journal for the next start"

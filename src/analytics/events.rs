@@ -186,7 +186,14 @@ fn push_message_id(out: &mut String, operation_id: &str, lsn: Lsn) {
 }
 
 /// The start of a track message, up to and including `"properties":{`.
-fn open(out: &mut String, event: &str, who: (&str, &str), operation_id: &str, lsn: Lsn, at: Timestamp) {
+fn open(
+    out: &mut String,
+    event: &str,
+    who: (&str, &str),
+    operation_id: &str,
+    lsn: Lsn,
+    at: Timestamp,
+) {
     out.push_str("{\"type\":\"track\",\"event\":\"");
     out.push_str(event);
     out.push_str("\",");
@@ -279,7 +286,14 @@ pub fn write_event(
         Change::GameSessionStarted(g) => {
             let id = g.id().as_str();
             let ctx = started_context(change).expect("a start");
-            open(out, "Game Session Started", ("anonymousId", id), id, lsn, g.creation_time);
+            open(
+                out,
+                "Game Session Started",
+                ("anonymousId", id),
+                id,
+                lsn,
+                g.creation_time,
+            );
             out.push_str(&ctx.properties);
             status(out, "ACTIVE");
             out.push_str(",\"name\":");
@@ -364,7 +378,14 @@ pub fn write_event(
                 Change::Completed { .. } => ("Player Session Completed", "COMPLETED", true),
                 _ => ("Player Session Timed Out", "TIMEDOUT", true),
             };
-            open(out, name, ("userId", pl.player_id.as_str()), &psid, lsn, *at);
+            open(
+                out,
+                name,
+                ("userId", pl.player_id.as_str()),
+                &psid,
+                lsn,
+                *at,
+            );
             out.push_str(&g.properties);
             status(out, st);
             out.push_str(",\"player_session_id\":");
@@ -542,7 +563,13 @@ mod tests {
             let want = humantime::format_rfc3339_millis(Timestamp(micros).to_system_time());
             assert_eq!(out, format!("\"{want}\""), "{micros}");
         }
-        for s in ["plain", "quo\"te", "back\\slash", "tab\tnew\nline\u{1}", "🎮 ünï"] {
+        for s in [
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "tab\tnew\nline\u{1}",
+            "🎮 ünï",
+        ] {
             let mut out = String::new();
             string(&mut out, s);
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);

@@ -215,7 +215,11 @@ impl JournalReader {
                     let read = seg
                         .file
                         .seek(SeekFrom::Start(seg.offset + have as u64))
-                        .and_then(|_| (&mut seg.file).take(CHUNK as u64).read_to_end(&mut self.buf));
+                        .and_then(|_| {
+                            (&mut seg.file)
+                                .take(CHUNK as u64)
+                                .read_to_end(&mut self.buf)
+                        });
                     match read {
                         Ok(n) => eof = n < CHUNK,
                         Err(source) => {
