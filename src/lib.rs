@@ -40,6 +40,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod health;
+pub mod import;
 pub mod journal;
 pub mod metrics;
 pub mod store;

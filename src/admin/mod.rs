@@ -1,5 +1,7 @@
 //! The admin HTTP port (axum): `/metrics`, `/healthz`, `/readyz`, `/v1/fleets`,
-//! `/v1/fleets/{fleet_id}`.
+//! `/v1/fleets/{fleet_id}`, `/v1/export`.
+
+mod export;
 
 use std::{
     net::SocketAddr,
@@ -106,6 +108,7 @@ impl AdminServer {
             .route("/readyz", get(readyz))
             .route("/v1/fleets", get(fleets))
             .route("/v1/fleets/{fleet_id}", get(fleet))
+            .route("/v1/export", get(export::export))
             .with_state(AdminState {
                 serving,
                 ready,
