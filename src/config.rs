@@ -171,6 +171,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_ANALYTICS_MAX_BACKLOG", default_value = "1GiB", value_parser = parse_bytes)]
     pub analytics_max_backlog: u64,
 
+    /// Largest import file accepted by `POST /v1/import` (413 beyond).
+    #[arg(long, env = "SESSION_BROKER_IMPORT_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
+    pub import_max_bytes: u64,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -223,6 +227,8 @@ pub struct Config {
     pub sentry: Option<crate::health::sentry::SentryConfig>,
     /// `None`: no analytics (needs the journal).
     pub analytics: Option<crate::analytics::AnalyticsConfig>,
+    /// Largest import upload.
+    pub import_max_bytes: u64,
 }
 
 /// A setting that is out of range, or a config file that cannot be used.
@@ -311,6 +317,8 @@ pub struct FileConfig {
     pub analytics_max_in_flight: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analytics_max_backlog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_max_bytes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -403,6 +411,7 @@ pub fn layer_file(
     layer!(analytics_flush_interval, |v: &String| parse_duration(v));
     layer!(analytics_max_in_flight, |v: &usize| Ok::<_, String>(*v));
     layer!(analytics_max_backlog, |v: &String| parse_bytes(v));
+    layer!(import_max_bytes, |v: &String| parse_bytes(v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -484,6 +493,7 @@ impl Config {
             log_level: a.log_level,
             sentry,
             analytics,
+            import_max_bytes: a.import_max_bytes,
         })
     }
 
@@ -500,6 +510,7 @@ impl Config {
             log_level: "info".into(),
             sentry: None,
             analytics: None,
+            import_max_bytes: 1 << 30,
         }
     }
 }
@@ -615,6 +626,7 @@ pub fn effective_file(
         analytics_flush_interval: Some(d(a.analytics_flush_interval)),
         analytics_max_in_flight: Some(a.analytics_max_in_flight),
         analytics_max_backlog: Some(a.analytics_max_backlog.to_string()),
+        import_max_bytes: Some(a.import_max_bytes.to_string()),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

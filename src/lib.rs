@@ -20,7 +20,9 @@
 //! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
 //! - [`analytics`]: Segment track events of every lifecycle transition, derived from the
 //!   journal by a dispatcher with its own journaled cursor, batched to a sink (Segment, file).
-//! - [`admin`]: the admin HTTP port (metrics, health and readiness probes, fleet utilization).
+//! - [`import`]: bulk import (resumable jobs, JSONL/CSV/GameLift records) and export.
+//! - [`admin`]: the admin HTTP port (metrics, health and readiness probes, fleet utilization,
+//!   import jobs, export).
 //! - [`config`]: the `serve` flags and the validated [`config::Config`].
 //! - [`cli`]: the command line: `serve` and a small client for humans.
 //! - [`bench`]: `session-broker bench`, the closed-loop load generator, and its echo baseline.
@@ -345,6 +347,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             ),
             on_fatal.clone(),
         ));
+    }
+    if let Some(jc) = &config.journal {
+        let imports = import::jobs::Imports::new(
+            store.clone(),
+            &jc.dir,
+            config.import_max_bytes,
+            shutdown.clone(),
+        )
+        .with_context(|| format!("cannot use {}/imports", jc.dir.display()))?;
+        serving.set_imports(imports.clone());
+        imports.resume_all();
+        background.push(tokio::spawn(imports.wait_all(shutdown.clone())));
     }
     // Readiness drops the moment shutdown starts, before the drain.
     background.push(tokio::spawn({

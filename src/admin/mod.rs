@@ -1,7 +1,8 @@
 //! The admin HTTP port (axum): `/metrics`, `/healthz`, `/readyz`, `/v1/fleets`,
-//! `/v1/fleets/{fleet_id}`, `/v1/export`.
+//! `/v1/fleets/{fleet_id}`, `/v1/export`, `/v1/import...`.
 
 mod export;
+mod import;
 
 use std::{
     net::SocketAddr,
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     domain::FleetId,
+    import::jobs::Imports,
     metrics::Metrics,
     store::{FleetCounts, Store},
 };
@@ -64,14 +66,24 @@ impl Liveness {
 
 /// What the admin port serves once recovery is done (it is bound before, to answer probes).
 #[derive(Clone, Default)]
-pub struct Serving(Arc<std::sync::OnceLock<(Arc<Store>, Arc<Metrics>)>>);
+pub struct Serving(
+    Arc<std::sync::OnceLock<(Arc<Store>, Arc<Metrics>)>>,
+    Arc<std::sync::OnceLock<Arc<Imports>>>,
+);
 
 impl Serving {
     pub fn set(&self, store: Arc<Store>, metrics: Arc<Metrics>) {
         let _ = self.0.set((store, metrics));
     }
+    /// Import jobs (only with a data directory).
+    pub fn set_imports(&self, imports: Arc<Imports>) {
+        let _ = self.1.set(imports);
+    }
     fn get(&self) -> Option<&(Arc<Store>, Arc<Metrics>)> {
         self.0.get()
+    }
+    fn imports(&self) -> Option<&Arc<Imports>> {
+        self.1.get()
     }
 }
 
@@ -109,6 +121,9 @@ impl AdminServer {
             .route("/v1/fleets", get(fleets))
             .route("/v1/fleets/{fleet_id}", get(fleet))
             .route("/v1/export", get(export::export))
+            .route("/v1/import", get(import::list).post(import::upload))
+            .route("/v1/import/{job_id}/status", get(import::status))
+            .route("/v1/import/{job_id}", axum::routing::delete(import::cancel))
             .with_state(AdminState {
                 serving,
                 ready,

@@ -255,7 +255,11 @@ pub fn timestamp_of(change: &Change) -> Timestamp {
         | Change::Completed { at, .. }
         | Change::ErrorReported { at, .. }
         | Change::AnalyticsDelivered { at, .. }
-        | Change::AnalyticsRetry { at, .. } => *at,
+        | Change::AnalyticsRetry { at, .. }
+        | Change::ImportStarted { at, .. }
+        | Change::ImportChunk { at, .. }
+        | Change::ImportedRow { at, .. }
+        | Change::ImportFinished { at, .. } => *at,
     }
 }
 
@@ -405,7 +409,11 @@ pub fn write_event(
         | Change::IdempotencyKey { .. }
         | Change::ErrorReported { .. }
         | Change::AnalyticsDelivered { .. }
-        | Change::AnalyticsRetry { .. } => Written::NotLifecycle,
+        | Change::AnalyticsRetry { .. }
+        | Change::ImportStarted { .. }
+        | Change::ImportChunk { .. }
+        | Change::ImportedRow { .. }
+        | Change::ImportFinished { .. } => Written::NotLifecycle,
     }
 }
 

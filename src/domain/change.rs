@@ -80,6 +80,19 @@ impl EndReason {
     }
 }
 
+/// Where an import job stands: cumulative counts and the next record (see `import::jobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportProgress {
+    /// Byte offset and 1-based line of the next record of the file.
+    pub offset: u64,
+    pub line: u64,
+    pub total: u64,
+    pub imported: u64,
+    pub skipped: u64,
+    /// Error messages beyond the ones kept.
+    pub more_errors: u64,
+}
+
 /// One state transition. A group of changes made by one call is journaled atomically.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -133,6 +146,32 @@ pub enum Change {
     AnalyticsDelivered {
         through: Lsn,
         sink: Arc<str>,
+        at: Timestamp,
+    },
+    /// An import job started on an uploaded file (`format`: jsonl or csv).
+    ImportStarted {
+        job: Arc<str>,
+        format: Arc<str>,
+        file: Arc<str>,
+        at: Timestamp,
+    },
+    /// An import job finished a chunk: its cumulative progress and the chunk's error messages.
+    ImportChunk {
+        job: Arc<str>,
+        progress: ImportProgress,
+        errors: Vec<Arc<str>>,
+        at: Timestamp,
+    },
+    /// A row an import job imported (journaled with the row's own changes).
+    ImportedRow {
+        job: Arc<str>,
+        id: Arc<str>,
+        at: Timestamp,
+    },
+    /// An import job ended: completed, or failed with a reason (cancelled, unreadable file).
+    ImportFinished {
+        job: Arc<str>,
+        failed: Option<Arc<str>>,
         at: Timestamp,
     },
     /// An analytics batch covering records `first..=last` failed and is retried after `delay`

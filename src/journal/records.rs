@@ -14,19 +14,23 @@
 //! | idempotency key used | STEP | SUCCEED | `idempotency_key` |
 //! | analytics delivered through an LSN (the dispatcher's cursor) | STEP | SUCCEED | `analytics_delivery` |
 //! | analytics batch failed, retried after a delay | STEP | RETRY (`AnalyticsSinkError`) | `analytics_delivery` |
+//! | import job started | CONTEXT | START | `import_job` |
+//! | import chunk done (cumulative counts) | STEP | SUCCEED | `import_chunk` |
+//! | row imported (child of the job) | STEP | START | `import_row` |
+//! | import job completed / failed | CONTEXT | SUCCEED / FAIL (`ImportFailed`) | `import_job` |
 
 use std::{sync::Arc, time::Duration};
 
 use crate::{
     domain::{
         Change, CreationPolicy, EndCause, EndReason, FleetId, GameSession, GameSessionId,
-        GameSessionInfo, GameSessionStatus, IdempotencyKey, Lsn, PlayerId, PlayerSession,
-        PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
+        GameSessionInfo, GameSessionStatus, IdempotencyKey, ImportProgress, Lsn, PlayerId,
+        PlayerSession, PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
     },
     proto::{
         operation_payload::Payload, AnalyticsDeliveryPayload, CallbackOptions, EndPayload,
         ErrorObject, GameSessionDefinition, GameSessionUpdatePayload, IdempotencyPayload,
-        OperationAction, OperationPayload, OperationRecord, OperationType,
+        ImportJobPayload, OperationAction, OperationPayload, OperationRecord, OperationType,
         PlayerSessionCreationPolicy, ReservationPayload, StepOptions,
     },
     wire::{from_timestamp, timestamp},
@@ -37,6 +41,10 @@ pub const SUB_UPDATE: &str = "update_game_session";
 pub const SUB_PLAYER_SESSION: &str = "player_session";
 pub const SUB_IDEMPOTENCY: &str = "idempotency_key";
 pub const SUB_ANALYTICS: &str = "analytics_delivery";
+pub const SUB_IMPORT_JOB: &str = "import_job";
+pub const SUB_IMPORT_CHUNK: &str = "import_chunk";
+pub const SUB_IMPORT_ROW: &str = "import_row";
+pub const ERR_IMPORT: &str = "ImportFailed";
 /// The operation id of every analytics delivery record.
 pub const ANALYTICS_OPERATION: &str = "analytics-delivery";
 pub const ERR_CRASHED: &str = "GameSessionCrashed";
@@ -289,6 +297,89 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             });
             r
         }
+        Change::ImportStarted {
+            job,
+            format,
+            file,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                job.to_string(),
+                OperationType::Context,
+                A::Start,
+                SUB_IMPORT_JOB,
+                *at,
+            );
+            r.result = payload(Payload::ImportJob(ImportJobPayload {
+                format: format.to_string(),
+                file: file.to_string(),
+                line: 1,
+                ..Default::default()
+            }));
+            r
+        }
+        Change::ImportChunk {
+            job,
+            progress: p,
+            errors,
+            at,
+        } => {
+            let mut r = base(
+                lsn,
+                job.to_string(),
+                OperationType::Step,
+                A::Succeed,
+                SUB_IMPORT_CHUNK,
+                *at,
+            );
+            r.parent_id = job.to_string();
+            r.result = payload(Payload::ImportJob(ImportJobPayload {
+                offset: p.offset,
+                line: p.line,
+                total: p.total,
+                imported: p.imported,
+                skipped: p.skipped,
+                more_errors: p.more_errors,
+                errors: errors.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            }));
+            r
+        }
+        Change::ImportedRow { job, id, at } => {
+            let mut r = base(
+                lsn,
+                id.to_string(),
+                OperationType::Step,
+                A::Start,
+                SUB_IMPORT_ROW,
+                *at,
+            );
+            r.parent_id = job.to_string();
+            r
+        }
+        Change::ImportFinished { job, failed, at } => {
+            let action = if failed.is_some() {
+                A::Fail
+            } else {
+                A::Succeed
+            };
+            let mut r = base(
+                lsn,
+                job.to_string(),
+                OperationType::Context,
+                action,
+                SUB_IMPORT_JOB,
+                *at,
+            );
+            if let Some(reason) = failed {
+                r.error = Some(ErrorObject {
+                    error_type: ERR_IMPORT.into(),
+                    error_message: reason.to_string(),
+                });
+            }
+            r
+        }
     }
 }
 
@@ -360,6 +451,17 @@ pub fn decode(
     use OperationAction as A;
     use OperationType as T;
     Ok(Some(match (ty, action) {
+        (T::Context, A::Start) if r.sub_type == SUB_IMPORT_JOB => {
+            let Some(Payload::ImportJob(p)) = data else {
+                return Err(err("missing import job payload"));
+            };
+            Change::ImportStarted {
+                job: r.operation_id.as_str().into(),
+                format: p.format.as_str().into(),
+                file: p.file.as_str().into(),
+                at,
+            }
+        }
         (T::Context, A::Start) => {
             let Some(Payload::GameSession(d)) = data else {
                 return Err(err("missing definition"));
@@ -425,6 +527,41 @@ pub fn decode(
                 }
             }
         }
+        (T::Context, A::Succeed | A::Fail) if r.sub_type == SUB_IMPORT_JOB => {
+            Change::ImportFinished {
+                job: r.operation_id.as_str().into(),
+                failed: (action == A::Fail).then(|| {
+                    r.error
+                        .as_ref()
+                        .map_or("failed", |e| e.error_message.as_str())
+                        .into()
+                }),
+                at,
+            }
+        }
+        (T::Step, A::Succeed) if r.sub_type == SUB_IMPORT_CHUNK => {
+            let Some(Payload::ImportJob(p)) = data else {
+                return Err(err("missing import chunk payload"));
+            };
+            Change::ImportChunk {
+                job: r.operation_id.as_str().into(),
+                progress: ImportProgress {
+                    offset: p.offset,
+                    line: p.line,
+                    total: p.total,
+                    imported: p.imported,
+                    skipped: p.skipped,
+                    more_errors: p.more_errors,
+                },
+                errors: p.errors.iter().map(|e| e.as_str().into()).collect(),
+                at,
+            }
+        }
+        (T::Step, A::Start) if r.sub_type == SUB_IMPORT_ROW => Change::ImportedRow {
+            job: r.parent_id.as_str().into(),
+            id: r.operation_id.as_str().into(),
+            at,
+        },
         (T::Context, A::Succeed | A::Fail) => {
             let (cause, reason) = match (&r.error, data) {
                 (None, Some(Payload::End(e))) => (EndCause::Ended, e.reason.clone()),

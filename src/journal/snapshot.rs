@@ -23,10 +23,10 @@ use crate::{
         PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
     },
     storage::{
-        snapshot_item::Item, ErrorReportState, GameSessionState, IdempotencyState,
+        snapshot_item::Item, ErrorReportState, GameSessionState, IdempotencyState, ImportJobState,
         PlayerSessionState, SnapshotFooter, SnapshotHeader, SnapshotItem,
     },
-    store::Store,
+    store::{ImportJob, JobStatus, Store},
 };
 
 const FORMAT_VERSION: u32 = 1;
@@ -169,6 +169,9 @@ pub fn take(store: &Store, journal: &Journal, dir: &Path) -> Result<SnapshotStat
             write(&mut w, Item::GameSession(game_state(&g, &players)))?;
         }
     }
+    for job in store.import_jobs() {
+        write(&mut w, Item::ImportJob(import_job_state(&job)))?;
+    }
     for (key, fingerprint, ids, expires) in store.export_idempotency() {
         stats.idempotency_keys += 1;
         write(
@@ -264,6 +267,62 @@ pub(crate) fn prune(
         }
     }
     segment::sync_dir(dir).map_err(io_err(dir))
+}
+
+fn import_job_state(j: &ImportJob) -> ImportJobState {
+    let p = j.progress;
+    ImportJobState {
+        job_id: j.id.to_string(),
+        progress: Some(crate::proto::ImportJobPayload {
+            format: j.format.to_string(),
+            file: j.file.to_string(),
+            offset: p.offset,
+            line: p.line,
+            total: p.total,
+            imported: p.imported,
+            skipped: p.skipped,
+            errors: Vec::new(),
+            more_errors: p.more_errors,
+            reason: j.failure.as_deref().unwrap_or_default().to_string(),
+        }),
+        status: match j.status {
+            JobStatus::Running => 0,
+            JobStatus::Completed => 1,
+            JobStatus::Failed => 2,
+        },
+        started_micros: j.started_at.as_micros(),
+        finished_micros: j.finished_at.map_or(0, Timestamp::as_micros),
+        errors: j.errors.iter().map(|e| e.to_string()).collect(),
+        pending: j.pending.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn import_job_from(s: ImportJobState) -> ImportJob {
+    let p = s.progress.unwrap_or_default();
+    let status = match s.status {
+        1 => JobStatus::Completed,
+        2 => JobStatus::Failed,
+        _ => JobStatus::Running,
+    };
+    ImportJob {
+        id: s.job_id.as_str().into(),
+        format: p.format.as_str().into(),
+        file: p.file.as_str().into(),
+        status,
+        progress: crate::domain::ImportProgress {
+            offset: p.offset,
+            line: p.line,
+            total: p.total,
+            imported: p.imported,
+            skipped: p.skipped,
+            more_errors: p.more_errors,
+        },
+        errors: s.errors.iter().map(|e| e.as_str().into()).collect(),
+        started_at: Timestamp::from_micros(s.started_micros),
+        finished_at: micros(s.finished_micros),
+        failure: (status == JobStatus::Failed).then(|| p.reason.as_str().into()),
+        pending: s.pending.iter().map(|e| e.as_str().into()).collect(),
+    }
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> JournalError {
@@ -403,6 +462,7 @@ fn read_items(
                     Timestamp::from_micros(i.expires_micros),
                 );
             }
+            Item::ImportJob(j) => store.restore_import_job(import_job_from(j)),
             Item::Footer(f) => {
                 if (f.game_sessions, f.player_sessions, f.idempotency_keys)
                     != (

@@ -14,6 +14,7 @@
 //!   nothing. No lock is ever held across an `.await`.
 
 mod fleets;
+mod import;
 mod ops;
 mod page_token;
 mod placement;
@@ -31,6 +32,7 @@ use std::{
 use dashmap::DashMap;
 
 pub use fleets::{FleetCounts, Transition};
+pub use import::{ImportJob, JobStatus, RowError, RowOutcome, MAX_JOB_ERRORS};
 pub use page_token::{Fingerprint, PageToken, SearchPageToken};
 pub use placement::Place;
 pub use release_health::{HealthCounts, ReleaseHealthQuery, ReleaseHealthReport};
@@ -216,6 +218,8 @@ pub struct Store {
     /// The analytics dispatcher's cursor (journaled, in snapshots): the next LSN to deliver,
     /// 0 if it never ran.
     analytics_next: std::sync::atomic::AtomicU64,
+    /// Import jobs by id (journaled, in snapshots).
+    jobs: parking_lot::Mutex<std::collections::BTreeMap<Arc<str>, ImportJob>>,
 }
 
 impl Store {
@@ -235,6 +239,7 @@ impl Store {
             health,
             metrics: std::sync::OnceLock::new(),
             analytics_next: std::sync::atomic::AtomicU64::new(0),
+            jobs: parking_lot::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 

@@ -144,6 +144,10 @@ impl Store {
             }
             Change::AnalyticsDelivered { through, .. } => self.note_analytics_delivered(*through),
             Change::AnalyticsRetry { .. } => {}
+            Change::ImportStarted { .. }
+            | Change::ImportChunk { .. }
+            | Change::ImportedRow { .. }
+            | Change::ImportFinished { .. } => self.apply_import(change),
         }
     }
 

@@ -1,0 +1,510 @@
+//! Import jobs on the admin port: exact counts for a file of every kind of row, CSV quoting,
+//! GameLift's PascalCase lines, refused uploads, export -> import round trip, and a kill -9
+//! in the middle of a job (the restarted daemon finishes it with the right counts and no
+//! duplicate).
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::TestDaemon;
+use serde_json::Value;
+use session_broker::{
+    journal::JournalConfig,
+    proto::{
+        AcceptPlayerSessionRequest, CreatePlayerSessionRequest, DescribePlayerSessionsRequest,
+        GetGameSessionRequest, PlayerSessionStatus,
+    },
+};
+
+async fn durable() -> (TestDaemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_durable(dir.path()).await;
+    (d, dir)
+}
+
+fn url(addr: std::net::SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+async fn upload(
+    addr: std::net::SocketAddr,
+    format: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(url(addr, &format!("/v1/import?format={format}")))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+async fn job_status(addr: std::net::SocketAddr, job: &str) -> (u16, Value) {
+    let r = reqwest::get(url(addr, &format!("/v1/import/{job}/status")))
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls until the job is no longer running.
+async fn finished(addr: std::net::SocketAddr, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, s) = job_status(addr, job).await;
+        assert_eq!(code, 200, "{s}");
+        if s["status"] != "running" {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "job still running: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_with_every_kind_of_row_gives_exact_counts() {
+    let (mut d, _dir) = durable().await;
+    let admin = d.daemon.admin_addr();
+    d.register("imp-1", 3).await;
+    let existing = d
+        .players
+        .create_player_session(CreatePlayerSessionRequest {
+            game_session_id: "imp-1".into(),
+            player_id: "zoe".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_session_id;
+    let p2 = "psess-0f6b6f7e-2a55-4c1e-8a51-3f9e6d1c2b3a";
+    let long = "x".repeat(2049);
+    let lines = [
+        // 1: RESERVED, id generated
+        r#"{"kind":"player_session","player_id":"p1","game_session_id":"imp-1"}"#.to_string(),
+        // 2: ACTIVE with its own id
+        format!(r#"{{"kind":"player_session","player_session_id":"{p2}","player_id":"p2","game_session_id":"imp-1","status":"ACTIVE","player_data":"lvl=2"}}"#),
+        // 3: duplicate of a session the daemon has
+        format!(r#"{{"kind":"player_session","player_session_id":"{existing}","player_id":"zoe","game_session_id":"imp-1"}}"#),
+        // 4: invalid JSON
+        r#"{"kind":"player_session","#.to_string(),
+        // 5: missing field
+        r#"{"kind":"player_session","game_session_id":"imp-1"}"#.to_string(),
+        // 6: oversize player_data
+        format!(r#"{{"kind":"player_session","player_id":"p6","game_session_id":"imp-1","player_data":"{long}"}}"#),
+        // 7: unknown game session
+        r#"{"kind":"player_session","player_id":"p7","game_session_id":"nowhere"}"#.to_string(),
+        // 8: capacity overflow (zoe, p1, p2 hold the 3 seats)
+        r#"{"kind":"player_session","player_id":"p8","game_session_id":"imp-1"}"#.to_string(),
+        // 9: terminal: keeps its times, needs no seat
+        r#"{"kind":"player_session","player_id":"p9","game_session_id":"imp-1","status":"COMPLETED","creation_time":"2026-11-30T10:00:00Z","termination_time":"2026-11-30T10:20:00Z"}"#.to_string(),
+        // 10: GameLift's own JSON
+        r#"{"PlayerSessionId":"psess-7d1b2c3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d","PlayerId":"p10","GameSessionId":"arn:aws:gamelift:us-east-1::gamesession/fleet-1/imp-1","FleetId":"fleet-1","Status":"TIMEDOUT","CreationTime":"2026-11-30T09:00:00.000+00:00","TerminationTime":"2026-11-30T09:01:00.000+00:00"}"#.to_string(),
+        // blank lines are not records
+        String::new(),
+        // 11: a new game session
+        r#"{"kind":"game_session","game_session_id":"imp-2","fleet_id":"fleet-1","maximum_player_session_count":4,"labels":{"map":"dust"}}"#.to_string(),
+        // 12: and a player in it
+        r#"{"kind":"player_session","player_id":"p12","game_session_id":"imp-2"}"#.to_string(),
+    ];
+    let (code, body) = upload(admin, "jsonl", lines.join("\n") + "\n").await;
+    assert_eq!(code, 202, "{body}");
+    let job = body["job_id"].as_str().unwrap().to_string();
+    let s = finished(admin, &job).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(s["format"], "jsonl");
+    assert_eq!(
+        (
+            s["total"].as_u64(),
+            s["imported"].as_u64(),
+            s["skipped"].as_u64()
+        ),
+        (Some(12), Some(6), Some(6)),
+        "{s}"
+    );
+    let errors: Vec<&str> = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    for (i, want) in [
+        (0, "line 3: player session"),
+        (1, "line 4: invalid JSON"),
+        (2, "line 5: player_id: missing"),
+        (3, "line 6: player_data longer than 2048 characters"),
+        (4, "line 7: game session nowhere not found"),
+        (5, "line 8: game session imp-1 is full"),
+    ] {
+        assert!(
+            errors[i].starts_with(want),
+            "{errors:?}[{i}] should start with {want}"
+        );
+    }
+    assert!(s["started_at"].as_i64().unwrap() > 1_700_000_000);
+    assert!(s["finished_at"].as_i64().unwrap() >= s["started_at"].as_i64().unwrap());
+
+    // The state is what the file said.
+    let g = d
+        .games
+        .get_game_session(GetGameSessionRequest {
+            game_session_id: "imp-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(g.current_player_session_count, 3, "capacity held");
+    let list = d
+        .players
+        .describe_player_sessions(DescribePlayerSessionsRequest {
+            game_session_id: "imp-1".into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_sessions;
+    let by = |p: &str| list.iter().find(|s| s.player_id == p).unwrap().clone();
+    assert_eq!(by("p1").status, PlayerSessionStatus::Reserved as i32);
+    assert_eq!(by("p2").status, PlayerSessionStatus::Active as i32);
+    assert_eq!(by("p2").player_session_id, p2);
+    assert_eq!(by("p2").player_data, "lvl=2");
+    assert_eq!(by("p9").status, PlayerSessionStatus::Completed as i32);
+    assert_eq!(by("p10").status, PlayerSessionStatus::Timedout as i32);
+    assert_eq!(list.len(), 5);
+    // An imported reservation is a real one: it can be accepted.
+    d.players
+        .accept_player_session(AcceptPlayerSessionRequest {
+            game_session_id: "imp-1".into(),
+            player_session_id: by("p1").player_session_id,
+        })
+        .await
+        .unwrap();
+
+    let jobs: Value = reqwest::get(url(admin, "/v1/import"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse::<Value>()
+        .unwrap();
+    assert_eq!(jobs["jobs"][0]["job_id"], job.as_str());
+    assert_eq!(job_status(admin, "import-nope").await.0, 404);
+    let r = reqwest::Client::new()
+        .delete(url(admin, &format!("/v1/import/{job}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "a finished job cannot be cancelled"
+    );
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_imports_with_quoting_and_refused_uploads_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().to_path_buf();
+    let mut d = TestDaemon::start_with(move |c| {
+        c.journal = Some(JournalConfig::new(jdir));
+        c.import_max_bytes = 4096;
+    })
+    .await;
+    let admin = d.daemon.admin_addr();
+    d.register("csv-1", 10).await;
+    let file = "player_id,game_session_id,player_data,status\n\
+                alice,csv-1,\"level=3, \"\"gold\"\"\nsecond line\",\n\
+                bob,csv-1,,ACTIVE\n\
+                carol,csv-1,,LOST\n";
+    let (code, body) = upload(admin, "csv", file).await;
+    assert_eq!(code, 202, "{body}");
+    let s = finished(admin, body["job_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (
+            s["total"].as_u64(),
+            s["imported"].as_u64(),
+            s["skipped"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{s}"
+    );
+    assert!(
+        s["errors"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("line 5: status"),
+        "{s}"
+    );
+    let list = d
+        .players
+        .describe_player_sessions(DescribePlayerSessionsRequest {
+            player_id: "alice".into(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_sessions;
+    assert_eq!(list[0].player_data, "level=3, \"gold\"\nsecond line");
+
+    let before = reqwest::get(url(admin, "/v1/import"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (format, body, want) in [
+        ("xml", "a".to_string(), 400),
+        ("jsonl", String::new(), 400),
+        ("jsonl", "x".repeat(5000), 413),
+    ] {
+        let (code, v) = upload(admin, format, body).await;
+        assert_eq!(code, want, "{format}: {v}");
+        assert!(v["error"].is_string());
+    }
+    let after = reqwest::get(url(admin, "/v1/import"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(before, after, "a refused upload starts no job");
+    d.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_an_empty_daemon_gives_the_same_state() {
+    let (mut a, _da) = durable().await;
+    for g in 0..3 {
+        let id = format!("rt-{g}");
+        let mut req = common::register_request(&id, 5);
+        req.labels.insert("mode".into(), format!("m{g}"));
+        a.games.register_game_session(req).await.unwrap();
+        for p in 0..4 {
+            let ps = a
+                .players
+                .create_player_session(CreatePlayerSessionRequest {
+                    game_session_id: id.clone(),
+                    player_id: format!("rt{g}-{p}"),
+                    player_data: format!("data {p}, \"q\""),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if p % 2 == 0 {
+                a.players
+                    .accept_player_session(AcceptPlayerSessionRequest {
+                        game_session_id: id.clone(),
+                        player_session_id: ps.player_session_id,
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    a.games
+        .end_game_session(session_broker::proto::EndGameSessionRequest {
+            game_session_id: "rt-2".into(),
+            reason: "over".into(),
+            crashed: false,
+        })
+        .await
+        .unwrap();
+    let export = |addr| async move {
+        reqwest::get(url(addr, "/v1/export?format=jsonl"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let dump = export(a.daemon.admin_addr()).await;
+    // The importing daemon snapshots every few records, so its restart below goes through a
+    // snapshot (jobs included) and a replay of imported records.
+    let db = tempfile::tempdir().unwrap();
+    let start_b = |dir: std::path::PathBuf| {
+        TestDaemon::start_with(move |c| {
+            let mut jc = JournalConfig::new(dir);
+            jc.snapshot_every_records = 7;
+            c.journal = Some(jc);
+        })
+    };
+    let b = start_b(db.path().to_path_buf()).await;
+    let (code, body) = upload(b.daemon.admin_addr(), "jsonl", dump.clone()).await;
+    assert_eq!(code, 202);
+    let job = body["job_id"].as_str().unwrap().to_string();
+    let s = finished(b.daemon.admin_addr(), &job).await;
+    assert_eq!(
+        (
+            s["total"].as_u64(),
+            s["imported"].as_u64(),
+            s["skipped"].as_u64()
+        ),
+        (Some(15), Some(15), Some(0)),
+        "{s}"
+    );
+    assert_eq!(export(b.daemon.admin_addr()).await, dump, "identical state");
+    a.stop().await;
+    b.stop().await;
+    let snapshots = std::fs::read_dir(db.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snapshot-")
+        })
+        .count();
+    assert!(snapshots > 0, "a snapshot was taken");
+    let b = start_b(db.path().to_path_buf()).await;
+    assert_eq!(
+        export(b.daemon.admin_addr()).await,
+        dump,
+        "the same after a restart"
+    );
+    let (_, again) = job_status(b.daemon.admin_addr(), &job).await;
+    assert_eq!(again, s, "the job's status survives the restart");
+    b.stop().await;
+}
+
+// kill -9 in the middle of a job.
+
+const BIN: &str = env!("CARGO_BIN_EXE_session-broker");
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(dir: &Path, port: u16, admin: u16) -> Process {
+    Process(
+        Command::new(BIN)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+async fn ready(admin: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(url(admin, "/readyz")).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "daemon did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_midway_finishes_after_the_restart_with_exact_counts() {
+    const ROWS: usize = 30_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let mut process = spawn(dir.path(), port, admin_port);
+    ready(admin).await;
+    let mut file = String::from(
+        r#"{"kind":"game_session","game_session_id":"big-1","fleet_id":"fleet-k","maximum_player_session_count":10}"#,
+    );
+    file.push('\n');
+    for i in 0..ROWS {
+        // Ids generated from the job and line: a resumed chunk must recognise its own rows.
+        file.push_str(&format!(
+            r#"{{"kind":"player_session","player_id":"k{i}","game_session_id":"big-1","status":"COMPLETED","creation_time":"2026-11-30T10:00:00Z"}}"#
+        ));
+        file.push('\n');
+    }
+    let (code, body) = upload(admin, "jsonl", file).await;
+    assert_eq!(code, 202, "{body}");
+    let job = body["job_id"].as_str().unwrap().to_string();
+    // Kill it once some chunks are checkpointed, mid-job.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, s) = job_status(admin, &job).await;
+        assert_eq!(
+            s["status"], "running",
+            "finished before the kill: make the file larger ({s})"
+        );
+        if s["total"].as_u64().unwrap() >= 3000 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    process.0.kill().unwrap();
+    process.0.wait().unwrap();
+
+    let _process = spawn(dir.path(), port, admin_port);
+    ready(admin).await;
+    let s = finished(admin, &job).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    let n = ROWS as u64 + 1;
+    assert_eq!(
+        (
+            s["total"].as_u64(),
+            s["imported"].as_u64(),
+            s["skipped"].as_u64()
+        ),
+        (Some(n), Some(n), Some(0)),
+        "{s}"
+    );
+    let fleet: Value = reqwest::get(url(admin, "/v1/fleets/fleet-k"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse::<Value>()
+        .unwrap();
+    assert_eq!(
+        fleet["player_sessions"]["completed"].as_u64(),
+        Some(ROWS as u64),
+        "no row imported twice: {fleet}"
+    );
+    let leftover = std::fs::read_dir(dir.path().join("imports"))
+        .unwrap()
+        .count();
+    assert_eq!(leftover, 0, "the upload is deleted once the job finished");
+}
