@@ -508,3 +508,103 @@ async fn a_job_killed_midway_finishes_after_the_restart_with_exact_counts() {
         .count();
     assert_eq!(leftover, 0, "the upload is deleted once the job finished");
 }
+
+async fn rss(admin: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(url(admin, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_row_file_streams_through_the_cli_without_memory_growing() {
+    use std::io::Write;
+    const ROWS: usize = 1_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let _process = spawn(&dir.path().join("data"), port, admin_port);
+    ready(admin).await;
+    // One game session and one player session, then a million rows naming that same player
+    // session: every one is a duplicate, so the state stays the same size and any memory
+    // growth would be the import holding the file.
+    let path = dir.path().join("big.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    writeln!(f, r#"{{"kind":"game_session","game_session_id":"mem-1","fleet_id":"fleet-m","maximum_player_session_count":10}}"#).unwrap();
+    let row = r#"{"kind":"player_session","player_session_id":"psess-2b1f6c1e-7d3a-4f5e-9a8b-0c1d2e3f4a5b","player_id":"m","game_session_id":"mem-1","player_data":"padding padding padding padding padding padding padding"}"#;
+    for _ in 0..ROWS {
+        writeln!(f, "{row}").unwrap();
+    }
+    drop(f);
+    let size = std::fs::metadata(&path).unwrap().len();
+    let before = rss(admin).await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["import", "--wait", "--admin", &format!("http://{admin}")])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = ROWS as u64 + 1;
+    assert_eq!(s["status"], "completed", "{s}");
+    let counts = (
+        s["total"].as_u64(),
+        s["imported"].as_u64(),
+        s["skipped"].as_u64(),
+    );
+    assert_eq!(
+        counts,
+        (Some(n), Some(2), Some(n - 2)),
+        "status {}",
+        s["status"]
+    );
+    let errors = s["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1001, "1,000 kept and '... N more'");
+    assert_eq!(errors[1000], format!("... {} more", n - 2 - 1000));
+    let growth = rss(admin).await.saturating_sub(before);
+    assert!(
+        growth < size / 4,
+        "RSS grew by {growth} bytes for a {size}-byte file"
+    );
+
+    // export through the CLI streams too.
+    let out_path = dir.path().join("out.csv");
+    let out = Command::new(BIN)
+        .args([
+            "export",
+            "--format",
+            "csv",
+            "--admin",
+            &admin.to_string(),
+            "--output",
+        ])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "header and the one player session: {csv}"
+    );
+}

@@ -1,11 +1,13 @@
 //! The command line: `serve` (the default), a small gRPC client for humans
-//! (`game-sessions ...`, `player-sessions ...`, `fleets ...`) that prints tables or JSON, and the load
-//! generator (`bench`, `bench-echo-server`).
+//! (`game-sessions ...`, `player-sessions ...`, `fleets ...`) that prints tables or JSON,
+//! `import` / `export` against the admin port, and the load generator (`bench`,
+//! `bench-echo-server`).
 
 mod client;
 mod fleets;
 mod health;
 mod output;
+mod transfer;
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 pub use client::{ClientArgs, GameSessionsCmd, PlayerSessionsCmd};
 pub use fleets::FleetsCmd;
 pub use health::HealthCmd;
+pub use transfer::{AdminArgs, ExportArgs, ImportArgs};
 
 use crate::config::{Config, ServeArgs};
 
@@ -75,6 +78,10 @@ pub enum Command {
         #[command(subcommand)]
         cmd: HealthCmd,
     },
+    /// Import a file (JSONL, GameLift JSON lines, CSV) as a job on the admin port.
+    Import(ImportArgs),
+    /// Export every retained session (JSONL or CSV) from the admin port.
+    Export(ExportArgs),
     /// Load generator: closed-loop scenarios over gRPC, compared with a tonic echo baseline.
     Bench(crate::bench::BenchArgs),
     /// The echo baseline service `bench` compares with.
@@ -128,6 +135,8 @@ pub async fn main(cli: Cli, matches: clap::ArgMatches) -> anyhow::Result<()> {
         Some(Command::PlayerSessions { client, cmd }) => client::player_sessions(client, cmd).await,
         Some(Command::Fleets { client, cmd }) => fleets::fleets(client, cmd).await,
         Some(Command::Health { client, cmd }) => health::health(client, cmd).await,
+        Some(Command::Import(args)) => transfer::import(args).await,
+        Some(Command::Export(args)) => transfer::export(args).await,
         Some(Command::Bench(args)) => crate::bench::main(args).await,
         Some(Command::BenchEchoServer(args)) => crate::bench::echo::main(args).await,
     }

@@ -162,10 +162,12 @@ pub enum Change {
         errors: Vec<Arc<str>>,
         at: Timestamp,
     },
-    /// A row an import job imported (journaled with the row's own changes).
+    /// A row an import job imported from `line` of its file (journaled with the row's own
+    /// changes).
     ImportedRow {
         job: Arc<str>,
         id: Arc<str>,
+        line: u64,
         at: Timestamp,
     },
     /// An import job ended: completed, or failed with a reason (cancelled, unreadable file).

@@ -274,12 +274,14 @@ fn import_record(
     r: ImportRecord,
 ) -> Result<RowOutcome, String> {
     match r {
-        ImportRecord::GameSession(g) => store.import_game_session(job, &g).map_err(|e| e.0),
+        ImportRecord::GameSession(g) => store.import_game_session(job, line, &g).map_err(|e| e.0),
         ImportRecord::PlayerSession(p) => {
             let id = p
                 .player_session_id
                 .unwrap_or_else(|| generated_id(job, line));
-            store.import_player_session(job, &p, id).map_err(|e| e.0)
+            store
+                .import_player_session(job, line, &p, id)
+                .map_err(|e| e.0)
         }
     }
 }

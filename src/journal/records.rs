@@ -346,7 +346,7 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             }));
             r
         }
-        Change::ImportedRow { job, id, at } => {
+        Change::ImportedRow { job, id, line, at } => {
             let mut r = base(
                 lsn,
                 id.to_string(),
@@ -356,6 +356,10 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
                 *at,
             );
             r.parent_id = job.to_string();
+            r.result = payload(Payload::ImportJob(ImportJobPayload {
+                line: *line,
+                ..Default::default()
+            }));
             r
         }
         Change::ImportFinished { job, failed, at } => {
@@ -560,6 +564,10 @@ pub fn decode(
         (T::Step, A::Start) if r.sub_type == SUB_IMPORT_ROW => Change::ImportedRow {
             job: r.parent_id.as_str().into(),
             id: r.operation_id.as_str().into(),
+            line: match data {
+                Some(Payload::ImportJob(p)) => p.line,
+                _ => 0,
+            },
             at,
         },
         (T::Context, A::Succeed | A::Fail) => {

@@ -293,7 +293,11 @@ fn import_job_state(j: &ImportJob) -> ImportJobState {
         started_micros: j.started_at.as_micros(),
         finished_micros: j.finished_at.map_or(0, Timestamp::as_micros),
         errors: j.errors.iter().map(|e| e.to_string()).collect(),
-        pending: j.pending.iter().map(|e| e.to_string()).collect(),
+        pending: j
+            .pending
+            .iter()
+            .map(|(id, line)| format!("{line} {id}"))
+            .collect(),
     }
 }
 
@@ -321,7 +325,14 @@ fn import_job_from(s: ImportJobState) -> ImportJob {
         started_at: Timestamp::from_micros(s.started_micros),
         finished_at: micros(s.finished_micros),
         failure: (status == JobStatus::Failed).then(|| p.reason.as_str().into()),
-        pending: s.pending.iter().map(|e| e.as_str().into()).collect(),
+        pending: s
+            .pending
+            .iter()
+            .filter_map(|e| {
+                let (line, id) = e.split_once(' ')?;
+                Some((id.into(), line.parse().ok()?))
+            })
+            .collect(),
     }
 }
 

@@ -8,7 +8,7 @@
 //! index, watchers and timers as live ones; RESERVED ones get a fresh reservation deadline.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -64,8 +64,8 @@ pub struct ImportJob {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub failure: Option<Arc<str>>,
-    /// Rows imported since the last chunk checkpoint.
-    pub pending: HashSet<Arc<str>>,
+    /// Rows imported since the last chunk checkpoint, with their line.
+    pub pending: HashMap<Arc<str>, u64>,
 }
 
 /// What importing one row did.
@@ -105,7 +105,7 @@ impl Store {
                     started_at: *at,
                     finished_at: None,
                     failure: None,
-                    pending: HashSet::new(),
+                    pending: HashMap::new(),
                 });
             }
             Change::ImportChunk {
@@ -123,9 +123,9 @@ impl Store {
                     }
                 }
             }
-            Change::ImportedRow { job, id, .. } => {
+            Change::ImportedRow { job, id, line, .. } => {
                 if let Some(j) = jobs.get_mut(job) {
-                    j.pending.insert(id.clone());
+                    j.pending.insert(id.clone(), *line);
                 }
             }
             Change::ImportFinished { job, failed, at } => {
@@ -211,21 +211,24 @@ impl Store {
         self.jobs.lock().insert(job.id.clone(), job);
     }
 
-    fn imported_before(&self, job: &Arc<str>, key: &str) -> bool {
+    /// Did this job import `key` from this very line before a restart? (The same id on
+    /// another line is a duplicate.)
+    fn imported_before(&self, job: &Arc<str>, key: &str, line: u64) -> bool {
         self.jobs
             .lock()
             .get(job)
-            .is_some_and(|j| j.pending.contains(key))
+            .is_some_and(|j| j.pending.get(key) == Some(&line))
     }
 
     /// Imports a game session (ACTIVE, or ended with its own times) for `job`.
     pub fn import_game_session(
         &self,
         job: &Arc<str>,
+        line: u64,
         r: &GameSessionRecord,
     ) -> Result<RowOutcome, RowError> {
         let key: Arc<str> = r.game_session_id.as_str().into();
-        if self.imported_before(job, &key) {
+        if self.imported_before(job, &key, line) {
             return Ok(RowOutcome::AlreadyImported);
         }
         RegisterGameSession {
@@ -305,6 +308,7 @@ impl Store {
         let row = Change::ImportedRow {
             job: job.clone(),
             id: key,
+            line,
             at: now,
         };
         changes.push(row.clone());
@@ -347,11 +351,12 @@ impl Store {
     pub fn import_player_session(
         &self,
         job: &Arc<str>,
+        line: u64,
         r: &PlayerSessionRecord,
         id: PlayerSessionId,
     ) -> Result<RowOutcome, RowError> {
         let key: Arc<str> = id.to_string().into();
-        if self.imported_before(job, &key) {
+        if self.imported_before(job, &key, line) {
             return Ok(RowOutcome::AlreadyImported);
         }
         let gsid = &r.game_session_id;
@@ -428,6 +433,7 @@ impl Store {
         let row = Change::ImportedRow {
             job: job.clone(),
             id: key,
+            line,
             at: now,
         };
         changes.push(row.clone());
