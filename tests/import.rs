@@ -608,3 +608,63 @@ async fn a_million_row_file_streams_through_the_cli_without_memory_growing() {
         "header and the one player session: {csv}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_can_be_cancelled_and_keeps_what_it_imported() {
+    let (d, _dir) = durable().await;
+    let admin = d.daemon.admin_addr();
+    let mut file = String::from(
+        r#"{"kind":"game_session","game_session_id":"can-1","fleet_id":"fleet-c","maximum_player_session_count":10}"#,
+    );
+    file.push('\n');
+    for i in 0..100_000 {
+        file.push_str(&format!(
+            r#"{{"kind":"player_session","player_id":"c{i}","game_session_id":"can-1","status":"COMPLETED"}}"#
+        ));
+        file.push('\n');
+    }
+    let (_, body) = upload(admin, "jsonl", file).await;
+    let job = body["job_id"].as_str().unwrap().to_string();
+    loop {
+        let (_, s) = job_status(admin, &job).await;
+        assert_eq!(s["status"], "running", "finished before the cancel");
+        assert!(s["finished_at"].is_null(), "null while running");
+        if s["total"].as_u64().unwrap() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = reqwest::Client::new()
+        .delete(url(admin, &format!("/v1/import/{job}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let s = finished(admin, &job).await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "job failed: cancelled"),
+        "{}",
+        s["errors"]
+    );
+    let imported = s["imported"].as_u64().unwrap();
+    assert!(imported > 0 && imported < 100_001, "{imported}");
+    let fleet: Value = reqwest::get(url(admin, "/v1/fleets/fleet-c"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        fleet["player_sessions"]["completed"].as_u64(),
+        Some(imported - 1),
+        "what it imported stays"
+    );
+    d.stop().await;
+}
