@@ -71,6 +71,13 @@ impl Imports {
     ) -> std::io::Result<Arc<Self>> {
         let dir = data_dir.join("imports");
         std::fs::create_dir_all(&dir)?;
+        // Uploads a crash interrupted never became jobs.
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "part") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         Ok(Arc::new(Imports {
             store,
             dir,
