@@ -82,73 +82,89 @@ pub enum RowOutcome {
 pub struct RowError(pub String);
 
 impl Store {
-    /// Applies a journaled import change to the jobs (live and on replay).
+    /// Applies a journaled import change to the jobs (on replay).
     pub(super) fn apply_import(&self, change: &Change) {
-        let mut jobs = self.jobs.lock();
-        match change {
-            Change::ImportStarted {
-                job,
-                format,
-                file,
-                at,
-            } => {
-                jobs.entry(job.clone()).or_insert_with(|| ImportJob {
-                    id: job.clone(),
-                    format: format.clone(),
-                    file: file.clone(),
-                    status: JobStatus::Running,
-                    progress: ImportProgress {
-                        line: 1,
-                        ..ImportProgress::default()
-                    },
-                    errors: Vec::new(),
-                    started_at: *at,
-                    finished_at: None,
-                    failure: None,
-                    pending: HashMap::new(),
-                });
-            }
-            Change::ImportChunk {
-                job,
-                progress,
-                errors,
-                ..
-            } => {
-                if let Some(j) = jobs.get_mut(job) {
-                    if progress.offset >= j.progress.offset {
-                        j.progress = *progress;
-                        let room = MAX_JOB_ERRORS.saturating_sub(j.errors.len());
-                        j.errors.extend(errors.iter().take(room).cloned());
-                        j.pending.clear();
-                    }
-                }
-            }
-            Change::ImportedRow { job, id, line, .. } => {
-                if let Some(j) = jobs.get_mut(job) {
-                    j.pending.insert(id.clone(), *line);
-                }
-            }
-            Change::ImportFinished { job, failed, at } => {
-                if let Some(j) = jobs.get_mut(job) {
-                    j.status = if failed.is_some() {
-                        JobStatus::Failed
-                    } else {
-                        JobStatus::Completed
-                    };
-                    j.failure = failed.clone();
-                    j.finished_at = Some(*at);
-                    j.pending.clear();
-                }
-                forget_old_jobs(&mut jobs);
-            }
-            _ => {}
-        }
+        apply_to_jobs(&mut self.jobs.lock(), change);
     }
 
+    /// Appends `changes` (ending with an import change) and applies that change to the jobs
+    /// with the jobs' lock held across both, so a snapshot that copies the jobs after this
+    /// append also sees its effect (a snapshot never misses a record older than its replay
+    /// LSN). Lock order: game session entry -> jobs -> journal.
+    fn append_import(&self, changes: &[Change]) -> crate::domain::Result<Lsn> {
+        let mut jobs = self.jobs.lock();
+        let first = self.journal.append(changes)?;
+        if let Some(last) = changes.last() {
+            apply_to_jobs(&mut jobs, last);
+        }
+        Ok(first)
+    }
+}
+
+fn apply_to_jobs(jobs: &mut BTreeMap<Arc<str>, ImportJob>, change: &Change) {
+    match change {
+        Change::ImportStarted {
+            job,
+            format,
+            file,
+            at,
+        } => {
+            jobs.entry(job.clone()).or_insert_with(|| ImportJob {
+                id: job.clone(),
+                format: format.clone(),
+                file: file.clone(),
+                status: JobStatus::Running,
+                progress: ImportProgress {
+                    line: 1,
+                    ..ImportProgress::default()
+                },
+                errors: Vec::new(),
+                started_at: *at,
+                finished_at: None,
+                failure: None,
+                pending: HashMap::new(),
+            });
+        }
+        Change::ImportChunk {
+            job,
+            progress,
+            errors,
+            ..
+        } => {
+            if let Some(j) = jobs.get_mut(job) {
+                if progress.offset >= j.progress.offset {
+                    j.progress = *progress;
+                    let room = MAX_JOB_ERRORS.saturating_sub(j.errors.len());
+                    j.errors.extend(errors.iter().take(room).cloned());
+                    j.pending.clear();
+                }
+            }
+        }
+        Change::ImportedRow { job, id, line, .. } => {
+            if let Some(j) = jobs.get_mut(job) {
+                j.pending.insert(id.clone(), *line);
+            }
+        }
+        Change::ImportFinished { job, failed, at } => {
+            if let Some(j) = jobs.get_mut(job) {
+                j.status = if failed.is_some() {
+                    JobStatus::Failed
+                } else {
+                    JobStatus::Completed
+                };
+                j.failure = failed.clone();
+                j.finished_at = Some(*at);
+                j.pending.clear();
+            }
+            forget_old_jobs(jobs);
+        }
+        _ => {}
+    }
+}
+
+impl Store {
     fn journal_import(&self, change: Change) -> crate::domain::Result<Lsn> {
-        let lsn = self.journal.append(std::slice::from_ref(&change))?;
-        self.apply_import(&change);
-        Ok(lsn)
+        self.append_import(std::slice::from_ref(&change))
     }
 
     /// Starts a job on an uploaded file.
@@ -311,7 +327,7 @@ impl Store {
             line,
             at: now,
         };
-        changes.push(row.clone());
+        changes.push(row);
         let lsn = match self.game_sessions.entry(r.game_session_id.clone()) {
             Entry::Occupied(_) => {
                 return Err(RowError(format!(
@@ -321,8 +337,7 @@ impl Store {
             }
             Entry::Vacant(v) => {
                 let first = self
-                    .journal
-                    .append(&changes)
+                    .append_import(&changes)
                     .map_err(|e| RowError(e.to_string()))?;
                 let mut e = v.insert(GameSessionEntry::new(session.clone()));
                 self.count_game_added(&session);
@@ -341,7 +356,6 @@ impl Store {
             self.timers
                 .schedule(d, Timer::Heartbeat(r.game_session_id.clone()));
         }
-        self.apply_import(&row);
         Ok(RowOutcome::Imported(lsn))
     }
 
@@ -436,10 +450,9 @@ impl Store {
             line,
             at: now,
         };
-        changes.push(row.clone());
+        changes.push(row);
         let first = self
-            .journal
-            .append(&changes)
+            .append_import(&changes)
             .map_err(|e| RowError(e.to_string()))?;
         // The same steps replay takes for these records.
         ps.lsns.reserved = first;
@@ -475,7 +488,6 @@ impl Store {
             PlayerSessionStatus::Active => {}
             _ => self.schedule_purge(end, Timer::PurgePlayerSession(id)),
         }
-        self.apply_import(&row);
         Ok(RowOutcome::Imported(first + changes.len() as Lsn - 1))
     }
 }
