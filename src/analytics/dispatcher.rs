@@ -161,11 +161,15 @@ async fn deliver(shared: Arc<Shared>, batch: Batch) -> u64 {
                     shared.events("sent", part.len());
                     break;
                 }
-                Outcome::Retry { after, why } => {
+                Outcome::Retry {
+                    after,
+                    rate_limited,
+                    why,
+                } => {
                     shared.batch("retried");
                     shared.metrics.analytics_retries.inc();
                     let delay = backoff(attempt, after, random_unit());
-                    if after.is_some() || why == "HTTP 429" {
+                    if after.is_some() || rate_limited {
                         shared.limit_until(Instant::now() + delay);
                     }
                     tracing::warn!(

@@ -17,9 +17,11 @@ pub enum Outcome {
     /// The sink acknowledged it: the dispatcher may move its cursor past it.
     Delivered,
     /// Try again later (network error, timeout, 408, 429, 5xx except 501/505); `after` is the
-    /// sink's Retry-After when it gave one; `why` says what failed (for logs and the journal).
+    /// sink's Retry-After when it gave one; `rate_limited` is a 429 (every batch pauses); `why`
+    /// says what failed (for logs and the journal).
     Retry {
         after: Option<Duration>,
+        rate_limited: bool,
         why: String,
     },
     /// Refused for good (400, 401, 403, 413, 501, 505...): do not resend as is (the dispatcher
@@ -55,6 +57,7 @@ pub fn classify(status: u16, retry_after: Option<Duration>) -> Outcome {
         200..=299 => Outcome::Delivered,
         408 | 429 | 500 | 502..=504 | 506..=599 => Outcome::Retry {
             after: retry_after,
+            rate_limited: status == 429,
             why: format!("HTTP {status}"),
         },
         _ => Outcome::Rejected { status },
@@ -187,6 +190,7 @@ impl Sink for SegmentSink {
                 tracing::debug!(error = %e, "analytics sink unreachable");
                 Outcome::Retry {
                     after: None,
+                    rate_limited: false,
                     why: if e.is_timeout() {
                         "request timed out".into()
                     } else {
@@ -251,6 +255,7 @@ impl Sink for FileSink {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot write analytics file");
                 Outcome::Retry {
                     after: None,
+                    rate_limited: false,
                     why: format!("{}: {e}", self.path.display()),
                 }
             }
@@ -276,6 +281,7 @@ mod tests {
             classify(429, after),
             Outcome::Retry {
                 after,
+                rate_limited: true,
                 why: "HTTP 429".into()
             }
         );
@@ -351,6 +357,7 @@ mod tests {
             sink.send(&batch).await,
             Outcome::Retry {
                 after: Some(Duration::from_secs(3)),
+                rate_limited: true,
                 why: "HTTP 429".into()
             }
         );
