@@ -9,7 +9,6 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     path::Path,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -602,57 +601,25 @@ async fn a_hanging_sink_never_slows_the_rpcs() {
 // kill -9 with events undelivered (the sink is down), then a restart with the sink back: every
 // reservation acknowledged before the kill is delivered.
 
-const BIN: &str = env!("CARGO_BIN_EXE_session-broker");
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(dir: &Path, port: u16, sink: SocketAddr) -> Process {
-    Process(
-        Command::new(BIN)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--analytics-sink", "segment"])
-            .args(["--segment-endpoint", &format!("http://{sink}")])
-            .args(["--analytics-flush-interval", "50ms"])
-            .args(["--log-level", "error"])
-            .env("SESSION_BROKER_SEGMENT_WRITE_KEY", WRITE_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn connect(port: u16) -> tonic::transport::Channel {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(c) = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect()
-            .await
-        {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "daemon did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The binary with the Segment sink pointed at `sink`; returns it and its admin address.
+fn spawn(dir: &Path, port: u16, sink: SocketAddr) -> (common::Process, SocketAddr) {
+    let admin = common::free_port();
+    let endpoint = format!("http://{sink}");
+    let p = common::spawn_daemon(
+        dir,
+        port,
+        admin,
+        &[
+            "--analytics-sink",
+            "segment",
+            "--segment-endpoint",
+            &endpoint,
+            "--analytics-flush-interval",
+            "50ms",
+        ],
+        &[("SESSION_BROKER_SEGMENT_WRITE_KEY", WRITE_KEY)],
+    );
+    (p, format!("127.0.0.1:{admin}").parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,9 +631,14 @@ async fn events_undelivered_at_a_kill_9_are_delivered_after_the_restart() {
     let (fake, addr) = fake_segment().await;
     fake.with(|s| s.down = true);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut process = spawn(dir.path(), port, addr);
-    let channel = connect(port).await;
+    let port = common::free_port();
+    let (mut process, admin) = spawn(dir.path(), port, addr);
+    common::wait_ready(admin).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut games = GameSessionServiceClient::new(channel.clone());
     games
         .register_game_session(common::register_request("match-k", 100))
@@ -697,7 +669,8 @@ async fn events_undelivered_at_a_kill_9_are_delivered_after_the_restart() {
     assert!(fake.delivered().is_empty());
 
     fake.with(|s| s.down = false);
-    let _process = spawn(dir.path(), port, addr);
+    let (_process, admin) = spawn(dir.path(), port, addr);
+    common::wait_ready(admin).await;
     eventually(
         "every acknowledged reservation's event",
         Duration::from_secs(30),

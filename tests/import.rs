@@ -7,7 +7,7 @@ mod common;
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -390,61 +390,18 @@ async fn export_then_import_into_an_empty_daemon_gives_the_same_state() {
 
 // kill -9 in the middle of a job.
 
-const BIN: &str = env!("CARGO_BIN_EXE_session-broker");
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(dir: &Path, port: u16, admin: u16) -> Process {
-    Process(
-        Command::new(BIN)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn ready(admin: std::net::SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(url(admin, "/readyz")).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "daemon did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+fn spawn(dir: &Path, port: u16, admin: u16) -> common::Process {
+    common::spawn_daemon(dir, port, admin, &[], &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_midway_finishes_after_the_restart_with_exact_counts() {
     const ROWS: usize = 30_000;
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = (common::free_port(), common::free_port());
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let mut process = spawn(dir.path(), port, admin_port);
-    ready(admin).await;
+    common::wait_ready(admin).await;
     let mut file = String::from(
         r#"{"kind":"game_session","game_session_id":"big-1","fleet_id":"fleet-k","maximum_player_session_count":10}"#,
     );
@@ -477,7 +434,7 @@ async fn a_job_killed_midway_finishes_after_the_restart_with_exact_counts() {
     process.0.wait().unwrap();
 
     let _process = spawn(dir.path(), port, admin_port);
-    ready(admin).await;
+    common::wait_ready(admin).await;
     let s = finished(admin, &job).await;
     assert_eq!(s["status"], "completed", "{s}");
     let n = ROWS as u64 + 1;
@@ -528,10 +485,10 @@ async fn a_million_row_file_streams_through_the_cli_without_memory_growing() {
     use std::io::Write;
     const ROWS: usize = 1_000_000;
     let dir = tempfile::tempdir().unwrap();
-    let (port, admin_port) = (free_port(), free_port());
+    let (port, admin_port) = (common::free_port(), common::free_port());
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let _process = spawn(&dir.path().join("data"), port, admin_port);
-    ready(admin).await;
+    common::wait_ready(admin).await;
     // One game session and one player session, then a million rows naming that same player
     // session: every one is a duplicate, so the state stays the same size and any memory
     // growth would be the import holding the file.
@@ -546,7 +503,7 @@ async fn a_million_row_file_streams_through_the_cli_without_memory_growing() {
     let size = std::fs::metadata(&path).unwrap().len();
     let before = rss(admin).await;
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
+        Command::new(common::BIN)
             .args(["import", "--wait", "--admin", &format!("http://{admin}")])
             .arg(&path)
             .output()
@@ -584,7 +541,7 @@ async fn a_million_row_file_streams_through_the_cli_without_memory_growing() {
 
     // export through the CLI streams too.
     let out_path = dir.path().join("out.csv");
-    let out = Command::new(BIN)
+    let out = Command::new(common::BIN)
         .args([
             "export",
             "--format",

@@ -129,3 +129,67 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// The built binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_session-broker");
+
+/// A daemon process of the built binary; killed (like `kill -9`) when dropped, so a failing
+/// assertion never leaves it running.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the built binary on `data_dir` with gRPC on `port`, the admin port on `admin`, quiet
+/// logs, and `extra` flags and environment.
+pub fn spawn_daemon(
+    data_dir: &std::path::Path,
+    port: u16,
+    admin: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--log-level", "error"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Process(cmd.spawn().unwrap())
+}
+
+/// Waits until the admin port at `admin` answers `/readyz` with 200 (recovery done).
+pub async fn wait_ready(admin: std::net::SocketAddr) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not come up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
