@@ -60,6 +60,25 @@ async fn job_status(addr: std::net::SocketAddr, job: &str) -> (u16, Value) {
     )
 }
 
+/// (total, imported, skipped) of a job status.
+fn counts(s: &Value) -> (u64, u64, u64) {
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("no {k} in {s}"));
+    (n("total"), n("imported"), n("skipped"))
+}
+
+/// The player sessions a DescribePlayerSessions request lists (one page of up to 100).
+async fn describe(
+    d: &mut TestDaemon,
+    req: DescribePlayerSessionsRequest,
+) -> Vec<session_broker::proto::PlayerSession> {
+    d.players
+        .describe_player_sessions(DescribePlayerSessionsRequest { limit: 100, ..req })
+        .await
+        .unwrap()
+        .into_inner()
+        .player_sessions
+}
+
 /// Polls until the job is no longer running.
 async fn finished(addr: std::net::SocketAddr, job: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -126,15 +145,7 @@ async fn a_file_with_every_kind_of_row_gives_exact_counts() {
     let s = finished(admin, &job).await;
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(s["format"], "jsonl");
-    assert_eq!(
-        (
-            s["total"].as_u64(),
-            s["imported"].as_u64(),
-            s["skipped"].as_u64()
-        ),
-        (Some(12), Some(6), Some(6)),
-        "{s}"
-    );
+    assert_eq!(counts(&s), (12, 6, 6), "{s}");
     let errors: Vec<&str> = s["errors"]
         .as_array()
         .unwrap()
@@ -168,17 +179,14 @@ async fn a_file_with_every_kind_of_row_gives_exact_counts() {
         .unwrap()
         .into_inner();
     assert_eq!(g.current_player_session_count, 3, "capacity held");
-    let list = d
-        .players
-        .describe_player_sessions(DescribePlayerSessionsRequest {
+    let list = describe(
+        &mut d,
+        DescribePlayerSessionsRequest {
             game_session_id: "imp-1".into(),
-            limit: 100,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .player_sessions;
+        },
+    )
+    .await;
     let by = |p: &str| list.iter().find(|s| s.player_id == p).unwrap().clone();
     assert_eq!(by("p1").status, PlayerSessionStatus::Reserved as i32);
     assert_eq!(by("p2").status, PlayerSessionStatus::Active as i32);
@@ -237,15 +245,7 @@ async fn csv_imports_with_quoting_and_refused_uploads_change_nothing() {
     let (code, body) = upload(admin, "csv", file).await;
     assert_eq!(code, 202, "{body}");
     let s = finished(admin, body["job_id"].as_str().unwrap()).await;
-    assert_eq!(
-        (
-            s["total"].as_u64(),
-            s["imported"].as_u64(),
-            s["skipped"].as_u64()
-        ),
-        (Some(3), Some(2), Some(1)),
-        "{s}"
-    );
+    assert_eq!(counts(&s), (3, 2, 1), "{s}");
     assert!(
         s["errors"][0]
             .as_str()
@@ -253,17 +253,14 @@ async fn csv_imports_with_quoting_and_refused_uploads_change_nothing() {
             .starts_with("line 5: status"),
         "{s}"
     );
-    let list = d
-        .players
-        .describe_player_sessions(DescribePlayerSessionsRequest {
+    let list = describe(
+        &mut d,
+        DescribePlayerSessionsRequest {
             player_id: "alice".into(),
-            limit: 10,
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .player_sessions;
+        },
+    )
+    .await;
     assert_eq!(list[0].player_data, "level=3, \"gold\"\nsecond line");
 
     let before = reqwest::get(url(admin, "/v1/import"))
@@ -354,15 +351,7 @@ async fn export_then_import_into_an_empty_daemon_gives_the_same_state() {
     assert_eq!(code, 202);
     let job = body["job_id"].as_str().unwrap().to_string();
     let s = finished(b.daemon.admin_addr(), &job).await;
-    assert_eq!(
-        (
-            s["total"].as_u64(),
-            s["imported"].as_u64(),
-            s["skipped"].as_u64()
-        ),
-        (Some(15), Some(15), Some(0)),
-        "{s}"
-    );
+    assert_eq!(counts(&s), (15, 15, 0), "{s}");
     assert_eq!(export(b.daemon.admin_addr()).await, dump, "identical state");
     a.stop().await;
     b.stop().await;
@@ -438,15 +427,7 @@ async fn a_job_killed_midway_finishes_after_the_restart_with_exact_counts() {
     let s = finished(admin, &job).await;
     assert_eq!(s["status"], "completed", "{s}");
     let n = ROWS as u64 + 1;
-    assert_eq!(
-        (
-            s["total"].as_u64(),
-            s["imported"].as_u64(),
-            s["skipped"].as_u64()
-        ),
-        (Some(n), Some(n), Some(0)),
-        "{s}"
-    );
+    assert_eq!(counts(&s), (n, n, 0), "{s}");
     let fleet: Value = reqwest::get(url(admin, "/v1/fleets/fleet-k"))
         .await
         .unwrap()
@@ -519,17 +500,7 @@ async fn a_million_row_file_streams_through_the_cli_without_memory_growing() {
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     let n = ROWS as u64 + 1;
     assert_eq!(s["status"], "completed", "{s}");
-    let counts = (
-        s["total"].as_u64(),
-        s["imported"].as_u64(),
-        s["skipped"].as_u64(),
-    );
-    assert_eq!(
-        counts,
-        (Some(n), Some(2), Some(n - 2)),
-        "status {}",
-        s["status"]
-    );
+    assert_eq!(counts(&s), (n, 2, n - 2), "status {}", s["status"]);
     let errors = s["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1001, "1,000 kept and '... N more'");
     assert_eq!(errors[1000], format!("... {} more", n - 2 - 1000));
