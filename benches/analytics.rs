@@ -24,22 +24,15 @@ use session_broker::{
         sink::{Outcome, Sink},
         AnalyticsConfig, SinkConfig,
     },
-    domain::{Clock, FleetId, GameSessionId, PlayerId, RegisterGameSession},
-    journal::{recovery, Durability, Journal, JournalConfig},
+    domain::{GameSessionId, PlayerId},
+    journal::{Durability, JournalConfig},
     metrics::Metrics,
-    store::{Reserve, Store, StoreConfig},
+    store::{Reserve, Store},
 };
 use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Acknowledges every batch and counts its messages.
 #[derive(Default)]
@@ -62,40 +55,20 @@ impl Sink for CountingSink {
     }
 }
 
-fn registration(id: &str) -> RegisterGameSession {
-    RegisterGameSession {
-        fleet_id: FleetId::parse("f", "bench").unwrap(),
-        game_session_id: Some(GameSessionId::parse("g", id).unwrap()),
-        name: format!("match {id}"),
-        ip_address: "10.0.0.1".into(),
-        port: 7777,
-        maximum_player_session_count: 1000,
-        labels: [("map".to_string(), "dust2".to_string())].into(),
-        release: "1.4.2".into(),
-        environment: "production".into(),
-        reservation_timeout: Some(Duration::from_secs(86_400)),
-        heartbeat_timeout: None,
-    }
+/// A game session of 1000 seats, named and labelled like a real one.
+fn registration(id: &str) -> session_broker::domain::RegisterGameSession {
+    let mut r = common::registration(id, 1000);
+    r.name = format!("match {id}");
+    r.labels = [("map".to_string(), "dust2".to_string())].into();
+    r.release = "1.4.2".into();
+    r.environment = "production".into();
+    r
 }
 
 /// A store on a fresh journal in `dir` holding `events` lifecycle transitions: game sessions
 /// of 1000 seats, parties of 25 reserved, half of the players accepted.
 async fn journal_of(dir: &std::path::Path, events: u64) -> Arc<Store> {
-    let jc = JournalConfig {
-        durability: Durability::Async,
-        ..JournalConfig::new(dir)
-    };
-    let journal = Journal::new(Durability::Async);
-    let store = Arc::new(Store::new(
-        Clock::system(),
-        StoreConfig::default(),
-        journal.clone(),
-    ));
-    let rec = recovery::recover(&jc, &store).unwrap();
-    journal
-        .start(&jc, &rec, Arc::new(|m| panic!("{m}")))
-        .unwrap();
-    store.finish_recovery();
+    let (store, _) = common::open_store(dir, Durability::Async);
     let mut made = 0u64;
     let mut game = 0u64;
     while made < events {
@@ -226,8 +199,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let events = env_u64("SB_BENCH_EVENTS", 500_000);
-    let secs = env_u64("SB_BENCH_SECS", 5);
+    let events = common::env_u64("SB_BENCH_EVENTS", 500_000);
+    let secs = common::env_u64("SB_BENCH_SECS", 5);
     let only = std::env::var("SB_BENCH_ONLY").unwrap_or_default();
     let run = move |section: &str| only.is_empty() || only == section;
     rt.block_on(async move {

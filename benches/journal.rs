@@ -17,9 +17,9 @@ use std::{
 };
 
 use session_broker::{
-    domain::{Clock, FleetId, GameSessionId, PlayerId, RegisterGameSession},
-    journal::{recovery, snapshot, Durability, Journal, JournalConfig},
-    store::{Reserve, Store, StoreConfig},
+    domain::{GameSessionId, PlayerId},
+    journal::{snapshot, Durability, JournalConfig},
+    store::{Reserve, Store},
 };
 
 mod common;
@@ -27,48 +27,7 @@ mod common;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn registration(id: &str, max: u32) -> RegisterGameSession {
-    RegisterGameSession {
-        fleet_id: FleetId::parse("f", "bench").unwrap(),
-        game_session_id: Some(GameSessionId::parse("g", id).unwrap()),
-        name: String::new(),
-        ip_address: "10.0.0.1".into(),
-        port: 7777,
-        maximum_player_session_count: max,
-        labels: Default::default(),
-        release: "1.0".into(),
-        environment: "bench".into(),
-        reservation_timeout: Some(Duration::from_secs(86_400)),
-        heartbeat_timeout: None,
-    }
-}
-
-fn open(dir: &std::path::Path, durability: Durability) -> (Arc<Store>, Duration) {
-    let jc = JournalConfig {
-        durability,
-        ..JournalConfig::new(dir)
-    };
-    let journal = Journal::new(durability);
-    let store = Arc::new(Store::new(
-        Clock::system(),
-        StoreConfig::default(),
-        journal.clone(),
-    ));
-    let started = Instant::now();
-    let rec = recovery::recover(&jc, &store).unwrap();
-    journal
-        .start(&jc, &rec, Arc::new(|m| panic!("{m}")))
-        .unwrap();
-    store.finish_recovery();
-    (store, started.elapsed())
-}
+use common::{env_u64, open_store as open, registration};
 
 /// Recovers a store from `dir` on a blocking thread; returns it and how long recovery took.
 async fn reopen(dir: &std::path::Path) -> (Arc<Store>, Duration) {

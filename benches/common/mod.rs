@@ -19,6 +19,62 @@ use session_broker::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// A numeric setting from the environment, else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A registration of `id` in fleet `bench` with `max` seats and day-long reservations.
+pub fn registration(id: &str, max: u32) -> session_broker::domain::RegisterGameSession {
+    use session_broker::domain::{FleetId, GameSessionId};
+    session_broker::domain::RegisterGameSession {
+        fleet_id: FleetId::parse("f", "bench").unwrap(),
+        game_session_id: Some(GameSessionId::parse("g", id).unwrap()),
+        name: String::new(),
+        ip_address: "10.0.0.1".into(),
+        port: 7777,
+        maximum_player_session_count: max,
+        labels: Default::default(),
+        release: "1.0".into(),
+        environment: "bench".into(),
+        reservation_timeout: Some(Duration::from_secs(86_400)),
+        heartbeat_timeout: None,
+    }
+}
+
+/// A store recovered from `dir` (empty: a fresh one) with its journal writer started, as the
+/// daemon opens it; and how long recovery took.
+pub fn open_store(
+    dir: &std::path::Path,
+    durability: session_broker::journal::Durability,
+) -> (Arc<session_broker::store::Store>, Duration) {
+    use session_broker::{
+        domain::Clock,
+        journal::{recovery, Journal, JournalConfig},
+        store::{Store, StoreConfig},
+    };
+    let jc = JournalConfig {
+        durability,
+        ..JournalConfig::new(dir)
+    };
+    let journal = Journal::new(durability);
+    let store = Arc::new(Store::new(
+        Clock::system(),
+        StoreConfig::default(),
+        journal.clone(),
+    ));
+    let started = Instant::now();
+    let rec = recovery::recover(&jc, &store).unwrap();
+    journal
+        .start(&jc, &rec, Arc::new(|m| panic!("{m}")))
+        .unwrap();
+    store.finish_recovery();
+    (store, started.elapsed())
+}
+
 /// A daemon config with state in memory only, or with a journal in `dir`.
 pub fn config(journal: Option<session_broker::journal::JournalConfig>) -> Config {
     let mut c = Config::ephemeral();
