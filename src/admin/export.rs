@@ -54,15 +54,7 @@ pub(super) async fn export(State(s): State<AdminState>, Query(q): Query<ExportQu
     };
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => match [
-            PlayerSessionStatus::Reserved,
-            PlayerSessionStatus::Active,
-            PlayerSessionStatus::Completed,
-            PlayerSessionStatus::TimedOut,
-        ]
-        .into_iter()
-        .find(|st| st.as_str().eq_ignore_ascii_case(s))
-        {
+        Some(s) => match PlayerSessionStatus::parse(s) {
             Some(st) => Some(st),
             None => {
                 return bad_request(format!(

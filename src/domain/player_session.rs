@@ -38,6 +38,17 @@ impl PlayerSessionStatus {
             PlayerSessionStatus::TimedOut => "TIMEDOUT",
         }
     }
+    /// The status named `s` (case-insensitive: `RESERVED`, `ACTIVE`, `COMPLETED`, `TIMEDOUT`).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PlayerSessionStatus::Reserved,
+            PlayerSessionStatus::Active,
+            PlayerSessionStatus::Completed,
+            PlayerSessionStatus::TimedOut,
+        ]
+        .into_iter()
+        .find(|st| st.as_str().eq_ignore_ascii_case(s))
+    }
 }
 
 impl fmt::Display for PlayerSessionStatus {

@@ -197,15 +197,11 @@ impl<'a> Fields<'a> {
 }
 
 fn player_status(field: &str, s: &str) -> Result<PlayerSessionStatus, RecordError> {
-    match s.to_ascii_uppercase().as_str() {
-        "" | "RESERVED" => Ok(PlayerSessionStatus::Reserved),
-        "ACTIVE" => Ok(PlayerSessionStatus::Active),
-        "COMPLETED" => Ok(PlayerSessionStatus::Completed),
-        "TIMEDOUT" => Ok(PlayerSessionStatus::TimedOut),
-        _ => Err(format!(
-            "{field}: {s:?} is not RESERVED, ACTIVE, COMPLETED or TIMEDOUT"
-        )),
+    if s.is_empty() {
+        return Ok(PlayerSessionStatus::Reserved);
     }
+    PlayerSessionStatus::parse(s)
+        .ok_or_else(|| format!("{field}: {s:?} is not RESERVED, ACTIVE, COMPLETED or TIMEDOUT"))
 }
 
 fn player_data(field: &str, s: Option<&str>) -> Result<Option<Arc<str>>, RecordError> {
