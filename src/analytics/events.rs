@@ -229,19 +229,6 @@ fn duration(out: &mut String, from: Timestamp, to: Timestamp) {
     digits(out, ms % 1000, 3);
 }
 
-/// Is `change` a lifecycle transition (one that has an event)?
-pub fn is_lifecycle(change: &Change) -> bool {
-    matches!(
-        change,
-        Change::GameSessionStarted(_)
-            | Change::GameSessionEnded { .. }
-            | Change::Reserved(_)
-            | Change::Accepted { .. }
-            | Change::Completed { .. }
-            | Change::TimedOut { .. }
-    )
-}
-
 /// When a change happened.
 pub fn timestamp_of(change: &Change) -> Timestamp {
     match change {
@@ -417,18 +404,6 @@ pub fn write_event(
     }
 }
 
-/// The track message of one change as JSON (`None` if it has none): [`write_event`] into a
-/// fresh string.
-pub fn event(
-    change: &Change,
-    lsn: Lsn,
-    game: impl FnOnce(&str) -> Option<Arc<GameContext>>,
-    player: impl FnOnce(&str) -> Option<PlayerContext>,
-) -> Option<String> {
-    let mut out = String::with_capacity(512);
-    (write_event(&mut out, change, lsn, game, player) == Written::Event).then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -449,6 +424,18 @@ mod tests {
             "production",
             Timestamp(1_700_000_000_000_000),
         ))
+    }
+
+    /// The track message of one change as JSON (`None` if it has none): [`write_event`] into a
+    /// fresh string.
+    fn event(
+        change: &Change,
+        lsn: Lsn,
+        game: impl FnOnce(&str) -> Option<Arc<GameContext>>,
+        player: impl FnOnce(&str) -> Option<PlayerContext>,
+    ) -> Option<String> {
+        let mut out = String::with_capacity(512);
+        (write_event(&mut out, change, lsn, game, player) == Written::Event).then_some(out)
     }
 
     fn parse(s: Option<String>) -> Value {
