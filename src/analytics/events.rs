@@ -9,8 +9,8 @@
 //! | completed | `Player Session Completed` | userId = player_id |
 //! | timed out | `Player Session Timed Out` | userId = player_id |
 //!
-//! The messageId is a UUIDv5 of the journal record (operation id, event and LSN): a retry or a
-//! replay after a restart sends the same id, so Segment's deduplication removes duplicates.
+//! The messageId is `<operation id>-<LSN>` of the journal record ([`message_id`]): a retry or
+//! a replay after a restart sends the same id, so Segment's deduplication removes duplicates.
 //! The timestamp is when the transition happened, not when it is sent.
 
 use std::{fmt::Write as _, sync::Arc};
