@@ -136,7 +136,10 @@ async fn dispatch_rate(events: u64) {
         store.clone(),
         metrics,
         dir.path().to_path_buf(),
-        1,
+        dispatcher::Start {
+            from: 1,
+            journal_id: "0123456789ab".into(),
+        },
         shutdown.clone(),
     ));
     while sink.messages.load(Ordering::Relaxed) < events {

@@ -299,8 +299,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             anyhow::bail!("analytics needs the journal (a data directory)");
         };
         let sink = ac.build_sink().map_err(anyhow::Error::msg)?;
-        let start = analytics::dispatcher::prepare(&store, &ac, sink.name());
-        tracing::info!(sink = sink.name(), sink_config = ?ac.sink, from_lsn = start, "sending analytics events");
+        let start = analytics::dispatcher::prepare(&store, &ac, sink.name(), &jc.dir)
+            .with_context(|| {
+                format!(
+                    "cannot read or make the analytics id in {}",
+                    jc.dir.display()
+                )
+            })?;
+        tracing::info!(sink = sink.name(), sink_config = ?ac.sink, from_lsn = start.from, journal_id = %start.journal_id, "sending analytics events");
         background.push(supervise(
             "analytics",
             analytics::dispatcher::run(

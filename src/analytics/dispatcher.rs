@@ -55,13 +55,28 @@ const READ_PAUSE: Duration = Duration::from_millis(50);
 /// Game sessions whose event context is cached.
 const GAME_CACHE: usize = 65_536;
 
+/// Where a dispatcher starts: the first LSN to deliver and the journal's id (part of every
+/// messageId, see [`events::message_id`]).
+#[derive(Debug, Clone)]
+pub struct Start {
+    pub from: Lsn,
+    pub journal_id: Arc<str>,
+}
+
 /// Decides where delivery starts and makes the journal keep what it needs: after the last
 /// journaled cursor, or (analytics never ran on this journal) after everything already
 /// journaled, which is then recorded as the cursor so a crash before the first delivery does
-/// not move the start. Call before snapshots can prune.
-pub fn prepare(store: &Store, config: &AnalyticsConfig, sink: &str) -> Lsn {
+/// not move the start. Call before snapshots can prune. Fails if the data directory's journal
+/// id cannot be read or made.
+pub fn prepare(
+    store: &Store,
+    config: &AnalyticsConfig,
+    sink: &str,
+    data_dir: &std::path::Path,
+) -> std::io::Result<Start> {
+    let journal_id = events::journal_id(data_dir)?;
     let journal = store.journal();
-    let start = match store.analytics_resume_lsn() {
+    let from = match store.analytics_resume_lsn() {
         Some(next) => next,
         None => {
             let through = journal.last_lsn();
@@ -69,8 +84,11 @@ pub fn prepare(store: &Store, config: &AnalyticsConfig, sink: &str) -> Lsn {
             through + 1
         }
     };
-    journal.hold_segments_from(start, config.max_backlog);
-    start
+    journal.hold_segments_from(from, config.max_backlog);
+    Ok(Start {
+        from,
+        journal_id: journal_id.into(),
+    })
 }
 
 /// Journals the cursor: every record up to `through` is delivered (or dropped and counted).
@@ -224,6 +242,8 @@ async fn deliver(shared: Arc<Shared>, batch: Batch) -> u64 {
 /// runtime's workers), while the next records are read on another.
 struct Converter {
     shared: Arc<Shared>,
+    /// Part of every messageId.
+    journal_id: Arc<str>,
     batch_size: usize,
     batcher: Batcher,
     /// First record the batch being filled accounts for.
@@ -246,9 +266,12 @@ struct Converter {
 }
 
 impl Converter {
-    fn new(shared: Arc<Shared>, config: &AnalyticsConfig, start: Lsn) -> Self {
+    fn new(shared: Arc<Shared>, config: &AnalyticsConfig, start: &Start) -> Self {
+        let journal_id = start.journal_id.clone();
+        let start = start.from;
         Converter {
             shared,
+            journal_id,
             batch_size: config.batch_size,
             batcher: Batcher::new(config.limits),
             first: start,
@@ -314,7 +337,11 @@ impl Converter {
             })
         };
         let mut text = String::with_capacity(self.message_capacity);
-        match events::write_event(&mut text, &change, lsn, game, player) {
+        let src = events::Source {
+            journal: &self.journal_id,
+            lsn,
+        };
+        match events::write_event(&mut text, &change, src, game, player) {
             Written::Event => {}
             Written::NotLifecycle => return,
             Written::UnknownSession => {
@@ -682,7 +709,7 @@ pub async fn run(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     dir: PathBuf,
-    start: Lsn,
+    start: Start,
     shutdown: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
@@ -693,10 +720,10 @@ pub async fn run(
         limited_until: Mutex::new(None),
     });
     let mut d = Dispatcher {
-        converter: Some(Converter::new(shared.clone(), &config, start)),
+        converter: Some(Converter::new(shared.clone(), &config, &start)),
         config,
         shared,
-        reader: Some(JournalReader::new(dir.clone(), start)),
+        reader: Some(JournalReader::new(dir.clone(), start.from)),
         reader_dir: dir,
         read_not_before: None,
         unconverted: Vec::new(),

@@ -9,7 +9,7 @@
 //! | completed | `Player Session Completed` | userId = player_id |
 //! | timed out | `Player Session Timed Out` | userId = player_id |
 //!
-//! The messageId is `<operation id>-<LSN>` of the journal record ([`message_id`]): a retry or
+//! The messageId is `<operation id>-<LSN>.<journal id>` of the journal record ([`message_id`]): a retry or
 //! a replay after a restart sends the same id, so Segment's deduplication removes duplicates.
 //! The timestamp is when the transition happened, not when it is sent.
 
@@ -169,20 +169,61 @@ pub fn write_rfc3339_millis(out: &mut String, t: Timestamp) {
     out.push_str(std::str::from_utf8(&b).unwrap_or_default());
 }
 
-/// The stable messageId of the event of the journal record `lsn` about `operation_id`:
-/// `<operation_id>-<lsn>`. Each record has at most one event and LSNs never repeat, so it is
-/// unique per event (the last `-` separates the two parts, so no two records share one); a
-/// retry or a resend after a restart gives the same id. At most 48 + 1 + 20 characters.
-pub fn message_id(operation_id: &str, lsn: Lsn) -> String {
-    let mut out = String::with_capacity(operation_id.len() + 21);
-    push_message_id(&mut out, operation_id, lsn);
+/// Where an event comes from: the journal (its id, [`journal_id`]) and the record's LSN.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub journal: &'a str,
+    pub lsn: Lsn,
+}
+
+/// The stable messageId of the event of a journal record about `operation_id`:
+/// `<operation_id>-<lsn>.<journal id>`. Each record has at most one event and LSNs never repeat
+/// within a journal; the journal id (random, made with the data directory) keeps two data
+/// directories (say, a staging daemon reset with the same custom game session ids) apart, so
+/// Segment's deduplication never drops a different event. A retry or a resend after a restart
+/// gives the same id. At most 48 + 1 + 20 + 1 + 12 characters.
+pub fn message_id(operation_id: &str, src: Source<'_>) -> String {
+    let mut out = String::with_capacity(operation_id.len() + 40);
+    push_message_id(&mut out, operation_id, src);
     out
 }
 
-fn push_message_id(out: &mut String, operation_id: &str, lsn: Lsn) {
+fn push_message_id(out: &mut String, operation_id: &str, src: Source<'_>) {
     out.push_str(operation_id);
     out.push('-');
-    digits(out, lsn, 1);
+    digits(out, src.lsn, 1);
+    out.push('.');
+    out.push_str(src.journal);
+}
+
+/// The journal id of `data_dir` (the file `analytics-id`: 12 hex digits made at the first
+/// start with analytics on, fsynced; the same for the life of the directory).
+pub fn journal_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("analytics-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() == 12 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+            return Ok(s.trim().to_string())
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not 12 hex digits", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let tmp = data_dir.join("analytics-id.tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(id.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    crate::journal::segment::sync_dir(data_dir)?;
+    Ok(id)
 }
 
 /// The start of a track message, up to and including `"properties":{`.
@@ -191,7 +232,7 @@ fn open(
     event: &str,
     who: (&str, &str),
     operation_id: &str,
-    lsn: Lsn,
+    src: Source<'_>,
     at: Timestamp,
 ) {
     out.push_str("{\"type\":\"track\",\"event\":\"");
@@ -200,7 +241,7 @@ fn open(
     key(out, who.0);
     string(out, who.1);
     out.push_str(",\"messageId\":\"");
-    push_message_id(out, operation_id, lsn);
+    push_message_id(out, operation_id, src);
     out.push_str("\",\"timestamp\":");
     write_rfc3339_millis(out, at);
     out.push_str(",\"properties\":{");
@@ -269,7 +310,7 @@ pub fn started_context(change: &Change) -> Option<GameContext> {
 pub fn write_event(
     out: &mut String,
     change: &Change,
-    lsn: Lsn,
+    src: Source<'_>,
     game: impl FnOnce(&str) -> Option<Arc<GameContext>>,
     player: impl FnOnce(&str) -> Option<PlayerContext>,
 ) -> Written {
@@ -282,7 +323,7 @@ pub fn write_event(
                 "Game Session Started",
                 ("anonymousId", id),
                 id,
-                lsn,
+                src,
                 g.creation_time,
             );
             out.push_str(&ctx.properties);
@@ -311,7 +352,7 @@ pub fn write_event(
             let Some(g) = game(id) else {
                 return Written::UnknownSession;
             };
-            open(out, "Game Session Ended", ("anonymousId", id), id, lsn, *at);
+            open(out, "Game Session Ended", ("anonymousId", id), id, src, *at);
             out.push_str(&g.properties);
             status(
                 out,
@@ -334,7 +375,7 @@ pub fn write_event(
                 "Player Session Reserved",
                 ("userId", ps.player_id.as_str()),
                 &psid,
-                lsn,
+                src,
                 ps.creation_time,
             );
             out.push_str(&g.properties);
@@ -374,7 +415,7 @@ pub fn write_event(
                 name,
                 ("userId", pl.player_id.as_str()),
                 &psid,
-                lsn,
+                src,
                 *at,
             );
             out.push_str(&g.properties);
@@ -435,7 +476,11 @@ mod tests {
         player: impl FnOnce(&str) -> Option<PlayerContext>,
     ) -> Option<String> {
         let mut out = String::with_capacity(512);
-        (write_event(&mut out, change, lsn, game, player) == Written::Event).then_some(out)
+        let src = Source {
+            journal: "0123456789ab",
+            lsn,
+        };
+        (write_event(&mut out, change, src, game, player) == Written::Event).then_some(out)
     }
 
     fn parse(s: Option<String>) -> Value {
@@ -535,13 +580,40 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable_unique_and_short() {
-        let a = message_id("psess-1", 7);
-        assert_eq!(a, message_id("psess-1", 7), "a retry resends it");
-        assert_ne!(a, message_id("psess-1", 8));
-        assert_ne!(a, message_id("psess-2", 7));
-        assert_ne!(message_id("match-1", 23), message_id("match-1-2", 3));
-        let longest = message_id(&"g".repeat(48), u64::MAX);
+        let at = |journal, lsn| Source { journal, lsn };
+        let a = message_id("psess-1", at("0123456789ab", 7));
+        assert_eq!(a, "psess-1-7.0123456789ab");
+        assert_eq!(
+            a,
+            message_id("psess-1", at("0123456789ab", 7)),
+            "a retry resends it"
+        );
+        assert_ne!(a, message_id("psess-1", at("0123456789ab", 8)));
+        assert_ne!(a, message_id("psess-2", at("0123456789ab", 7)));
+        assert_ne!(
+            message_id("match-1", at("0123456789ab", 23)),
+            message_id("match-1-2", at("0123456789ab", 3))
+        );
+        assert_ne!(
+            message_id("match-1", at("0123456789ab", 1)),
+            message_id("match-1", at("ba9876543210", 1)),
+            "another data directory's journal"
+        );
+        let longest = message_id(&"g".repeat(48), at("0123456789ab", u64::MAX));
         assert!(longest.len() < 100, "{longest}");
+    }
+
+    #[test]
+    fn the_journal_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = journal_id(dir.path()).unwrap();
+        assert_eq!(id.len(), 12);
+        assert_eq!(journal_id(dir.path()).unwrap(), id);
+        std::fs::write(dir.path().join("analytics-id"), "junk").unwrap();
+        assert!(
+            journal_id(dir.path()).is_err(),
+            "a damaged id is an error, not a new id"
+        );
     }
 
     #[test]
