@@ -24,7 +24,7 @@ use crate::{
     },
     storage::{
         snapshot_item::Item, ErrorReportState, GameSessionState, IdempotencyState, ImportJobState,
-        PlayerSessionState, SnapshotFooter, SnapshotHeader, SnapshotItem,
+        ImportedRowState, PlayerSessionState, SnapshotFooter, SnapshotHeader, SnapshotItem,
     },
     store::{ImportJob, JobStatus, Store},
 };
@@ -296,7 +296,10 @@ fn import_job_state(j: &ImportJob) -> ImportJobState {
         pending: j
             .pending
             .iter()
-            .map(|(id, line)| format!("{line} {id}"))
+            .map(|(id, line)| ImportedRowState {
+                id: id.to_string(),
+                line: *line,
+            })
             .collect(),
     }
 }
@@ -328,10 +331,7 @@ fn import_job_from(s: ImportJobState) -> ImportJob {
         pending: s
             .pending
             .iter()
-            .filter_map(|e| {
-                let (line, id) = e.split_once(' ')?;
-                Some((id.into(), line.parse().ok()?))
-            })
+            .map(|r| (r.id.as_str().into(), r.line))
             .collect(),
     }
 }

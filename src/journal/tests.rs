@@ -430,6 +430,57 @@ async fn analytics_cursor_round_trips_and_holds_segments_up_to_the_backlog_bound
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_running_import_job_survives_a_snapshot_with_its_unchecked_rows() {
+    use crate::{
+        domain::{GameSessionId, PlayerId, PlayerSessionStatus},
+        import::records::PlayerSessionRecord,
+        store::{JobStatus, RowOutcome},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jc = jconfig(dir.path());
+    let s = open(dir.path(), &jc).unwrap();
+    s.register_game_session(registration("gs-imp", 8))
+        .await
+        .unwrap();
+    let job: Arc<str> = "import-test".into();
+    s.start_import(job.clone(), "jsonl", "f.jsonl").unwrap();
+    let row = |p: &str| PlayerSessionRecord {
+        player_session_id: None,
+        player_id: PlayerId::parse("p", p).unwrap(),
+        game_session_id: GameSessionId::parse("g", "gs-imp").unwrap(),
+        fleet_id: None,
+        status: PlayerSessionStatus::Reserved,
+        player_data: None,
+        creation_time: None,
+        termination_time: None,
+    };
+    let id = PlayerSessionId::generate();
+    assert!(matches!(
+        s.import_player_session(&job, 1, &row("a"), id),
+        Ok(RowOutcome::Imported(_))
+    ));
+    s.journal().wait_all_durable().await.unwrap();
+    let (s2, d2) = (s.clone(), dir.path().to_path_buf());
+    tokio::task::spawn_blocking(move || snapshot::take(&s2, s2.journal(), &d2))
+        .await
+        .unwrap()
+        .unwrap();
+    s.journal().close();
+    drop(s);
+    let r = open(dir.path(), &jc).unwrap();
+    let j = r.import_job("import-test").unwrap();
+    assert_eq!(j.status, JobStatus::Running);
+    assert_eq!(j.pending.get(id.to_string().as_str()), Some(&1));
+    // Read again from line 1 it counts as imported; from another line the same id is a duplicate.
+    assert_eq!(
+        r.import_player_session(&job, 1, &row("a"), id),
+        Ok(RowOutcome::AlreadyImported)
+    );
+    assert!(r.import_player_session(&job, 2, &row("a"), id).is_err());
+    r.journal().close();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_damaged_snapshot_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let jc = jconfig(dir.path());
