@@ -46,7 +46,9 @@ fn main() {
         drop(f);
         let size = std::fs::metadata(&path).unwrap().len();
         let records = rows + rows.div_ceil(1000);
-        let mut config = common::config(Some(JournalConfig::new(dir.path().join("data"))));
+        let mut jc = JournalConfig::new(dir.path().join("data"));
+        if let Ok(n) = std::env::var("SB_BENCH_SNAPSHOT_EVERY") { jc.snapshot_every_records = n.parse().unwrap(); }
+        let mut config = common::config(Some(jc));
         config.store.reservation_timeout = std::time::Duration::from_secs(86_400);
         let shutdown = CancellationToken::new();
         let daemon = session_broker::start(config, shutdown.clone()).await.unwrap();

@@ -385,7 +385,7 @@ fn spawn(dir: &Path, port: u16, admin: u16) -> common::Process {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_killed_midway_finishes_after_the_restart_with_exact_counts() {
-    const ROWS: usize = 30_000;
+    const ROWS: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let (port, admin_port) = (common::free_port(), common::free_port());
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();

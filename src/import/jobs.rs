@@ -194,44 +194,22 @@ impl Imports {
         };
         let path = self.dir.join(&*state.file);
         let format = Format::parse(&state.format).unwrap_or(Format::Jsonl);
-        let mut progress = state.progress;
-        let mut kept = state.errors.len();
-        let failed = loop {
-            if cancel.is_cancelled() {
-                if self.shutdown.is_cancelled() {
-                    return; // resumes at the next start
-                }
-                break Some("cancelled".to_string());
-            }
-            let (store, job2, path2) = (self.store.clone(), job.clone(), path.clone());
-            let chunk = tokio::task::spawn_blocking(move || {
-                import_chunk(&store, &job2, &path2, format, progress, kept)
-            })
-            .await;
-            let chunk = match chunk {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => break Some(e),
-                Err(e) => break Some(format!("import task failed: {e}")),
-            };
-            progress = chunk.progress;
-            kept += chunk.errors.len();
-            let lsn = match self
-                .store
-                .import_chunk_done(job.clone(), progress, chunk.errors)
-            {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(job_id = %job, error = %e, "import job paused (journal closed)");
-                    return;
-                }
-            };
-            if self.store.journal().wait_durable(lsn).await.is_err() {
-                return;
-            }
-            if chunk.done {
-                break None;
-            }
-            tokio::task::yield_now().await;
+        let run = Run {
+            store: self.store.clone(),
+            job: job.clone(),
+            path: path.clone(),
+            format,
+            cancel,
+            shutdown: self.shutdown.clone(),
+        };
+        let start = (state.progress, state.errors.len());
+        let ended = tokio::task::spawn_blocking(move || run.import(start.0, start.1))
+            .await
+            .unwrap_or_else(|e| Ended::Failed(format!("import task failed: {e}"), start.0));
+        let (failed, progress) = match ended {
+            Ended::Paused => return, // resumes at the next start
+            Ended::Completed(p) => (None, p),
+            Ended::Failed(why, p) => (Some(why), p),
         };
         let reason = failed.map(|f| Arc::<str>::from(f.as_str()));
         if let Ok(lsn) = self.store.finish_import(job.clone(), reason.clone()) {
@@ -249,13 +227,303 @@ impl Imports {
     }
 }
 
-/// What one chunk did.
+/// How a runner stopped.
+enum Ended {
+    /// The file was read to its end.
+    Completed(ImportProgress),
+    /// Stopped for good (cancelled, unreadable file): why, and the checkpointed progress.
+    Failed(String, ImportProgress),
+    /// The daemon is stopping (or the journal closed): the job stays running and resumes at
+    /// the next start.
+    Paused,
+}
+
+/// One runner of a job, on a blocking thread.
+struct Run {
+    store: Arc<Store>,
+    job: Arc<str>,
+    path: PathBuf,
+    format: Format,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// One line (or CSV record) read: where the next one starts, and its record (`None` for a
+/// blank line, which is not counted).
+struct Item {
+    line: u64,
+    next_line: u64,
+    next_offset: u64,
+    record: Option<Result<ImportRecord, String>>,
+}
+
+impl Run {
+    /// Imports from `progress` on, checkpointing every [`CHUNK_RECORDS`] rows without waiting
+    /// for each checkpoint to be durable (the journal's order makes a crash lose a suffix: the
+    /// rows after the last durable checkpoint, with their `ImportedRow` records).
+    fn import(&self, progress: ImportProgress, kept: usize) -> Ended {
+        let result = match self.format {
+            Format::Jsonl => self.jsonl(progress, kept),
+            Format::Csv => match csv_items(&self.path, progress) {
+                Ok((progress, items)) => self.apply(progress, kept, items),
+                Err(e) => Err((e, progress)),
+            },
+        };
+        match result {
+            Ok(Some(p)) => Ended::Completed(p),
+            Ok(None) => Ended::Paused,
+            Err((e, p)) => Ended::Failed(e, p),
+        }
+    }
+
+    /// JSONL: a reader thread reads and parses lines ahead (in batches) while this thread
+    /// imports them, so parsing and importing use both cores.
+    fn jsonl(
+        &self,
+        progress: ImportProgress,
+        kept: usize,
+    ) -> Result<Option<ImportProgress>, (String, ImportProgress)> {
+        let mut file = std::fs::File::open(&self.path)
+            .and_then(|mut f| f.seek(SeekFrom::Start(progress.offset)).map(|_| f))
+            .map_err(|e| (format!("cannot read the upload: {e}"), progress))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Item, String>>>(8);
+        std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new().name("import-reader".into());
+            let spawned = reader.spawn_scoped(scope, move || {
+                let mut lines = JsonlLines {
+                    job: &self.job,
+                    reader: BufReader::with_capacity(256 << 10, &mut file),
+                    buf: Vec::with_capacity(4096),
+                    line: progress.line,
+                    offset: progress.offset,
+                };
+                loop {
+                    let mut batch = Vec::with_capacity(BATCH);
+                    let mut end = false;
+                    while batch.len() < BATCH {
+                        match lines.next() {
+                            Some(item) => {
+                                end = item.is_err();
+                                batch.push(item);
+                                if end {
+                                    break;
+                                }
+                            }
+                            None => {
+                                end = true;
+                                break;
+                            }
+                        }
+                    }
+                    let sent = batch.is_empty() || tx.send(batch).is_ok();
+                    if end || !sent {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                return Err((format!("cannot start the import reader: {e}"), progress));
+            }
+            let items = rx.into_iter().flatten();
+            self.apply(progress, kept, items)
+        })
+    }
+
+    /// Imports `items` into the store, checkpointing each chunk. `Ok(None)`: paused.
+    fn apply(
+        &self,
+        progress: ImportProgress,
+        mut kept: usize,
+        items: impl Iterator<Item = Result<Item, String>>,
+    ) -> Result<Option<ImportProgress>, (String, ImportProgress)> {
+        let mut c = Chunk {
+            progress,
+            errors: Vec::new(),
+        };
+        let mut checkpointed = progress;
+        let mut rows = 0;
+        let checkpoint = |c: &mut Chunk, kept: &mut usize| -> bool {
+            *kept += c.errors.len();
+            let errors = std::mem::take(&mut c.errors);
+            match self
+                .store
+                .import_chunk_done(self.job.clone(), c.progress, errors)
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(job_id = %self.job, error = %e, "import job paused (journal closed)");
+                    false
+                }
+            }
+        };
+        for item in items {
+            if rows == 0 && self.cancel.is_cancelled() {
+                if self.shutdown.is_cancelled() {
+                    return Ok(None);
+                }
+                return Err(("cancelled".into(), checkpointed));
+            }
+            let item = item.map_err(|e| (e, checkpointed))?;
+            if let Some(record) = item.record {
+                let result =
+                    record.and_then(|r| import_record(&self.store, &self.job, item.line, r));
+                count(&mut c, kept, item.line, result);
+                rows += 1;
+            }
+            c.progress.line = item.next_line;
+            c.progress.offset = item.next_offset;
+            if rows == CHUNK_RECORDS {
+                if !checkpoint(&mut c, &mut kept) {
+                    return Ok(None);
+                }
+                checkpointed = c.progress;
+                rows = 0;
+            }
+        }
+        if !checkpoint(&mut c, &mut kept) {
+            return Ok(None);
+        }
+        Ok(Some(c.progress))
+    }
+}
+
+/// Rows a reader thread hands over at once.
+const BATCH: usize = 256;
+
+/// The lines of a JSONL file from an offset on, parsed.
+struct JsonlLines<'j, R> {
+    job: &'j str,
+    reader: R,
+    buf: Vec<u8>,
+    line: u64,
+    offset: u64,
+}
+
+impl<R: BufRead> Iterator for JsonlLines<'_, R> {
+    type Item = Result<Item, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let io = |e: std::io::Error| format!("cannot read the upload: {e}");
+        self.buf.clear();
+        let n = match (&mut self.reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut self.buf)
+        {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) => return Some(Err(io(e))),
+        };
+        let mut consumed = n as u64;
+        let record = if self.buf.len() > MAX_LINE && self.buf.last() != Some(&b'\n') {
+            // Skip the rest of the overlong line.
+            loop {
+                let more = match self.reader.fill_buf() {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(io(e))),
+                };
+                if more.is_empty() {
+                    break;
+                }
+                let (used, end) = match more.iter().position(|b| *b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (more.len(), false),
+                };
+                self.reader.consume(used);
+                consumed += used as u64;
+                if end {
+                    break;
+                }
+            }
+            Some(Err(format!("longer than {MAX_LINE} bytes")))
+        } else {
+            match std::str::from_utf8(&self.buf) {
+                Err(_) => Some(Err("not UTF-8".to_string())),
+                Ok(text) if text.trim().is_empty() => None,
+                Ok(text) => Some(records::parse_jsonl(text.trim_end()).map(|r| match r {
+                    // Generated here, on the reader thread.
+                    ImportRecord::PlayerSession(mut p) => {
+                        p.player_session_id
+                            .get_or_insert_with(|| generated_id(self.job, self.line));
+                        ImportRecord::PlayerSession(p)
+                    }
+                    other => other,
+                })),
+            }
+        };
+        let line = self.line;
+        self.line += 1;
+        self.offset += consumed;
+        Some(Ok(Item {
+            line,
+            next_line: self.line,
+            next_offset: self.offset,
+            record,
+        }))
+    }
+}
+
+/// The records of a CSV file from `progress` on (reading its header first), and the progress
+/// to start from (past the header on a first run).
+fn csv_items(
+    path: &Path,
+    mut progress: ImportProgress,
+) -> Result<(ImportProgress, impl Iterator<Item = Result<Item, String>>), String> {
+    let open = || std::fs::File::open(path).map_err(|e| format!("cannot read the upload: {e}"));
+    let mut header_reader = csv::Reader::from_reader(open()?);
+    let header = header_reader
+        .headers()
+        .map_err(|e| format!("line 1: {e}"))?
+        .clone();
+    let columns = CsvColumns::from_header(&header).map_err(|e| format!("line 1: {e}"))?;
+    let start = if progress.offset == 0 {
+        progress.line = header_reader.position().line();
+        header_reader.position().byte()
+    } else {
+        progress.offset
+    };
+    drop(header_reader);
+    let mut f = open()?;
+    f.seek(SeekFrom::Start(start))
+        .map_err(|e| format!("cannot read the upload: {e}"))?;
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(256 << 10, f));
+    let base_line = progress.line;
+    let mut row = csv::StringRecord::new();
+    let mut failed = false;
+    let items = std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let line = base_line + r.position().line() - 1;
+        let before = r.position().byte();
+        let record = match r.read_record(&mut row) {
+            Ok(false) => return None,
+            Ok(true) => columns.parse(&row).map(ImportRecord::PlayerSession),
+            Err(e) => {
+                if r.position().byte() == before {
+                    failed = true;
+                    return Some(Err(format!("line {line}: unreadable CSV: {e}")));
+                }
+                Err(format!("invalid CSV: {e}"))
+            }
+        };
+        Some(Ok(Item {
+            line,
+            next_line: base_line + r.position().line() - 1,
+            next_offset: start + r.position().byte(),
+            record: Some(record),
+        }))
+    });
+    Ok((progress, items))
+}
+
+/// What the current chunk did.
 struct Chunk {
     progress: ImportProgress,
     /// Its error messages to keep.
     errors: Vec<Arc<str>>,
-    /// The file ended.
-    done: bool,
 }
 
 /// Counts one row into `c`.
@@ -291,133 +559,4 @@ fn import_record(
                 .map_err(|e| e.0)
         }
     }
-}
-
-/// Imports up to [`CHUNK_RECORDS`] records from `progress.offset` on.
-fn import_chunk(
-    store: &Store,
-    job: &Arc<str>,
-    path: &Path,
-    format: Format,
-    progress: ImportProgress,
-    kept: usize,
-) -> Result<Chunk, String> {
-    let open = || std::fs::File::open(path).map_err(|e| format!("cannot read the upload: {e}"));
-    let mut c = Chunk {
-        progress,
-        errors: Vec::new(),
-        done: false,
-    };
-    match format {
-        Format::Jsonl => {
-            let mut f = open()?;
-            f.seek(SeekFrom::Start(progress.offset))
-                .map_err(|e| format!("cannot read the upload: {e}"))?;
-            let mut r = BufReader::with_capacity(256 << 10, f);
-            let mut buf = Vec::with_capacity(4096);
-            let mut rows = 0;
-            while rows < CHUNK_RECORDS {
-                buf.clear();
-                let n = (&mut r)
-                    .take(MAX_LINE as u64 + 1)
-                    .read_until(b'\n', &mut buf)
-                    .map_err(|e| format!("cannot read the upload: {e}"))?;
-                if n == 0 {
-                    c.done = true;
-                    break;
-                }
-                let line = c.progress.line;
-                let mut consumed = n as u64;
-                let result = if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
-                    // Skip the rest of the overlong line.
-                    loop {
-                        let more = r
-                            .fill_buf()
-                            .map_err(|e| format!("cannot read the upload: {e}"))?;
-                        if more.is_empty() {
-                            break;
-                        }
-                        let (used, end) = match more.iter().position(|b| *b == b'\n') {
-                            Some(i) => (i + 1, true),
-                            None => (more.len(), false),
-                        };
-                        r.consume(used);
-                        consumed += used as u64;
-                        if end {
-                            break;
-                        }
-                    }
-                    Some(Err(format!("longer than {MAX_LINE} bytes")))
-                } else {
-                    match std::str::from_utf8(&buf) {
-                        Err(_) => Some(Err("not UTF-8".to_string())),
-                        Ok(text) if text.trim().is_empty() => None,
-                        Ok(text) => Some(
-                            records::parse_jsonl(text.trim_end())
-                                .and_then(|rec| import_record(store, job, line, rec)),
-                        ),
-                    }
-                };
-                c.progress.offset += consumed;
-                c.progress.line += 1;
-                if let Some(result) = result {
-                    count(&mut c, kept, line, result);
-                    rows += 1;
-                }
-            }
-        }
-        Format::Csv => {
-            let mut header_reader = csv::Reader::from_reader(open()?);
-            let header = header_reader
-                .headers()
-                .map_err(|e| format!("line 1: {e}"))?
-                .clone();
-            let columns = CsvColumns::from_header(&header).map_err(|e| format!("line 1: {e}"))?;
-            let start = if progress.offset == 0 {
-                header_reader.position().byte()
-            } else {
-                progress.offset
-            };
-            if progress.offset == 0 {
-                c.progress.line = header_reader.position().line();
-            }
-            drop(header_reader);
-            let mut f = open()?;
-            f.seek(SeekFrom::Start(start))
-                .map_err(|e| format!("cannot read the upload: {e}"))?;
-            let mut r = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .from_reader(BufReader::with_capacity(256 << 10, f));
-            let base_line = c.progress.line;
-            let mut row = csv::StringRecord::new();
-            let mut rows = 0;
-            while rows < CHUNK_RECORDS {
-                let line = base_line + r.position().line() - 1;
-                let before = r.position().byte();
-                match r.read_record(&mut row) {
-                    Ok(false) => {
-                        c.done = true;
-                        break;
-                    }
-                    Ok(true) => {
-                        let result = columns.parse(&row).and_then(|p| {
-                            import_record(store, job, line, ImportRecord::PlayerSession(p))
-                        });
-                        count(&mut c, kept, line, result);
-                    }
-                    Err(e) => {
-                        if r.position().byte() == before {
-                            return Err(format!("line {line}: unreadable CSV: {e}"));
-                        }
-                        count(&mut c, kept, line, Err(format!("invalid CSV: {e}")));
-                    }
-                }
-                rows += 1;
-                c.progress.offset = start + r.position().byte();
-                c.progress.line = base_line + r.position().line() - 1;
-            }
-        }
-    }
-    Ok(c)
 }

@@ -375,8 +375,69 @@ fn game_from_json(f: &Fields) -> Result<GameSessionRecord, RecordError> {
     })
 }
 
+/// A snake_case player session line, borrowed from the line (the common case of an import,
+/// parsed without building a `serde_json::Value`).
+#[derive(serde::Deserialize)]
+struct PlayerLine<'a> {
+    #[serde(borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    player_session_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    player_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    game_session_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    fleet_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    player_data: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    creation_time: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    termination_time: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The fast path of [`parse_jsonl`]: `None` when the line is anything but a well-typed
+/// snake_case player session (the general path then parses it, with its exact messages).
+fn parse_player_line(line: &str) -> Option<Result<ImportRecord, RecordError>> {
+    let l: PlayerLine = serde_json::from_str(line).ok()?;
+    if l.kind.as_deref() != Some("player_session") {
+        return None;
+    }
+    let time = |field: &str, v: &Option<std::borrow::Cow<str>>| {
+        v.as_deref().map(|s| parse_time_str(field, s)).transpose()
+    };
+    let times = match (
+        time("creation_time", &l.creation_time),
+        time("termination_time", &l.termination_time),
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+    };
+    Some(
+        player_record(
+            SNAKE,
+            l.player_session_id.as_deref(),
+            l.player_id.as_deref(),
+            l.game_session_id.as_deref(),
+            l.fleet_id.as_deref(),
+            l.status.as_deref(),
+            l.player_data.as_deref(),
+            times,
+        )
+        .map(ImportRecord::PlayerSession),
+    )
+}
+
 /// Parses one JSONL line.
 pub fn parse_jsonl(line: &str) -> Result<ImportRecord, RecordError> {
+    parse_player_line(line).unwrap_or_else(|| parse_general(line))
+}
+
+/// [`parse_jsonl`] through a `serde_json::Value`: every kind and naming.
+fn parse_general(line: &str) -> Result<ImportRecord, RecordError> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(map) = v else {
         return Err("invalid record: expected a JSON object".into());

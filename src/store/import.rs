@@ -476,10 +476,18 @@ impl Store {
         let contribution = super::release_health::retained(&ps);
         let status = ps.status;
         self.index_player(&mut e, ps);
-        e.sync_count();
-        self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
-            f.health.restore(&e.session, contribution);
-        });
+        if status.is_live() {
+            e.sync_count();
+            self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
+                f.health.restore(&e.session, contribution);
+            });
+        } else {
+            // A terminal row takes no seat: the game session did not change, so its index
+            // entry and its fleet's watchers need nothing.
+            self.with_fleet(e.session.fleet_id(), |f| {
+                f.health.restore(&e.session, contribution);
+            });
+        }
         drop(e);
         match status {
             PlayerSessionStatus::Reserved => {

@@ -265,4 +265,30 @@ proptest! {
         let _ = parse_jsonl(&String::from_utf8_lossy(&bytes));
         let _ = parse_jsonl(&line[..at]);
     }
+
+    /// The borrowed fast path of player session lines and the general path agree on every
+    /// line, valid or not: same record, or the same message.
+    #[test]
+    fn fast_and_general_paths_agree(
+        fields in proptest::collection::vec((0usize..10, 0usize..9), 0..12),
+    ) {
+        const KEYS: [&str; 10] = [
+            "kind", "player_session_id", "player_id", "game_session_id", "fleet_id", "status",
+            "player_data", "creation_time", "termination_time", "extra",
+        ];
+        const VALUES: [&str; 9] = [
+            r#""player_session""#, r#""psess-6f1c2a8e-93d3-4b8e-b1c2-0d3e4f5a6b7c""#,
+            r#""p\u00e9-1""#, "null", "7", r#""""#, r#""COMPLETED""#,
+            r#""2026-12-01T10:00:00Z""#, "1764583260",
+        ];
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{}\":{}", KEYS[*k], VALUES[*v]))
+            .collect();
+        let line = format!("{{{}}}", body.join(","));
+        let general = parse_general(&line);
+        if let Some(fast) = parse_player_line(&line) {
+            prop_assert_eq!(fast, general, "{}", line);
+        }
+    }
 }
