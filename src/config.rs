@@ -175,6 +175,59 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_IMPORT_MAX_BYTES", default_value = "1GiB", value_parser = parse_bytes)]
     pub import_max_bytes: u64,
 
+    /// Tokens (SHA-256 hashes), roles, fleet scopes and rate limits, TOML (see
+    /// deploy/auth.example.toml); reloaded on SIGHUP. Without it every caller may do everything,
+    /// which is refused on a non-loopback address unless --allow-unauthenticated is given.
+    #[arg(long, env = "SESSION_BROKER_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Serve without authentication on a non-loopback address (logged as a warning at every
+    /// start).
+    #[arg(long, env = "SESSION_BROKER_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// With --auth-file, /metrics needs a token too (any role); otherwise it is open like the
+    /// probes.
+    #[arg(long, env = "SESSION_BROKER_METRICS_REQUIRE_AUTH")]
+    pub metrics_require_auth: bool,
+
+    /// TLS certificate chain (PEM) for both ports; needs --tls-key.
+    #[arg(long, env = "SESSION_BROKER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for both ports.
+    #[arg(long, env = "SESSION_BROKER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: clients must present a certificate signed by this CA (PEM).
+    #[arg(long, env = "SESSION_BROKER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Largest gRPC request message (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "SESSION_BROKER_MAX_REQUEST_BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub max_request_bytes: u64,
+
+    /// HTTP/2 streams (concurrent calls) one gRPC connection may open.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_streams: u32,
+
+    /// Calls handled at once across all connections; beyond it calls fail at once with
+    /// UNAVAILABLE (health checks are never shed).
+    #[arg(long, env = "SESSION_BROKER_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+
+    /// Open WatchFleet/WatchSessionUpdates streams per token (beyond: RESOURCE_EXHAUSTED).
+    #[arg(
+        long,
+        env = "SESSION_BROKER_MAX_WATCH_STREAMS_PER_TOKEN",
+        default_value_t = 16
+    )]
+    pub max_watch_streams_per_token: usize,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -229,6 +282,15 @@ pub struct Config {
     pub analytics: Option<crate::analytics::AnalyticsConfig>,
     /// Largest import upload.
     pub import_max_bytes: u64,
+    /// The tokens file (`None`: no authentication).
+    pub auth_file: Option<PathBuf>,
+    /// Serve without authentication on a non-loopback address.
+    pub allow_unauthenticated: bool,
+    /// `/metrics` needs a token.
+    pub metrics_require_auth: bool,
+    /// `None`: plain TCP.
+    pub tls: Option<crate::security::tls::TlsConfig>,
+    pub limits: crate::security::Limits,
 }
 
 /// A setting that is out of range, or a config file that cannot be used.
@@ -319,6 +381,26 @@ pub struct FileConfig {
     pub analytics_max_backlog: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import_max_bytes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_unauthenticated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_require_auth: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_bytes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_watch_streams_per_token: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -412,6 +494,17 @@ pub fn layer_file(
     layer!(analytics_max_in_flight, |v: &usize| Ok::<_, String>(*v));
     layer!(analytics_max_backlog, |v: &String| parse_bytes(v));
     layer!(import_max_bytes, |v: &String| parse_bytes(v));
+    let path_of = |v: &String| Ok::<_, String>(Some(PathBuf::from(v)));
+    layer!(auth_file, path_of);
+    layer!(allow_unauthenticated, |v: &bool| Ok::<_, String>(*v));
+    layer!(metrics_require_auth, |v: &bool| Ok::<_, String>(*v));
+    layer!(tls_cert, path_of);
+    layer!(tls_key, path_of);
+    layer!(tls_client_ca, path_of);
+    layer!(max_request_bytes, |v: &String| parse_bytes(v));
+    layer!(max_concurrent_streams, |v: &u32| Ok::<_, String>(*v));
+    layer!(max_in_flight, |v: &usize| Ok::<_, String>(*v));
+    layer!(max_watch_streams_per_token, |v: &usize| Ok::<_, String>(*v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -470,6 +563,42 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&a.log_level) {
             return Err(bad("log_level", e));
         }
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::security::tls::TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: a.tls_client_ca.clone(),
+            }),
+            (None, None) if a.tls_client_ca.is_some() => {
+                return Err(bad("tls_client_ca", "needs --tls-cert and --tls-key"))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err(bad("tls_cert", "needs --tls-key")),
+            (None, Some(_)) => return Err(bad("tls_key", "needs --tls-cert")),
+        };
+        if !(1024..=(64 << 20)).contains(&a.max_request_bytes) {
+            return Err(bad("max_request_bytes", "must be between 1KiB and 64MiB"));
+        }
+        if a.max_concurrent_streams == 0
+            || a.max_in_flight == 0
+            || a.max_watch_streams_per_token == 0
+        {
+            let flag = if a.max_concurrent_streams == 0 {
+                "max_concurrent_streams"
+            } else if a.max_in_flight == 0 {
+                "max_in_flight"
+            } else {
+                "max_watch_streams_per_token"
+            };
+            return Err(bad(flag, "must be at least 1"));
+        }
+        let limits = crate::security::Limits {
+            max_request_bytes: a.max_request_bytes as usize,
+            max_concurrent_streams: a.max_concurrent_streams,
+            max_in_flight: a.max_in_flight,
+            max_watch_streams_per_token: a.max_watch_streams_per_token,
+            ..crate::security::Limits::default()
+        };
         Ok(Config {
             listen: a.listen,
             admin_listen: a.admin_listen,
@@ -494,6 +623,11 @@ impl Config {
             sentry,
             analytics,
             import_max_bytes: a.import_max_bytes,
+            auth_file: a.auth_file,
+            allow_unauthenticated: a.allow_unauthenticated,
+            metrics_require_auth: a.metrics_require_auth,
+            tls,
+            limits,
         })
     }
 
@@ -511,6 +645,11 @@ impl Config {
             sentry: None,
             analytics: None,
             import_max_bytes: 1 << 30,
+            auth_file: None,
+            allow_unauthenticated: false,
+            metrics_require_auth: false,
+            tls: None,
+            limits: crate::security::Limits::default(),
         }
     }
 }
@@ -627,6 +766,16 @@ pub fn effective_file(
         analytics_max_in_flight: Some(a.analytics_max_in_flight),
         analytics_max_backlog: Some(a.analytics_max_backlog.to_string()),
         import_max_bytes: Some(a.import_max_bytes.to_string()),
+        auth_file: a.auth_file.as_ref().map(|p| p.display().to_string()),
+        allow_unauthenticated: Some(a.allow_unauthenticated),
+        metrics_require_auth: Some(a.metrics_require_auth),
+        tls_cert: a.tls_cert.as_ref().map(|p| p.display().to_string()),
+        tls_key: a.tls_key.as_ref().map(|p| p.display().to_string()),
+        tls_client_ca: a.tls_client_ca.as_ref().map(|p| p.display().to_string()),
+        max_request_bytes: Some(a.max_request_bytes.to_string()),
+        max_concurrent_streams: Some(a.max_concurrent_streams),
+        max_in_flight: Some(a.max_in_flight),
+        max_watch_streams_per_token: Some(a.max_watch_streams_per_token),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

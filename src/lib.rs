@@ -45,6 +45,7 @@ pub mod health;
 pub mod import;
 pub mod journal;
 pub mod metrics;
+pub mod security;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
@@ -239,6 +240,61 @@ fn supervise(
     })
 }
 
+/// The daemon's security state: loads the auth file (reloaded on SIGHUP) and refuses to serve
+/// a non-loopback address without authentication unless explicitly allowed.
+fn security_of(config: &Config) -> anyhow::Result<Arc<security::Security>> {
+    let auth = config
+        .auth_file
+        .as_deref()
+        .map(security::Auth::load)
+        .transpose()?;
+    if auth.is_none() {
+        let exposed: Vec<_> = [config.listen, config.admin_listen]
+            .into_iter()
+            .filter(|a| !a.ip().is_loopback())
+            .collect();
+        if let Some(addr) = exposed.first() {
+            if !config.allow_unauthenticated {
+                anyhow::bail!(
+                    "refusing to serve {addr} without authentication: anyone who can reach it could accept or end any session. Pass --auth-file (see deploy/auth.example.toml), bind a loopback address, or pass --allow-unauthenticated"
+                );
+            }
+            tracing::warn!(%addr, "serving WITHOUT authentication on a non-loopback address (--allow-unauthenticated)");
+        }
+    }
+    let security =
+        security::Security::new(auth, config.limits.clone(), config.metrics_require_auth);
+    if security.auth.is_some() {
+        spawn_reload_on_sighup(security.clone());
+    }
+    Ok(security)
+}
+
+/// Reloads the auth file on every SIGHUP (a file that does not parse keeps the old tokens).
+fn spawn_reload_on_sighup(security: Arc<security::Security>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the auth file will not be reloaded");
+            return;
+        };
+        let weak = Arc::downgrade(&security);
+        drop(security);
+        while hup.recv().await.is_some() {
+            let Some(s) = weak.upgrade() else { return };
+            if let Some(auth) = &s.auth {
+                match auth.reload() {
+                    Ok(n) => tracing::info!(tokens = n, "auth file reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "auth file NOT reloaded; the previous tokens stay in force")
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// Binds the listeners and starts every task of the daemon. Returns once it is serving.
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Daemon> {
     let fatal: Arc<Mutex<Option<String>>> = Arc::default();
@@ -253,6 +309,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     // The admin port comes up first, so probes see /healthz 200 and /readyz 503 while the
     // journal is being recovered.
+    let security = security_of(&config)?;
+    let admin_tls = config.tls.as_ref().map(|t| t.admin()).transpose()?;
+    let grpc_tls = config.tls.as_ref().map(|t| t.grpc()).transpose()?;
     let ready = admin::Readiness::default();
     let serving = admin::Serving::default();
     let admin_server = admin::AdminServer::bind(
@@ -260,6 +319,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         serving.clone(),
         ready.clone(),
         alive.clone(),
+        security.clone(),
+        admin_tls,
     )
     .await
     .with_context(|| format!("cannot listen on {} (admin)", config.admin_listen))?;
@@ -286,9 +347,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     store.journal().set_metrics(metrics.clone());
     serving.set(store.clone(), metrics.clone());
 
-    let server = GrpcServer::bind(config.listen, store.clone(), metrics.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    security.set_metrics(metrics.clone());
+    if let Some(jc) = &config.journal {
+        store::page_token::set_key(
+            security::page_key(&jc.dir).with_context(|| {
+                format!("cannot read or make {}/page-token.key", jc.dir.display())
+            })?,
+        );
+    }
+    let server = GrpcServer::bind(
+        config.listen,
+        store.clone(),
+        metrics.clone(),
+        security.clone(),
+        grpc_tls,
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_addr = server.local_addr()?;
 
     let mut background = Vec::new();

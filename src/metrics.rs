@@ -64,6 +64,8 @@ pub struct Metrics {
     pub sentry_envelopes: Counter,
     /// Session updates (or aggregate items) not delivered to Sentry, by reason.
     pub sentry_dropped: Family<ReasonLabels, Counter>,
+    /// Calls refused before reaching a handler, by reason (see [`REJECT_REASONS`]).
+    pub requests_rejected: Family<ReasonLabels, Counter>,
     /// Analytics events by outcome (sent, dropped_too_large, dropped_rejected, dropped_backlog).
     pub analytics_events: Family<OutcomeLabels, Counter>,
     /// Analytics batch attempts by result (delivered, retried, rejected).
@@ -87,6 +89,15 @@ pub struct OutcomeLabels {
 pub struct ResultLabels {
     pub result: &'static str,
 }
+
+/// The `reason` label values of `session_broker_requests_rejected_total`.
+pub const REJECT_REASONS: [&str; 5] = [
+    "unauthenticated",
+    "permission_denied",
+    "rate_limited",
+    "overloaded",
+    "watch_limit",
+];
 
 /// Labels of a loss counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,6 +195,15 @@ impl Metrics {
             "Envelopes of session health the Sentry sink delivered",
             sentry_envelopes.clone(),
         );
+        let requests_rejected = Family::<ReasonLabels, Counter>::default();
+        for reason in REJECT_REASONS {
+            let _ = requests_rejected.get_or_create(&ReasonLabels { reason });
+        }
+        registry.register(
+            "requests_rejected",
+            "Calls (gRPC and admin HTTP) refused before any work: unauthenticated, permission_denied, rate_limited, overloaded, watch_limit",
+            requests_rejected.clone(),
+        );
         let sentry_dropped = Family::<ReasonLabels, Counter>::default();
         for reason in crate::health::sentry::DROP_REASONS {
             let _ = sentry_dropped.get_or_create(&ReasonLabels { reason });
@@ -255,6 +275,7 @@ impl Metrics {
             health_watchers_lagged,
             sentry_envelopes,
             sentry_dropped,
+            requests_rejected,
             analytics_events,
             analytics_batches,
             analytics_retries,

@@ -272,6 +272,8 @@ async fn admin_port_answers_probes_while_recovering() {
         serving.clone(),
         ready.clone(),
         Liveness::default(),
+        session_broker::security::Security::open(),
+        None,
     )
     .await
     .unwrap();

@@ -27,6 +27,7 @@ use crate::{
     domain::FleetId,
     import::jobs::Imports,
     metrics::Metrics,
+    security::{self, Security},
     store::{FleetCounts, Store},
 };
 
@@ -92,6 +93,57 @@ struct AdminState {
     serving: Serving,
     ready: Readiness,
     alive: Liveness,
+    security: Arc<Security>,
+}
+
+/// Authenticates admin HTTP requests: the probes are open, `/metrics` too unless
+/// `--metrics-require-auth`, `GET /v1/fleets...` needs a read role, the rest (import, export)
+/// an admin token. Fleet-scoped tokens are refused here (the admin API spans fleets).
+async fn guard(
+    State(s): State<AdminState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let roles = match path {
+        "/healthz" | "/readyz" => None,
+        "/metrics" if !s.security.metrics_require_auth => None,
+        "/metrics" => Some(security::ALL),
+        p if p.starts_with("/v1/fleets") && req.method() == axum::http::Method::GET => {
+            Some(security::READ)
+        }
+        _ => Some(security::ADMIN),
+    };
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let admitted = s.security.admit(auth, roles).and_then(|p| match p {
+        Some(p) if p.fleets.is_some() => Err(crate::domain::Error::PermissionDenied(format!(
+            "token {:?} is scoped to fleets; the admin HTTP API needs an unscoped token",
+            p.name
+        ))),
+        _ => Ok(()),
+    });
+    match admitted {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            s.security.rejected(&e);
+            let code = match e {
+                crate::domain::Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                crate::domain::Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::FORBIDDEN,
+            };
+            let mut r = (code, Json(json!({ "error": e.to_string() }))).into_response();
+            if code == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            r
+        }
+    }
 }
 
 fn recovering() -> Response {
@@ -102,6 +154,7 @@ fn recovering() -> Response {
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl AdminServer {
@@ -112,8 +165,16 @@ impl AdminServer {
         serving: Serving,
         ready: Readiness,
         alive: Liveness,
+        security: Arc<Security>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        let state = AdminState {
+            serving,
+            ready,
+            alive,
+            security,
+        };
         let router = Router::new()
             .route("/metrics", get(metrics_text))
             .route("/healthz", get(healthz))
@@ -124,12 +185,13 @@ impl AdminServer {
             .route("/v1/import", get(import::list).post(import::upload))
             .route("/v1/import/{job_id}/status", get(import::status))
             .route("/v1/import/{job_id}", axum::routing::delete(import::cancel))
-            .with_state(AdminState {
-                serving,
-                ready,
-                alive,
-            });
-        Ok(AdminServer { listener, router })
+            .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+            .with_state(state);
+        Ok(AdminServer {
+            listener,
+            router,
+            tls,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -138,9 +200,49 @@ impl AdminServer {
 
     /// Serves until `stop` is cancelled.
     pub async fn serve(self, stop: CancellationToken) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
+        let Some(tls) = self.tls else {
+            return axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        };
+        // TLS: accept, handshake on the connection's own task, serve HTTP/1.1 or HTTP/2.
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                r = self.listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin accept failed");
+                        continue;
+                    }
+                },
+            };
+            let (acceptor, router, stop) = (acceptor.clone(), self.router.clone(), stop.clone());
+            tokio::spawn(async move {
+                let stream = match acceptor.accept(tcp).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
+                        return;
+                    }
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router);
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let conn = builder
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
     }
 }
 

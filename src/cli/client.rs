@@ -27,6 +27,9 @@ pub struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true, env = "SESSION_BROKER_JSON")]
     pub json: bool,
+
+    #[command(flatten)]
+    pub credentials: Credentials,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,18 +155,108 @@ pub(super) fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+/// The token and TLS settings of a client (the CLI, the bench).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Credentials {
+    /// Bearer token sent with every call (prefer the environment variable).
+    #[arg(
+        long,
+        global = true,
+        env = "SESSION_BROKER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// CA certificate (PEM) to verify the daemon's TLS certificate; use an https:// address.
+    #[arg(long, global = true, env = "SESSION_BROKER_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS; needs --tls-client-key.
+    #[arg(long, global = true, env = "SESSION_BROKER_TLS_CLIENT_CERT")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "SESSION_BROKER_TLS_CLIENT_KEY")]
+    pub tls_client_key: Option<std::path::PathBuf>,
+
+    /// The name the daemon's certificate must carry (default: the address's host).
+    #[arg(long, global = true, env = "SESSION_BROKER_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+}
+
+impl Credentials {
+    /// The endpoint of `url` with these TLS settings.
+    pub fn endpoint(&self, url: &str) -> anyhow::Result<Endpoint> {
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .with_context(|| format!("invalid server address {url:?}"))?;
+        if url.starts_with("https://") || self.tls_ca.is_some() {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.tls_ca {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let (Some(c), Some(k)) = (&self.tls_client_cert, &self.tls_client_key) {
+                let cert = std::fs::read(c)
+                    .with_context(|| format!("cannot read --tls-client-cert {}", c.display()))?;
+                let key = std::fs::read(k)
+                    .with_context(|| format!("cannot read --tls-client-key {}", k.display()))?;
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(d) = &self.tls_domain {
+                tls = tls.domain_name(d.clone());
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The interceptor adding `authorization: Bearer <token>` (nothing without a token).
+    pub fn bearer(&self) -> anyhow::Result<Bearer> {
+        Ok(Bearer(
+            self.token
+                .as_deref()
+                .map(|t| format!("Bearer {}", t.trim()).parse())
+                .transpose()
+                .context("--token holds characters a header cannot carry")?,
+        ))
+    }
+}
+
+/// Adds the caller's bearer token to every request.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A client connection: a channel with the caller's token.
+pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
 /// Connects to the daemon; `timeout` bounds every call (not for streams that last).
-pub(super) async fn channel(args: &ClientArgs, timeout: bool) -> anyhow::Result<Channel> {
-    let mut endpoint = Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("invalid --server {:?}", args.server))?
+pub(super) async fn channel(args: &ClientArgs, timeout: bool) -> anyhow::Result<Conn> {
+    let mut endpoint = args
+        .credentials
+        .endpoint(&args.server)?
         .connect_timeout(CALL_TIMEOUT);
     if timeout {
         endpoint = endpoint.timeout(CALL_TIMEOUT);
     }
-    endpoint
+    let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {}", args.server))
+        .with_context(|| format!("cannot connect to {}", args.server))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        args.credentials.bearer()?,
+    ))
 }
 
 /// Prints every message of a server stream until it ends or Ctrl-C.

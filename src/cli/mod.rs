@@ -84,9 +84,25 @@ pub enum Command {
     Export(ExportArgs),
     /// Load generator: closed-loop scenarios over gRPC, compared with a tonic echo baseline.
     Bench(crate::bench::BenchArgs),
+    /// Tokens for the auth file.
+    Auth {
+        #[command(subcommand)]
+        cmd: AuthCmd,
+    },
     /// The echo baseline service `bench` compares with.
     #[command(name = "bench-echo-server")]
     BenchEchoServer(crate::bench::echo::EchoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCmd {
+    /// Print the hex SHA-256 of a token, for `sha256 = "..."` in the auth file. Reads the token
+    /// from standard input when it is not given (keeps it out of the shell history).
+    #[command(name = "hash-token")]
+    HashToken {
+        /// The token (default: the first line of standard input).
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +155,26 @@ pub async fn main(cli: Cli, matches: clap::ArgMatches) -> anyhow::Result<()> {
         Some(Command::Export(args)) => transfer::export(args).await,
         Some(Command::Bench(args)) => crate::bench::main(args).await,
         Some(Command::BenchEchoServer(args)) => crate::bench::echo::main(args).await,
+        Some(Command::Auth {
+            cmd: AuthCmd::HashToken { token },
+        }) => {
+            let token = match token {
+                Some(t) => t,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the token from standard input")?;
+                    line
+                }
+            };
+            let token = token.trim();
+            if token.is_empty() {
+                anyhow::bail!("the token is empty");
+            }
+            println!("{}", crate::security::hash_token(token));
+            Ok(())
+        }
     }
 }
 

@@ -17,6 +17,36 @@ pub struct AdminArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub admin: String,
+
+    /// Bearer token (an admin token when the daemon has an auth file).
+    #[arg(long, env = "SESSION_BROKER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// CA certificate (PEM) to verify the admin port's TLS certificate (https:// address).
+    #[arg(long, env = "SESSION_BROKER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    /// An HTTP client for the admin port: the token as a default header, the CA if given.
+    pub fn client(&self) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder();
+        if let Some(t) = &self.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut v: reqwest::header::HeaderValue = format!("Bearer {}", t.trim())
+                .parse()
+                .context("--token holds characters a header cannot carry")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+            b = b.default_headers(headers);
+        }
+        if let Some(ca) = &self.tls_ca {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read --tls-ca {}", ca.display()))?;
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+        }
+        Ok(b.build()?)
+    }
 }
 
 /// `session-broker import`.
@@ -85,7 +115,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let len = file.metadata().await?.len();
     let body =
         reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
-    let http = reqwest::Client::new();
+    let http = args.admin.client()?;
     let url = base(&args.admin);
     let r = http
         .post(format!("{url}/v1/import?format={format}"))
@@ -132,7 +162,9 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let mut query = vec![("format", args.format.clone())];
     query.extend(args.fleet_id.clone().map(|f| ("fleet_id", f)));
     query.extend(args.status.clone().map(|s| ("status", s)));
-    let r = reqwest::Client::new()
+    let r = args
+        .admin
+        .client()?
         .get(format!("{url}/v1/export"))
         .query(&query)
         .send()

@@ -8,6 +8,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything a request can fail with. A failed operation changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// No credentials, or credentials the daemon does not know.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
+    /// The caller's role or fleet scope does not cover the call (no hint whether the target
+    /// exists).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
+    /// The caller's token is over its rate limit.
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+
+    /// The daemon is at its in-flight limit; retry with backoff (or on another instance).
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+
     /// A request field is missing or malformed; `field` is the request field's name.
     #[error("invalid {field}: {reason}")]
     InvalidArgument { field: String, reason: String },

@@ -10,6 +10,7 @@ use super::convert;
 use crate::{
     domain::{limits, Error, Filter, FleetId, IdempotencyKey, Result, Sort},
     proto::{self, fleet_service_server::FleetService},
+    security::{Caller, Security, WatchSlot},
     store::{
         FleetCounts, FleetEvent, FleetEventKind, Place, PlacementStrategy, Search, SearchPageToken,
         Store,
@@ -20,6 +21,7 @@ pub struct Fleets {
     store: Arc<Store>,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
+    security: Arc<Security>,
 }
 
 impl Fleets {
@@ -27,13 +29,26 @@ impl Fleets {
         store: Arc<Store>,
         metrics: Arc<crate::metrics::Metrics>,
         shutdown: CancellationToken,
+        security: Arc<Security>,
     ) -> Self {
         Fleets {
             store,
             metrics,
             shutdown,
+            security,
         }
     }
+
+    fn watch_slot(&self, caller: &Caller) -> Result<Option<WatchSlot>> {
+        watch_slot(&self.security, caller)
+    }
+}
+
+/// A watch-stream slot of the caller's token (RESOURCE_EXHAUSTED beyond the limit, counted).
+pub(crate) fn watch_slot(security: &Security, caller: &Caller) -> Result<Option<WatchSlot>> {
+    caller
+        .watch_slot(security.limits.max_watch_streams_per_token)
+        .inspect_err(|_| security.count("watch_limit"))
 }
 
 fn fleet_id(s: &str) -> Result<FleetId> {
@@ -41,8 +56,9 @@ fn fleet_id(s: &str) -> Result<FleetId> {
 }
 
 /// The validated search and its query fingerprint (for the page tokens).
-fn search_request(r: proto::SearchGameSessionsRequest) -> Result<(Search, u64)> {
+fn search_request(r: proto::SearchGameSessionsRequest, caller: &Caller) -> Result<(Search, u64)> {
     let fleet_id = fleet_id(&r.fleet_id)?;
+    caller.fleet(&fleet_id)?;
     let filter = Filter::parse("filter_expression", &r.filter_expression)?;
     let sort = Sort::parse("sort_expression", &r.sort_expression)?;
     let selector = convert::label_selector("label_selector", r.label_selector)?;
@@ -59,7 +75,7 @@ fn search_request(r: proto::SearchGameSessionsRequest) -> Result<(Search, u64)> 
     let query = Search::query_fingerprint(&fleet_id, &r.filter_expression, &sort, &selector);
     let after = match r.page_token.as_str() {
         "" => None,
-        t => Some(SearchPageToken::decode("page_token", t, query)?.after),
+        t => Some(SearchPageToken::decode("page_token", t, query, &caller.scope_bytes())?.after),
     };
     let search = Search {
         fleet_id,
@@ -136,7 +152,8 @@ impl FleetService for Fleets {
     ) -> std::result::Result<Response<proto::SearchGameSessionsResponse>, Status> {
         let span = fleet_span("SearchGameSessions", &req.get_ref().fleet_id);
         super::observed(&self.metrics, "SearchGameSessions", span, async move {
-            let (q, query) = search_request(req.into_inner())?;
+            let caller = Caller::of(&req);
+            let (q, query) = search_request(req.into_inner(), &caller)?;
             let page = self.store.search(&q);
             Ok(Response::new(proto::SearchGameSessionsResponse {
                 game_sessions: page
@@ -146,7 +163,7 @@ impl FleetService for Fleets {
                     .collect(),
                 next_page_token: page
                     .next
-                    .map(|after| SearchPageToken { after, query }.encode())
+                    .map(|after| SearchPageToken { after, query }.encode(&caller.scope_bytes()))
                     .unwrap_or_default(),
             }))
         })
@@ -163,6 +180,7 @@ impl FleetService for Fleets {
             "DescribeFleetUtilization",
             span,
             async move {
+                let caller = Caller::of(&req);
                 let ids = &req.get_ref().fleet_ids;
                 if ids.len() > limits::UTILIZATION_FLEETS_MAX {
                     return Err(Error::invalid(
@@ -176,12 +194,16 @@ impl FleetService for Fleets {
                     .into());
                 }
                 let fleets = if ids.is_empty() {
-                    self.store.all_fleet_counts()
+                    // Every fleet the caller may see.
+                    let mut all = self.store.all_fleet_counts();
+                    all.retain(|(f, _)| caller.fleet(f).is_ok());
+                    all
                 } else {
                     ids.iter()
                         .enumerate()
                         .map(|(i, s)| {
                             let f = FleetId::parse(&format!("fleet_ids[{i}]"), s)?;
+                            caller.fleet(&f)?;
                             let c = self.store.fleet_counts(&f);
                             Ok((f, c))
                         })
@@ -201,7 +223,9 @@ impl FleetService for Fleets {
     ) -> std::result::Result<Response<proto::PlacePlayerSessionsResponse>, Status> {
         let span = fleet_span("PlacePlayerSessions", &req.get_ref().fleet_id);
         super::observed(&self.metrics, "PlacePlayerSessions", span, async move {
+            let caller = Caller::of(&req);
             let cmd = place_request(req.into_inner())?;
+            caller.fleet(&cmd.fleet_id)?;
             let (game, players) = self.store.place(cmd).await?;
             Ok(Response::new(proto::PlacePlayerSessionsResponse {
                 game_session: Some(convert::game_session(&game)),
@@ -219,13 +243,17 @@ impl FleetService for Fleets {
     ) -> std::result::Result<Response<Self::WatchFleetStream>, Status> {
         let span = fleet_span("WatchFleet", &req.get_ref().fleet_id);
         super::observed(&self.metrics, "WatchFleet", span, async move {
+            let caller = Caller::of(&req);
             let r = req.into_inner();
             let fleet = fleet_id(&r.fleet_id)?;
+            caller.fleet(&fleet)?;
             let selector = convert::label_selector("label_selector", r.label_selector)?;
+            let slot = self.watch_slot(&caller)?;
             let watch = self.store.watch_fleet(fleet, selector);
-            let events = futures::stream::unfold(watch, |mut w| async move {
+            // The slot lives as long as the stream.
+            let events = futures::stream::unfold((watch, slot), |(mut w, slot)| async move {
                 let e = w.next().await.map(fleet_event).map_err(Status::from);
-                Some((e, w))
+                Some((e, (w, slot)))
             });
             Ok(Response::new(super::forward(
                 events,

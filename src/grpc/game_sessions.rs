@@ -8,6 +8,7 @@ use super::convert;
 use crate::{
     domain::{limits, Error, FleetId, GameSessionId, RegisterGameSession, Result},
     proto::{self, game_session_service_server::GameSessionService},
+    security::Caller,
     store::Store,
 };
 
@@ -19,6 +20,11 @@ pub struct GameSessions {
 impl GameSessions {
     pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         GameSessions { store, metrics }
+    }
+
+    /// PERMISSION_DENIED unless the caller's fleets cover game session `id`.
+    fn scope<T>(&self, req: &Request<T>, id: &GameSessionId) -> Result<()> {
+        Caller::of(req).target(|| self.store.game_session_fleet(id))
     }
 }
 
@@ -72,7 +78,9 @@ impl GameSessionService for GameSessions {
     ) -> Reply {
         let span = super::rpc_span("RegisterGameSession", req.get_ref());
         super::observed(&self.metrics, "RegisterGameSession", span, async move {
+            let caller = Caller::of(&req);
             let cmd = register_request(req.into_inner())?;
+            caller.fleet(&cmd.fleet_id)?;
             let g = self.store.register_game_session(cmd).await?;
             Ok(Response::new(convert::game_session(&g)))
         })
@@ -83,6 +91,7 @@ impl GameSessionService for GameSessions {
         let span = super::rpc_span("Heartbeat", req.get_ref());
         super::observed(&self.metrics, "Heartbeat", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
+            self.scope(&req, &id)?;
             let g = self.store.heartbeat(&id)?;
             Ok(Response::new(convert::game_session(&g)))
         })
@@ -92,8 +101,9 @@ impl GameSessionService for GameSessions {
     async fn update_game_session(&self, req: Request<proto::UpdateGameSessionRequest>) -> Reply {
         let span = super::rpc_span("UpdateGameSession", req.get_ref());
         super::observed(&self.metrics, "UpdateGameSession", span, async move {
+            let id = gsid(&req.get_ref().game_session_id)?;
+            self.scope(&req, &id)?;
             let r = req.into_inner();
-            let id = gsid(&r.game_session_id)?;
             let policy = r
                 .player_session_creation_policy
                 .map(|p| convert::parse_creation_policy("player_session_creation_policy", p))
@@ -110,8 +120,9 @@ impl GameSessionService for GameSessions {
     async fn end_game_session(&self, req: Request<proto::EndGameSessionRequest>) -> Reply {
         let span = super::rpc_span("EndGameSession", req.get_ref());
         super::observed(&self.metrics, "EndGameSession", span, async move {
+            let id = gsid(&req.get_ref().game_session_id)?;
+            self.scope(&req, &id)?;
             let r = req.into_inner();
-            let id = gsid(&r.game_session_id)?;
             crate::domain::check_text("reason", &r.reason, limits::REASON_MAX)?;
             let g = self
                 .store
@@ -126,6 +137,7 @@ impl GameSessionService for GameSessions {
         let span = super::rpc_span("GetGameSession", req.get_ref());
         super::observed(&self.metrics, "GetGameSession", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
+            self.scope(&req, &id)?;
             let g = self.store.get_game_session(&id)?;
             Ok(Response::new(convert::game_session(&g)))
         })

@@ -13,6 +13,7 @@ use crate::{
         check_text, limits, Error, GameSessionId, HealthStatus, HealthUpdate, PlayerSessionId,
     },
     proto::{self, session_health_service_server::SessionHealthService},
+    security::{Caller, Security},
     store::{HealthCounts, ReleaseHealthQuery, Store},
 };
 
@@ -20,6 +21,7 @@ pub struct SessionHealth {
     store: Arc<Store>,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
+    security: Arc<Security>,
 }
 
 impl SessionHealth {
@@ -27,11 +29,13 @@ impl SessionHealth {
         store: Arc<Store>,
         metrics: Arc<crate::metrics::Metrics>,
         shutdown: CancellationToken,
+        security: Arc<Security>,
     ) -> Self {
         SessionHealth {
             store,
             metrics,
             shutdown,
+            security,
         }
     }
 }
@@ -65,6 +69,24 @@ pub fn session_update(u: &HealthUpdate) -> proto::SessionUpdate {
     }
 }
 
+/// A scoped caller's release health must name one of its fleets (the aggregate over every
+/// fleet would include others').
+fn scoped_fleet(
+    caller: &Caller,
+    fleet: Option<crate::domain::FleetId>,
+) -> Result<Option<crate::domain::FleetId>, Error> {
+    match &fleet {
+        Some(f) => caller.fleet(f)?,
+        None if caller.is_scoped() => {
+            return Err(Error::PermissionDenied(
+                "a token scoped to fleets must name one of them in fleet_id".into(),
+            ))
+        }
+        None => {}
+    }
+    Ok(fleet)
+}
+
 fn bucket(started: crate::domain::Timestamp, c: &HealthCounts) -> proto::ReleaseHealthBucket {
     proto::ReleaseHealthBucket {
         started: Some(convert::timestamp(started)),
@@ -89,8 +111,10 @@ impl SessionHealthService for SessionHealth {
             "ReportPlayerSessionError",
             span,
             async move {
+                let caller = Caller::of(&req);
                 let r = req.into_inner();
                 let gsid = GameSessionId::parse("game_session_id", &r.game_session_id)?;
+                caller.target(|| self.store.game_session_fleet(&gsid))?;
                 let psid = PlayerSessionId::parse("player_session_id", &r.player_session_id)?;
                 check_text("message", &r.message, limits::REASON_MAX)?;
                 let ps = self
@@ -109,6 +133,7 @@ impl SessionHealthService for SessionHealth {
     ) -> Result<Response<proto::ReleaseHealth>, Status> {
         let span = tracing::debug_span!("rpc", method = "GetReleaseHealth");
         super::observed(&self.metrics, "GetReleaseHealth", span, async move {
+            let caller = Caller::of(&req);
             let r = req.into_inner();
             if r.release.is_empty() {
                 return Err(Error::invalid("release", "must not be empty").into());
@@ -117,7 +142,7 @@ impl SessionHealthService for SessionHealth {
             check_text("environment", &r.environment, limits::ENVIRONMENT_MAX)?;
             let q = ReleaseHealthQuery {
                 environment: (!r.environment.is_empty()).then_some(r.environment),
-                fleet_id: convert::optional_fleet("fleet_id", &r.fleet_id)?,
+                fleet_id: scoped_fleet(&caller, convert::optional_fleet("fleet_id", &r.fleet_id)?)?,
                 window: (r.window_seconds > 0)
                     .then(|| std::time::Duration::from_secs(u64::from(r.window_seconds))),
                 release: r.release,
@@ -146,9 +171,14 @@ impl SessionHealthService for SessionHealth {
     ) -> Result<Response<Self::WatchSessionUpdatesStream>, Status> {
         let span = tracing::debug_span!("rpc", method = "WatchSessionUpdates");
         super::observed(&self.metrics, "WatchSessionUpdates", span, async move {
+            let caller = Caller::of(&req);
             let r = req.into_inner();
             let fleet = convert::optional_fleet("fleet_id", &r.fleet_id)?;
+            if let Some(f) = &fleet {
+                caller.fleet(f)?;
+            }
             check_text("release", &r.release, limits::RELEASE_MAX)?;
+            let slot = super::fleets::watch_slot(&self.security, &caller)?;
             let release = (!r.release.is_empty()).then_some(r.release);
             let buffer = self.store.health().capacity();
             let lagged = self.metrics.health_watchers_lagged.clone();
@@ -156,7 +186,9 @@ impl SessionHealthService for SessionHealth {
                 BroadcastStream::new(self.store.health().subscribe()).filter_map(move |u| {
                     let out = match u {
                         Ok(u) => {
+                            let _open = &slot;
                             let wanted = fleet.as_ref().is_none_or(|f| *f == u.fleet_id)
+                                && caller.fleet(&u.fleet_id).is_ok()
                                 && release.as_deref().is_none_or(|r| r == &*u.release);
                             wanted.then(|| Ok(session_update(&u)))
                         }

@@ -29,6 +29,7 @@ use crate::{
         player_session_service_server::PlayerSessionServiceServer,
         session_health_service_server::SessionHealthServiceServer,
     },
+    security::Security,
     store::Store,
 };
 
@@ -152,6 +153,8 @@ pub struct GrpcServer {
     listener: TcpListener,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    security: Arc<Security>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -163,6 +166,8 @@ impl GrpcServer {
         addr: SocketAddr,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        security: Arc<Security>,
+        tls: Option<tonic::transport::ServerTlsConfig>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let health = HealthReporter::new();
@@ -173,6 +178,8 @@ impl GrpcServer {
             listener,
             store,
             metrics,
+            security,
+            tls,
             health,
             health_service,
         })
@@ -197,19 +204,24 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+        let max = self.security.limits.max_request_bytes;
         let game_sessions = GameSessionServiceServer::new(GameSessions::new(
             self.store.clone(),
             self.metrics.clone(),
-        ));
+        ))
+        .max_decoding_message_size(max);
         let player_sessions = PlayerSessionServiceServer::new(PlayerSessions::new(
             self.store.clone(),
             self.metrics.clone(),
-        ));
+        ))
+        .max_decoding_message_size(max);
         let fleets = FleetServiceServer::new(Fleets::new(
             self.store.clone(),
             self.metrics.clone(),
             shutdown.clone(),
-        ));
+            self.security.clone(),
+        ))
+        .max_decoding_message_size(max);
         self.health
             .set_serving::<GameSessionServiceServer<GameSessions>>()
             .await;
@@ -217,7 +229,9 @@ impl GrpcServer {
             self.store.clone(),
             self.metrics.clone(),
             shutdown.clone(),
-        ));
+            self.security.clone(),
+        ))
+        .max_decoding_message_size(max);
         self.health
             .set_serving::<FleetServiceServer<Fleets>>()
             .await;
@@ -231,7 +245,15 @@ impl GrpcServer {
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let health = self.health.clone();
         let stop = shutdown.clone();
-        Server::builder()
+        let limits = &self.security.limits;
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls)?;
+        }
+        builder
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
+            .http2_max_header_list_size(Some(limits.max_header_bytes))
+            .layer(crate::security::GuardLayer(self.security.clone()))
             .add_service(self.health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

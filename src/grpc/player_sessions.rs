@@ -11,6 +11,7 @@ use crate::{
         Result,
     },
     proto::{self, player_session_service_server::PlayerSessionService},
+    security::Caller,
     store::{Describe, DescribeBy, PageToken, Reserve, Store},
 };
 
@@ -22,6 +23,11 @@ pub struct PlayerSessions {
 impl PlayerSessions {
     pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         PlayerSessions { store, metrics }
+    }
+
+    /// PERMISSION_DENIED unless the caller's fleets cover game session `id`.
+    fn scope(&self, caller: &Caller, id: &GameSessionId) -> Result<()> {
+        caller.target(|| self.store.game_session_fleet(id))
     }
 }
 
@@ -41,7 +47,7 @@ fn batch_request(r: proto::CreatePlayerSessionsRequest) -> Result<Reserve> {
     })
 }
 
-fn describe_request(r: &proto::DescribePlayerSessionsRequest) -> Result<Describe> {
+fn describe_request(r: &proto::DescribePlayerSessionsRequest, caller: &Caller) -> Result<Describe> {
     let given = [
         !r.player_session_id.is_empty(),
         !r.game_session_id.is_empty(),
@@ -79,7 +85,7 @@ fn describe_request(r: &proto::DescribePlayerSessionsRequest) -> Result<Describe
     let query = Describe::query_fingerprint(&by, status);
     let after = match r.page_token.as_str() {
         "" => None,
-        t => Some(PageToken::decode("page_token", t, query)?.after),
+        t => Some(PageToken::decode("page_token", t, query, &caller.scope_bytes())?.after),
     };
     Ok(Describe {
         by,
@@ -97,6 +103,7 @@ impl PlayerSessionService for PlayerSessions {
     ) -> std::result::Result<Response<proto::PlayerSession>, Status> {
         let span = super::rpc_span("CreatePlayerSession", req.get_ref());
         super::observed(&self.metrics, "CreatePlayerSession", span, async move {
+            let caller = Caller::of(&req);
             let r = req.into_inner();
             let cmd = Reserve {
                 game_session_id: gsid(&r.game_session_id)?,
@@ -109,6 +116,7 @@ impl PlayerSessionService for PlayerSessions {
                     &r.idempotency_key,
                 )?,
             };
+            self.scope(&caller, &cmd.game_session_id)?;
             let created = self.store.reserve(cmd).await?;
             let ps = created
                 .first()
@@ -124,7 +132,9 @@ impl PlayerSessionService for PlayerSessions {
     ) -> std::result::Result<Response<proto::CreatePlayerSessionsResponse>, Status> {
         let span = super::rpc_span("CreatePlayerSessions", req.get_ref());
         super::observed(&self.metrics, "CreatePlayerSessions", span, async move {
+            let caller = Caller::of(&req);
             let cmd = batch_request(req.into_inner())?;
+            self.scope(&caller, &cmd.game_session_id)?;
             let created = self.store.reserve(cmd).await?;
             Ok(Response::new(proto::CreatePlayerSessionsResponse {
                 player_sessions: created.iter().map(convert::player_session).collect(),
@@ -140,10 +150,9 @@ impl PlayerSessionService for PlayerSessions {
         let span = super::rpc_span("AcceptPlayerSession", req.get_ref());
         super::observed(&self.metrics, "AcceptPlayerSession", span, async move {
             let r = req.get_ref();
-            let ps = self
-                .store
-                .accept(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
-                .await?;
+            let (g, p) = (gsid(&r.game_session_id)?, psid(&r.player_session_id)?);
+            self.scope(&Caller::of(&req), &g)?;
+            let ps = self.store.accept(&g, p).await?;
             Ok(Response::new(convert::player_session(&ps)))
         })
         .await
@@ -156,10 +165,9 @@ impl PlayerSessionService for PlayerSessions {
         let span = super::rpc_span("RemovePlayerSession", req.get_ref());
         super::observed(&self.metrics, "RemovePlayerSession", span, async move {
             let r = req.get_ref();
-            let ps = self
-                .store
-                .remove(&gsid(&r.game_session_id)?, psid(&r.player_session_id)?)
-                .await?;
+            let (g, p) = (gsid(&r.game_session_id)?, psid(&r.player_session_id)?);
+            self.scope(&Caller::of(&req), &g)?;
+            let ps = self.store.remove(&g, p).await?;
             Ok(Response::new(convert::player_session(&ps)))
         })
         .await
@@ -171,18 +179,28 @@ impl PlayerSessionService for PlayerSessions {
     ) -> std::result::Result<Response<proto::DescribePlayerSessionsResponse>, Status> {
         let span = super::rpc_span("DescribePlayerSessions", req.get_ref());
         super::observed(&self.metrics, "DescribePlayerSessions", span, async move {
-            let q = describe_request(req.get_ref())?;
+            let caller = Caller::of(&req);
+            let q = describe_request(req.get_ref(), &caller)?;
+            match &q.by {
+                DescribeBy::GameSession(g) => self.scope(&caller, g)?,
+                DescribeBy::PlayerSession(p) => {
+                    caller.target(|| self.store.player_session_fleet(*p))?
+                }
+                // A player's sessions across fleets: only those in the caller's fleets.
+                DescribeBy::Player(_) => {}
+            }
             let page = self.store.describe(&q)?;
             let query = Describe::query_fingerprint(&q.by, q.status);
             Ok(Response::new(proto::DescribePlayerSessionsResponse {
                 player_sessions: page
                     .player_sessions
                     .iter()
+                    .filter(|p| caller.fleet(&p.game.fleet_id).is_ok())
                     .map(convert::player_session)
                     .collect(),
                 next_page_token: page
                     .next
-                    .map(|after| PageToken { after, query }.encode())
+                    .map(|after| PageToken { after, query }.encode(&caller.scope_bytes()))
                     .unwrap_or_default(),
             }))
         })
@@ -196,6 +214,7 @@ impl PlayerSessionService for PlayerSessions {
         let span = super::rpc_span("GetPlayerSessionHistory", req.get_ref());
         super::observed(&self.metrics, "GetPlayerSessionHistory", span, async move {
             let id = psid(&req.get_ref().player_session_id)?;
+            Caller::of(&req).target(|| self.store.player_session_fleet(id))?;
             let ps = self.store.get_player_session(id)?;
             Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
                 records: crate::journal::records::history(&ps),

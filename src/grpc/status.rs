@@ -17,6 +17,10 @@ pub const ERROR_DOMAIN: &str = "session-broker";
 /// The gRPC code and stable reason of each domain error.
 pub fn code_and_reason(e: &Error) -> (Code, &'static str) {
     match e {
+        Error::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+        Error::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
+        Error::RateLimited(_) => (Code::ResourceExhausted, "RATE_LIMITED"),
+        Error::Overloaded(_) => (Code::Unavailable, "OVERLOADED"),
         Error::InvalidArgument { .. } => (Code::InvalidArgument, "INVALID_ARGUMENT"),
         Error::GameSessionNotFound(_) => (Code::NotFound, "GAME_SESSION_NOT_FOUND"),
         Error::PlayerSessionNotFound(_) => (Code::NotFound, "PLAYER_SESSION_NOT_FOUND"),

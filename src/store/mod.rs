@@ -16,7 +16,7 @@
 mod fleets;
 mod import;
 mod ops;
-mod page_token;
+pub mod page_token;
 mod placement;
 mod release_health;
 mod replay;
@@ -317,6 +317,20 @@ impl Store {
             .get(id)
             .map(|e| e.snapshot())
             .ok_or_else(|| Error::GameSessionNotFound(id.clone()))
+    }
+
+    /// The fleet of a game session (authorization checks; no copy of the session).
+    pub fn game_session_fleet(&self, id: &GameSessionId) -> Option<crate::domain::FleetId> {
+        self.game_sessions
+            .get(id)
+            .map(|e| e.session.fleet_id().clone())
+    }
+
+    /// The fleet of a player session's game session.
+    pub fn player_session_fleet(&self, id: PlayerSessionId) -> Option<crate::domain::FleetId> {
+        self.player_sessions
+            .get(&id)
+            .map(|p| p.game.fleet_id.clone())
     }
 
     pub fn get_player_session(&self, id: PlayerSessionId) -> Result<PlayerSession> {
