@@ -17,6 +17,9 @@
 //!   publishes to and its readers.
 //! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
 //!   recovery); see `docs/journal.md`.
+//! - [`security`]: the auth file (SHA-256 tokens, roles, fleet scopes, rate limits), the tower
+//!   guard in front of the gRPC services (authentication, roles, shedding), TLS configs; see
+//!   `docs/security.md`.
 //! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
 //! - [`analytics`]: Segment track events of every lifecycle transition, derived from the
 //!   journal by a dispatcher with its own journaled cursor, batched to a sink (Segment, file).
