@@ -413,6 +413,29 @@ fn bench_runs_every_scenario_and_reports_ratios_to_echo() {
     assert!(steps[1]["rss_growth_per_session_bytes"].is_number());
 }
 
+/// `--security both`: each scenario on a plain and on a TLS + auth daemon, the secure run
+/// reported as a ratio to the plain one (no timing asserted).
+#[test]
+fn bench_compares_a_secure_daemon_with_a_plain_one() {
+    let report = bench(&["--scenario", "reserve,cycle", "--security", "both"]);
+    let names: Vec<&str> = report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["echo", "reserve", "reserve+secure", "cycle", "cycle+secure"]
+    );
+    for s in report["scenarios"].as_array().unwrap() {
+        assert_eq!(s["errors"], 0, "{s}");
+        if s["secure"] == true {
+            assert!(s["throughput_vs_plain"].as_f64().unwrap() > 0.0, "{s}");
+        }
+    }
+}
+
 /// `--target` loads a daemon someone else started, and ends the game sessions it registered.
 #[test]
 fn bench_loads_a_running_daemon_with_target() {

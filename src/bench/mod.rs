@@ -9,6 +9,7 @@
 pub mod echo;
 pub(crate) mod load;
 mod scenarios;
+mod secure;
 mod server;
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
@@ -153,6 +154,25 @@ pub struct BenchArgs {
     /// Print one JSON line instead of the table (and no progress line).
     #[arg(long, env = "SESSION_BROKER_BENCH_JSON")]
     pub json: bool,
+
+    /// The bench's own daemon: `plain`, `secure` (TLS on both ports and an auth file; the
+    /// clients send a token over TLS), or `both` (every scenario on a plain and then a secure
+    /// daemon, reporting the secure run's throughput as a ratio to the plain one). Not for
+    /// `sweep` and `growth`, which read the admin port.
+    #[arg(long, env = "SESSION_BROKER_BENCH_SECURITY", value_enum, default_value_t = Security::Plain)]
+    pub security: Security,
+
+    /// Token and TLS settings for `--target`.
+    #[command(flatten)]
+    pub credentials: crate::cli::Credentials,
+}
+
+/// See [`BenchArgs::security`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Security {
+    Plain,
+    Secure,
+    Both,
 }
 
 /// One scenario's figures as reported.
@@ -189,8 +209,29 @@ fn report(scenario: Scenario, out: &Outcome, echo: Option<&Outcome>) -> Value {
     Value::Object(v)
 }
 
+/// A report row's name: the scenario, `+secure` on a secure daemon.
+fn label(s: Scenario, secure: bool) -> String {
+    if secure {
+        format!("{}+secure", s.name())
+    } else {
+        s.name()
+    }
+}
+
 /// Rejects flag values no run can use, before anything starts.
 fn validate(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.security != Security::Plain {
+        if args.target.is_some() {
+            anyhow::bail!("--security secure|both starts its own daemons: not with --target (give --token/--tls-ca for a secured target)");
+        }
+        if args
+            .scenario
+            .iter()
+            .any(|s| matches!(s, Scenario::Sweep | Scenario::Growth))
+        {
+            anyhow::bail!("--security secure|both: not for sweep and growth (they read the admin port over plain HTTP)");
+        }
+    }
     use crate::domain::limits::PLAYER_DATA_MAX;
     if args.concurrency == 0 || args.connections == 0 {
         anyhow::bail!("--concurrency and --connections must be at least 1");
@@ -251,50 +292,95 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| own_echo.as_ref().map(|s| s.grpc.clone()))
         .expect("one of the two");
-    let mut outcomes: Vec<(Scenario, Outcome)> = Vec::new();
+    let modes: &[bool] = match args.security {
+        Security::Plain => &[false],
+        Security::Secure => &[true],
+        Security::Both => &[false, true],
+    };
+    let secure_files = match args.security {
+        Security::Plain => None,
+        _ => Some(secure::Secure::make(&args.data_dir.join(format!(
+            "session-broker-bench-tls-{}",
+            uuid::Uuid::new_v4()
+        )))?),
+    };
+    // (scenario, secure?, outcome)
+    let mut outcomes: Vec<(Scenario, bool, Outcome)> = Vec::new();
     for scenario in plan {
-        let outcome = if scenario == Scenario::Echo {
-            scenarios::echo(&args, &echo_url).await?
+        for &secure in if scenario == Scenario::Echo {
+            &[false]
         } else {
-            // A fresh daemon per scenario, so one's sessions and timers do not load the next.
-            let own = match &args.target {
-                Some(_) => None,
-                None => Some(OwnServer::daemon(&args.data_dir, args.durability, &[]).await?),
+            modes
+        } {
+            let outcome = if scenario == Scenario::Echo {
+                scenarios::echo(&args, &echo_url).await?
+            } else {
+                // A fresh daemon per scenario, so one's sessions and timers do not load the next.
+                let files = secure_files.as_ref().filter(|_| secure);
+                let own = match &args.target {
+                    Some(_) => None,
+                    None => {
+                        Some(OwnServer::daemon(&args.data_dir, args.durability, &[], files).await?)
+                    }
+                };
+                let url = args
+                    .target
+                    .clone()
+                    .or_else(|| own.as_ref().map(|s| s.grpc.clone()))
+                    .expect("one of the two");
+                let admin = args.admin_target.or(own.as_ref().and_then(|s| s.admin));
+                let credentials = files.map_or(&args.credentials, |f| &f.credentials);
+                let ctx = Ctx::connect(&args, &url, admin, credentials).await?;
+                let outcome = scenarios::run(scenario, &ctx).await;
+                if own.is_none() {
+                    ctx.clean_up().await;
+                }
+                outcome?
             };
-            let url = args
-                .target
-                .clone()
-                .or_else(|| own.as_ref().map(|s| s.grpc.clone()))
-                .expect("one of the two");
-            let admin = args.admin_target.or(own.as_ref().and_then(|s| s.admin));
-            let ctx = Ctx::connect(&args, &url, admin).await?;
-            let outcome = scenarios::run(scenario, &ctx).await;
-            if own.is_none() {
-                ctx.clean_up().await;
+            if !args.json {
+                eprintln!(
+                    "{:<9} done: {:.0} calls/s",
+                    label(scenario, secure),
+                    outcome.window.ops_per_sec()
+                );
             }
-            outcome?
-        };
-        if !args.json {
-            eprintln!(
-                "{:<9} done: {:.0} calls/s",
-                scenario.name(),
-                outcome.window.ops_per_sec()
-            );
+            outcomes.push((scenario, secure, outcome));
         }
-        outcomes.push((scenario, outcome));
+    }
+    if let Some(f) = &secure_files {
+        if let Some(dir) = f.cert.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
     let echo = outcomes
         .iter()
-        .find(|(s, _)| *s == Scenario::Echo)
-        .map(|(_, o)| o);
+        .find(|(s, _, _)| *s == Scenario::Echo)
+        .map(|(_, _, o)| o);
     let reserve = outcomes
         .iter()
-        .find(|(s, _)| *s == Scenario::Reserve)
-        .map(|(_, o)| o);
-    let mut reports: Vec<Value> = outcomes.iter().map(|(s, o)| report(*s, o, echo)).collect();
+        .find(|(s, secure, _)| *s == Scenario::Reserve && !secure)
+        .map(|(_, _, o)| o);
+    let mut reports: Vec<Value> = outcomes
+        .iter()
+        .map(|(s, secure, o)| {
+            let mut r = report(*s, o, echo);
+            r["scenario"] = json!(label(*s, *secure));
+            r["secure"] = json!(secure);
+            // The secure run against the plain run of the same scenario.
+            let plain = outcomes
+                .iter()
+                .find(|(s2, sec2, _)| s2 == s && !sec2)
+                .map(|(_, _, p)| p);
+            if let (true, Some(p)) = (*secure, plain) {
+                r["throughput_vs_plain"] =
+                    json!(o.window.ops_per_sec() / p.window.ops_per_sec().max(f64::MIN_POSITIVE));
+            }
+            r
+        })
+        .collect();
     // The matchmaker's calls are compared with CreatePlayerSession's latency.
     if let Some(reserve) = reserve {
-        for (r, (s, o)) in reports.iter_mut().zip(&outcomes) {
+        for (r, (s, _, o)) in reports.iter_mut().zip(&outcomes) {
             if matches!(s, Scenario::Place | Scenario::Search) {
                 for (key, q) in [("p50_vs_reserve", 0.5), ("p99_vs_reserve", 0.99)] {
                     let x = o.window.quantile_us(q)
@@ -335,7 +421,7 @@ fn table(run: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<9} {:>8} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "{:<14} {:>8} {:>11} {:>11} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "scenario",
         "vs echo",
         "p99 vs echo",
@@ -352,7 +438,7 @@ fn table(run: &Value) -> String {
         let ratio = |k: &str| r[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
         let _ = writeln!(
             s,
-            "{:<9} {:>8} {:>11} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
+            "{:<14} {:>8} {:>11} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8}",
             r["scenario"].as_str().unwrap_or(""),
             ratio("throughput_vs_echo"),
             ratio("p99_vs_echo"),
@@ -365,6 +451,12 @@ fn table(run: &Value) -> String {
         );
         if let Some(e) = r["last_error"].as_str() {
             let _ = writeln!(s, "          last error: {e}");
+        }
+        if let Some(x) = r["throughput_vs_plain"].as_f64() {
+            let _ = writeln!(
+                s,
+                "          with auth + TLS: {x:.2}x the plain daemon's calls/s"
+            );
         }
         match r["scenario"].as_str() {
             Some("sweep") => {

@@ -3,12 +3,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use crate::cli::{Conn, Credentials};
 use anyhow::{bail, Context};
 use futures::{stream, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use prost::Message;
 use serde_json::{json, Map, Value};
-use tonic::transport::Channel;
 
 use super::{
     load::{Load, Recorder, Window},
@@ -51,7 +51,7 @@ impl From<Window> for Outcome {
 /// Connections to the daemon under test and what the run registered there.
 pub(crate) struct Ctx {
     pub args: BenchArgs,
-    pub channels: Vec<Channel>,
+    pub channels: Vec<Conn>,
     pub admin: Option<std::net::SocketAddr>,
     /// Short unique tag of this run, in every id it creates.
     pub run: String,
@@ -65,9 +65,10 @@ impl Ctx {
         args: &BenchArgs,
         url: &str,
         admin: Option<std::net::SocketAddr>,
+        credentials: &Credentials,
     ) -> anyhow::Result<Ctx> {
         Ok(Ctx {
-            channels: connect(url, args.connections).await?,
+            channels: connect(url, args.connections, credentials).await?,
             args: args.clone(),
             admin,
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
@@ -76,15 +77,15 @@ impl Ctx {
         })
     }
 
-    fn channel(&self, worker: usize) -> Channel {
+    fn channel(&self, worker: usize) -> Conn {
         self.channels[worker % self.channels.len()].clone()
     }
 
-    fn players(&self, worker: usize) -> PlayerSessionServiceClient<Channel> {
+    fn players(&self, worker: usize) -> PlayerSessionServiceClient<Conn> {
         PlayerSessionServiceClient::new(self.channel(worker))
     }
 
-    fn games(&self, worker: usize) -> GameSessionServiceClient<Channel> {
+    fn games(&self, worker: usize) -> GameSessionServiceClient<Conn> {
         GameSessionServiceClient::new(self.channel(worker))
     }
 
@@ -239,17 +240,24 @@ impl Ctx {
     }
 }
 
-/// `n` HTTP/2 connections to `url`.
-pub(crate) async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
+/// `n` HTTP/2 connections to `url`, with `credentials` (token, TLS).
+pub(crate) async fn connect(
+    url: &str,
+    n: usize,
+    credentials: &Credentials,
+) -> anyhow::Result<Vec<Conn>> {
     let mut channels = Vec::new();
     for _ in 0..n.max(1) {
-        let channel = Channel::from_shared(url.to_string())
-            .context("bad target URL")?
+        let channel = credentials
+            .endpoint(url)?
             .tcp_nodelay(true)
             .connect()
             .await
             .with_context(|| format!("connect to {url}"))?;
-        channels.push(channel);
+        channels.push(tonic::service::interceptor::InterceptedService::new(
+            channel,
+            credentials.bearer()?,
+        ));
     }
     Ok(channels)
 }
@@ -347,7 +355,8 @@ pub(crate) async fn run(scenario: Scenario, ctx: &Ctx) -> anyhow::Result<Outcome
 /// The echo baseline: the same closed loop against the echo service, messages sized like
 /// `reserve`'s.
 pub(crate) async fn echo(args: &BenchArgs, url: &str) -> anyhow::Result<Outcome> {
-    let channels = connect(url, args.connections).await?;
+    // The baseline of the plain stack: no token, no TLS (unless the echo target is https).
+    let channels = connect(url, args.connections, &Credentials::default()).await?;
     let (request_size, reply_size) = reserve_sizes(args);
     // EchoRequest framing: 2-3 bytes of tags and lengths on top of the payload.
     let payload = vec![b'x'; request_size.saturating_sub(6)];

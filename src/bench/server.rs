@@ -44,11 +44,14 @@ fn this_binary() -> anyhow::Result<Command> {
 }
 
 impl OwnServer {
-    /// Starts a daemon with a fresh data dir under `parent` and waits until `/readyz` is 200.
+    /// Starts a daemon with a fresh data dir under `parent` and waits until it is ready
+    /// (`/readyz` 200). With `secure`: TLS and an auth file; readiness is then a gRPC health
+    /// check over TLS, and `grpc` an `https://localhost` URL.
     pub async fn daemon(
         parent: &std::path::Path,
         durability: Durability,
         extra: &[&str],
+        secure: Option<&super::secure::Secure>,
     ) -> anyhow::Result<Self> {
         let dir = parent.join(format!("session-broker-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
@@ -64,6 +67,7 @@ impl OwnServer {
             .args(["--durability", durability_flag(durability)])
             .args(["--log-level", "warn"])
             .args(extra)
+            .args(secure.map(|s| s.daemon_args()).unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -71,15 +75,39 @@ impl OwnServer {
             .context("start the daemon")?;
         let mut server = OwnServer {
             child,
-            grpc: format!("http://127.0.0.1:{grpc}"),
-            admin: Some(admin_addr),
+            grpc: match secure {
+                None => format!("http://127.0.0.1:{grpc}"),
+                Some(_) => format!("https://localhost:{grpc}"),
+            },
+            admin: secure.is_none().then_some(admin_addr),
             dir: Some(dir),
         };
-        server
-            .wait_until(
-                || async move { matches!(http_get(admin_addr, "/readyz").await, Ok((200, _))) },
-            )
-            .await?;
+        match secure {
+            None => {
+                server
+                    .wait_until(|| async move {
+                        matches!(http_get(admin_addr, "/readyz").await, Ok((200, _)))
+                    })
+                    .await?
+            }
+            Some(s) => {
+                let endpoint = s.credentials.endpoint(&server.grpc)?;
+                server
+                    .wait_until(|| {
+                        let endpoint = endpoint.clone();
+                        async move {
+                            let Ok(ch) = endpoint.connect().await else {
+                                return false;
+                            };
+                            tonic_health::pb::health_client::HealthClient::new(ch)
+                                .check(tonic_health::pb::HealthCheckRequest::default())
+                                .await
+                                .is_ok_and(|r| r.into_inner().status == 1)
+                        }
+                    })
+                    .await?
+            }
+        }
         Ok(server)
     }
 

@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-pub use client::{ClientArgs, GameSessionsCmd, PlayerSessionsCmd};
+pub use client::{Bearer, ClientArgs, Conn, Credentials, GameSessionsCmd, PlayerSessionsCmd};
 pub use fleets::FleetsCmd;
 pub use health::HealthCmd;
 pub use transfer::{AdminArgs, ExportArgs, ImportArgs};
