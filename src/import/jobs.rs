@@ -330,60 +330,164 @@ impl Run {
     }
 
     /// Imports `items` into the store, checkpointing each chunk. `Ok(None)`: paused.
+    /// Consecutive player session rows of one game session are imported as a run (up to
+    /// [`RUN_ROWS`], never across a chunk boundary): one lock of the game session and one
+    /// journal checkpoint for the run.
     fn apply(
         &self,
         progress: ImportProgress,
-        mut kept: usize,
+        kept: usize,
         items: impl Iterator<Item = Result<Item, String>>,
     ) -> Result<Option<ImportProgress>, (String, ImportProgress)> {
-        let mut c = Chunk {
-            progress,
-            errors: Vec::new(),
+        let mut a = Applier {
+            run: self,
+            c: Chunk {
+                progress,
+                errors: Vec::new(),
+            },
+            kept,
+            rows: 0,
+            checkpointed: progress,
         };
-        let mut checkpointed = progress;
-        let mut rows = 0;
-        let checkpoint = |c: &mut Chunk, kept: &mut usize| -> bool {
-            *kept += c.errors.len();
-            let errors = std::mem::take(&mut c.errors);
-            match self
-                .store
-                .import_chunk_done(self.job.clone(), c.progress, errors)
-            {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(job_id = %self.job, error = %e, "import job paused (journal closed)");
-                    false
-                }
-            }
-        };
+        let mut held: Vec<Held> = Vec::with_capacity(RUN_ROWS);
         for item in items {
-            if rows == 0 && self.cancel.is_cancelled() {
+            if a.rows == 0 && held.is_empty() && self.cancel.is_cancelled() {
                 if self.shutdown.is_cancelled() {
                     return Ok(None);
                 }
-                return Err(("cancelled".into(), checkpointed));
+                return Err(("cancelled".into(), a.checkpointed));
             }
-            let item = item.map_err(|e| (e, checkpointed))?;
-            if let Some(record) = item.record {
-                let result =
-                    record.and_then(|r| import_record(&self.store, &self.job, item.line, r));
-                count(&mut c, kept, item.line, result);
-                rows += 1;
-            }
-            c.progress.line = item.next_line;
-            c.progress.offset = item.next_offset;
-            if rows == CHUNK_RECORDS {
-                if !checkpoint(&mut c, &mut kept) {
-                    return Ok(None);
+            let item = item.map_err(|e| (e, a.checkpointed))?;
+            match item.record {
+                Some(Ok(ImportRecord::PlayerSession(record))) => {
+                    if held
+                        .first()
+                        .is_some_and(|h| h.record.game_session_id != record.game_session_id)
+                        && !a.flush(&mut held)
+                    {
+                        return Ok(None);
+                    }
+                    held.push(Held {
+                        line: item.line,
+                        next_line: item.next_line,
+                        next_offset: item.next_offset,
+                        record,
+                    });
+                    if (held.len() >= RUN_ROWS || a.rows + held.len() >= CHUNK_RECORDS)
+                        && !a.flush(&mut held)
+                    {
+                        return Ok(None);
+                    }
                 }
-                checkpointed = c.progress;
-                rows = 0;
+                other => {
+                    if !a.flush(&mut held) {
+                        return Ok(None);
+                    }
+                    let result = other.map(|r| {
+                        r.and_then(|r| import_record(&self.store, &self.job, item.line, r))
+                    });
+                    if !a.done(item.line, item.next_line, item.next_offset, result) {
+                        return Ok(None);
+                    }
+                }
             }
         }
-        if !checkpoint(&mut c, &mut kept) {
+        if !a.flush(&mut held) || !a.checkpoint() {
             return Ok(None);
         }
-        Ok(Some(c.progress))
+        Ok(Some(a.c.progress))
+    }
+}
+
+/// Player session rows of one game session imported together.
+const RUN_ROWS: usize = 256;
+
+/// A player session row waiting for the rest of its run.
+struct Held {
+    line: u64,
+    next_line: u64,
+    next_offset: u64,
+    record: records::PlayerSessionRecord,
+}
+
+/// The counting and checkpointing state of [`Run::apply`].
+struct Applier<'a> {
+    run: &'a Run,
+    c: Chunk,
+    /// Error messages kept by earlier chunks.
+    kept: usize,
+    /// Rows counted in the current chunk.
+    rows: usize,
+    /// The progress of the last checkpoint.
+    checkpointed: ImportProgress,
+}
+
+impl Applier<'_> {
+    /// Journals the current chunk's counts. `false`: the journal closed (pause).
+    fn checkpoint(&mut self) -> bool {
+        self.kept += self.c.errors.len();
+        let errors = std::mem::take(&mut self.c.errors);
+        match self
+            .run
+            .store
+            .import_chunk_done(self.run.job.clone(), self.c.progress, errors)
+        {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(job_id = %self.run.job, error = %e, "import job paused (journal closed)");
+                false
+            }
+        }
+    }
+
+    /// Counts one line (`None`: a blank line, not a row) and checkpoints at a chunk's end.
+    fn done(
+        &mut self,
+        line: u64,
+        next_line: u64,
+        next_offset: u64,
+        result: Option<Result<RowOutcome, String>>,
+    ) -> bool {
+        if let Some(r) = result {
+            count(&mut self.c, self.kept, line, r);
+            self.rows += 1;
+        }
+        self.c.progress.line = next_line;
+        self.c.progress.offset = next_offset;
+        if self.rows == CHUNK_RECORDS {
+            if !self.checkpoint() {
+                return false;
+            }
+            self.checkpointed = self.c.progress;
+            self.rows = 0;
+        }
+        true
+    }
+
+    /// Imports the held run and counts its rows in order.
+    fn flush(&mut self, held: &mut Vec<Held>) -> bool {
+        if held.is_empty() {
+            return true;
+        }
+        let job = &self.run.job;
+        let rows: Vec<_> = held
+            .iter()
+            .map(|h| {
+                let id = h
+                    .record
+                    .player_session_id
+                    .unwrap_or_else(|| generated_id(job, h.line));
+                (h.line, &h.record, id)
+            })
+            .collect();
+        let results = self.run.store.import_player_sessions(job, &rows);
+        drop(rows);
+        for (h, r) in held.drain(..).zip(results) {
+            if !self.done(h.line, h.next_line, h.next_offset, Some(r.map_err(|e| e.0))) {
+                return false;
+            }
+        }
+        true
     }
 }
 

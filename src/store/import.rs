@@ -87,15 +87,15 @@ impl Store {
         apply_to_jobs(&mut self.jobs.lock(), change);
     }
 
-    /// Appends `changes` (ending with an import change) and applies that change to the jobs
+    /// Appends `changes` (among them import changes) and applies those to the jobs
     /// with the jobs' lock held across both, so a snapshot that copies the jobs after this
     /// append also sees its effect (a snapshot never misses a record older than its replay
     /// LSN). Lock order: game session entry -> jobs -> journal.
     fn append_import(&self, changes: &[Change]) -> crate::domain::Result<Lsn> {
         let mut jobs = self.jobs.lock();
         let first = self.journal.append(changes)?;
-        if let Some(last) = changes.last() {
-            apply_to_jobs(&mut jobs, last);
+        for c in changes {
+            apply_to_jobs(&mut jobs, c);
         }
         Ok(first)
     }
@@ -369,134 +369,217 @@ impl Store {
         r: &PlayerSessionRecord,
         id: PlayerSessionId,
     ) -> Result<RowOutcome, RowError> {
-        let key: Arc<str> = id.to_string().into();
-        if self.imported_before(job, &key, line) {
-            return Ok(RowOutcome::AlreadyImported);
-        }
-        let gsid = &r.game_session_id;
-        let mut e = self
-            .entry_mut(gsid)
-            .map_err(|_| RowError(format!("game session {gsid} not found")))?;
-        if let Some(f) = r.fleet_id.as_ref().filter(|f| *f != e.session.fleet_id()) {
-            return Err(RowError(format!(
-                "fleet_id: game session {gsid} is in fleet {}, not {f}",
-                e.session.fleet_id()
-            )));
-        }
-        if self.player_sessions.contains_key(&id) {
-            return Err(RowError(format!("player session {id} already exists")));
-        }
+        self.import_player_sessions(job, &[(line, r, id)])
+            .pop()
+            .expect("one result per row")
+    }
+
+    /// Imports a run of player sessions of one game session (the rows of a file usually come
+    /// grouped by game session): the rows are checked in order under the game session's lock
+    /// (as if imported one by one), and the imported ones are journaled in one checkpoint.
+    /// Returns one result per row, in order. Keep runs short (a few hundred rows): the game
+    /// session stays locked for the whole run.
+    pub fn import_player_sessions(
+        &self,
+        job: &Arc<str>,
+        rows: &[(u64, &PlayerSessionRecord, PlayerSessionId)],
+    ) -> Vec<Result<RowOutcome, RowError>> {
+        let Some(first_row) = rows.first() else {
+            return Vec::new();
+        };
+        let gsid = &first_row.1.game_session_id;
+        debug_assert!(rows.iter().all(|(_, r, _)| r.game_session_id == *gsid));
+        let keys: Vec<Arc<str>> = rows
+            .iter()
+            .map(|(_, _, id)| id.to_string().into())
+            .collect();
+        // Rows this job imported before a restart (one look at the job for the whole run).
+        let before: Vec<bool> = {
+            let jobs = self.jobs.lock();
+            let pending = jobs.get(job).map(|j| &j.pending).filter(|p| !p.is_empty());
+            rows.iter()
+                .zip(&keys)
+                .map(|((line, _, _), k)| pending.is_some_and(|p| p.get(k) == Some(line)))
+                .collect()
+        };
+        let mut out: Vec<Result<RowOutcome, RowError>> = Vec::with_capacity(rows.len());
+        let Ok(mut e) = self.entry_mut(gsid) else {
+            for b in before {
+                out.push(if b {
+                    Ok(RowOutcome::AlreadyImported)
+                } else {
+                    Err(RowError(format!("game session {gsid} not found")))
+                });
+            }
+            return out;
+        };
         let now = self.clock.now();
-        let created = r.creation_time.unwrap_or(now);
-        let end = r.termination_time.unwrap_or(created).max(created);
-        if r.status.is_live() {
-            e.session
-                .check_active()
-                .map_err(|e| RowError(e.to_string()))?;
-            if e.live.contains_key(&r.player_id) {
-                return Err(RowError(format!(
-                    "player {} already has a live player session in game session {gsid}",
-                    r.player_id
-                )));
+        // What the rows before this one in the run took: ids, live players, seats.
+        let mut taken_ids = std::collections::HashSet::new();
+        let mut live_players = std::collections::HashSet::new();
+        let mut planned: Vec<(usize, PlayerSession, PlayerSessionStatus, Timestamp, usize)> =
+            Vec::new();
+        let mut changes = Vec::new();
+        for (i, ((line, r, id), key)) in rows.iter().zip(&keys).enumerate() {
+            let id = *id;
+            if before[i] {
+                out.push(Ok(RowOutcome::AlreadyImported));
+                continue;
             }
-            if e.session.free_seats() < 1 {
-                return Err(RowError(format!(
-                    "game session {gsid} is full ({} seats)",
-                    e.session.maximum_player_session_count
-                )));
+            let checked = (|| {
+                if let Some(f) = r.fleet_id.as_ref().filter(|f| *f != e.session.fleet_id()) {
+                    return Err(RowError(format!(
+                        "fleet_id: game session {gsid} is in fleet {}, not {f}",
+                        e.session.fleet_id()
+                    )));
+                }
+                if taken_ids.contains(&id) || self.player_sessions.contains_key(&id) {
+                    return Err(RowError(format!("player session {id} already exists")));
+                }
+                if r.status.is_live() {
+                    e.session
+                        .check_active()
+                        .map_err(|e| RowError(e.to_string()))?;
+                    if live_players.contains(&r.player_id) || e.live.contains_key(&r.player_id) {
+                        return Err(RowError(format!(
+                            "player {} already has a live player session in game session {gsid}",
+                            r.player_id
+                        )));
+                    }
+                    if e.session.free_seats() < 1 + live_players.len() as u32 {
+                        return Err(RowError(format!(
+                            "game session {gsid} is full ({} seats)",
+                            e.session.maximum_player_session_count
+                        )));
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(err) = checked {
+                out.push(Err(err));
+                continue;
             }
-        }
-        let deadline = match r.status {
-            PlayerSessionStatus::TimedOut => end,
-            _ => now.saturating_add(e.session.reservation_timeout),
-        };
-        let mut ps = PlayerSession {
-            id,
-            player_id: r.player_id.clone(),
-            game: e.session.info.clone(),
-            status: PlayerSessionStatus::Reserved,
-            creation_time: created,
-            termination_time: None,
-            reservation_deadline: deadline,
-            player_data: r.player_data.clone(),
-            accepted_at: None,
-            end_reason: None,
-            lsns: SessionLsns::default(),
-            errors: None,
-        };
-        let mut changes = vec![Change::Reserved(ps.clone())];
-        match r.status {
-            PlayerSessionStatus::Reserved => {}
-            PlayerSessionStatus::Active => changes.push(Change::Accepted {
+            taken_ids.insert(id);
+            if r.status.is_live() {
+                live_players.insert(r.player_id.clone());
+            }
+            let created = r.creation_time.unwrap_or(now);
+            let end = r.termination_time.unwrap_or(created).max(created);
+            let deadline = match r.status {
+                PlayerSessionStatus::TimedOut => end,
+                _ => now.saturating_add(e.session.reservation_timeout),
+            };
+            let ps = PlayerSession {
                 id,
-                game_session_id: gsid.clone(),
-                at: created,
-            }),
-            PlayerSessionStatus::Completed => changes.push(Change::Completed {
-                id,
-                game_session_id: gsid.clone(),
-                reason: EndReason::Removed,
-                at: end,
-            }),
-            PlayerSessionStatus::TimedOut => changes.push(Change::TimedOut {
-                id,
-                game_session_id: gsid.clone(),
-                at: end,
-            }),
+                player_id: r.player_id.clone(),
+                game: e.session.info.clone(),
+                status: PlayerSessionStatus::Reserved,
+                creation_time: created,
+                termination_time: None,
+                reservation_deadline: deadline,
+                player_data: r.player_data.clone(),
+                accepted_at: None,
+                end_reason: None,
+                lsns: SessionLsns::default(),
+                errors: None,
+            };
+            let offset = changes.len();
+            changes.push(Change::Reserved(ps.clone()));
+            match r.status {
+                PlayerSessionStatus::Reserved => {}
+                PlayerSessionStatus::Active => changes.push(Change::Accepted {
+                    id,
+                    game_session_id: gsid.clone(),
+                    at: created,
+                }),
+                PlayerSessionStatus::Completed => changes.push(Change::Completed {
+                    id,
+                    game_session_id: gsid.clone(),
+                    reason: EndReason::Removed,
+                    at: end,
+                }),
+                PlayerSessionStatus::TimedOut => changes.push(Change::TimedOut {
+                    id,
+                    game_session_id: gsid.clone(),
+                    at: end,
+                }),
+            }
+            changes.push(Change::ImportedRow {
+                job: job.clone(),
+                id: key.clone(),
+                line: *line,
+                at: now,
+            });
+            planned.push((i, ps, r.status, end, offset));
+            // A placeholder, replaced below once the run's checkpoint is appended.
+            out.push(Ok(RowOutcome::AlreadyImported));
         }
-        let row = Change::ImportedRow {
-            job: job.clone(),
-            id: key,
-            line,
-            at: now,
+        if planned.is_empty() {
+            return out;
+        }
+        let first = match self.append_import(&changes) {
+            Ok(first) => first,
+            Err(err) => {
+                let msg = err.to_string();
+                for (i, ..) in &planned {
+                    out[*i] = Err(RowError(msg.clone()));
+                }
+                return out;
+            }
         };
-        changes.push(row);
-        let first = self
-            .append_import(&changes)
-            .map_err(|e| RowError(e.to_string()))?;
-        // The same steps replay takes for these records.
-        ps.lsns.reserved = first;
-        match r.status {
-            PlayerSessionStatus::Reserved => {}
-            PlayerSessionStatus::Active => {
-                let _ = ps.accept(created);
-                ps.lsns.accepted = first + 1;
-            }
-            PlayerSessionStatus::Completed => {
-                ps.complete(end, EndReason::Removed);
-                ps.lsns.ended = first + 1;
-            }
-            PlayerSessionStatus::TimedOut => {
-                ps.time_out(end);
-                ps.lsns.ended = first + 1;
-            }
-        }
         let fleet = e.session.fleet_id().clone();
-        self.count_player(&fleet, None, Some(ps.status));
-        let contribution = super::release_health::retained(&ps);
-        let status = ps.status;
-        self.index_player(&mut e, ps);
-        if status.is_live() {
+        let mut live_changed = false;
+        let mut timers = Vec::with_capacity(planned.len());
+        for (i, mut ps, status, end, offset) in planned {
+            // The same steps replay takes for these records.
+            let at = first + offset as Lsn;
+            ps.lsns.reserved = at;
+            let created = ps.creation_time;
+            match status {
+                PlayerSessionStatus::Reserved => {}
+                PlayerSessionStatus::Active => {
+                    let _ = ps.accept(created);
+                    ps.lsns.accepted = at + 1;
+                }
+                PlayerSessionStatus::Completed => {
+                    ps.complete(end, EndReason::Removed);
+                    ps.lsns.ended = at + 1;
+                }
+                PlayerSessionStatus::TimedOut => {
+                    ps.time_out(end);
+                    ps.lsns.ended = at + 1;
+                }
+            }
+            let records = if status == PlayerSessionStatus::Reserved {
+                2
+            } else {
+                3
+            };
+            out[i] = Ok(RowOutcome::Imported(at + records - 1));
+            self.count_player(&fleet, None, Some(ps.status));
+            let contribution = super::release_health::retained(&ps);
+            let (id, deadline) = (ps.id, ps.reservation_deadline);
+            self.index_player(&mut e, ps);
+            live_changed |= status.is_live();
+            self.with_fleet(&fleet, |f| f.health.restore(&e.session, contribution));
+            timers.push((status, id, deadline, end));
+        }
+        if live_changed {
+            // Seats changed: one index update and one event for the run.
             e.sync_count();
-            self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
-                f.health.restore(&e.session, contribution);
-            });
-        } else {
-            // A terminal row takes no seat: the game session did not change, so its index
-            // entry and its fleet's watchers need nothing.
-            self.with_fleet(e.session.fleet_id(), |f| {
-                f.health.restore(&e.session, contribution);
-            });
+            self.fleet_changed(&e.session, FleetEventKind::Updated, |_| {});
         }
         drop(e);
-        match status {
-            PlayerSessionStatus::Reserved => {
-                self.timers.schedule(deadline, Timer::Reservation(id));
+        for (status, id, deadline, end) in timers {
+            match status {
+                PlayerSessionStatus::Reserved => {
+                    self.timers.schedule(deadline, Timer::Reservation(id));
+                }
+                PlayerSessionStatus::Active => {}
+                _ => self.schedule_purge(end, Timer::PurgePlayerSession(id)),
             }
-            PlayerSessionStatus::Active => {}
-            _ => self.schedule_purge(end, Timer::PurgePlayerSession(id)),
         }
-        Ok(RowOutcome::Imported(first + changes.len() as Lsn - 1))
+        out
     }
 }
 
@@ -516,5 +599,72 @@ fn forget_old_jobs(jobs: &mut BTreeMap<Arc<str>, ImportJob>) {
     old.sort();
     for (_, id) in old.into_iter().take(finished - MAX_FINISHED_JOBS) {
         jobs.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Clock, GameSessionId, PlayerId};
+
+    fn row(player: &str, status: PlayerSessionStatus) -> PlayerSessionRecord {
+        PlayerSessionRecord {
+            player_session_id: None,
+            player_id: PlayerId::parse("p", player).unwrap(),
+            game_session_id: GameSessionId::parse("g", "gs-run").unwrap(),
+            fleet_id: None,
+            status,
+            player_data: None,
+            creation_time: None,
+            termination_time: None,
+        }
+    }
+
+    /// A run is checked row by row as if imported one at a time: duplicates, a second live
+    /// session of a player and capacity count the run's own earlier rows.
+    #[tokio::test]
+    async fn a_run_of_rows_is_checked_in_order_against_itself() {
+        use PlayerSessionStatus::*;
+        let s = Store::in_memory(Clock::system(), super::super::StoreConfig::default());
+        s.register_game_session(super::super::tests::registration("gs-run", 2))
+            .await
+            .unwrap();
+        let job: Arc<str> = "import-run".into();
+        s.start_import(job.clone(), "jsonl", "f.jsonl").unwrap();
+        let dup = PlayerSessionId::generate();
+        let rows = [
+            (row("a", Reserved), PlayerSessionId::generate()),
+            (row("a", Active), PlayerSessionId::generate()),
+            (row("b", Active), dup),
+            (row("c", Completed), dup),
+            (row("d", Reserved), PlayerSessionId::generate()),
+            (row("e", Completed), PlayerSessionId::generate()),
+        ];
+        let input: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (r, id))| (i as u64 + 1, r, *id))
+            .collect();
+        let out = s.import_player_sessions(&job, &input);
+        let errors: Vec<Option<&str>> = out
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.0.as_str()))
+            .collect();
+        assert!(
+            errors[0].is_none() && errors[2].is_none() && errors[5].is_none(),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].unwrap().contains("already has a live"),
+            "{errors:?}"
+        );
+        assert!(errors[3].unwrap().contains("already exists"), "{errors:?}");
+        assert!(errors[4].unwrap().contains("is full"), "{errors:?}");
+        let g = s
+            .get_game_session(&GameSessionId::parse("g", "gs-run").unwrap())
+            .unwrap();
+        assert_eq!(g.current_player_session_count, 2);
+        assert_eq!(s.import_job("import-run").unwrap().pending.len(), 3);
+        s.check_invariants().unwrap();
     }
 }
