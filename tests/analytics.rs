@@ -403,14 +403,14 @@ async fn every_transition_arrives_once_through_500s_and_429s() {
             >= 1.0
     );
 
+    // The fake records a batch before the daemon has read its reply: wait for the counters.
+    let sent = r#"session_broker_analytics_events_total{outcome="sent"}"#;
+    eventually("the sent counter", Duration::from_secs(20), || {
+        metric(&d.daemon.metrics().render(), sent) >= 9.0
+    })
+    .await;
     let text = d.daemon.metrics().render();
-    assert_eq!(
-        metric(
-            &text,
-            r#"session_broker_analytics_events_total{outcome="sent"}"#
-        ),
-        9.0
-    );
+    assert_eq!(metric(&text, sent), 9.0);
     assert!(metric(&text, "session_broker_analytics_retries_total") >= 2.0);
     assert!(
         metric(
@@ -485,6 +485,12 @@ async fn batches_respect_the_byte_limits_and_an_oversize_event_is_dropped_alone(
         "{:?}",
         fake.with(|s| s.violations.clone())
     );
+    // The fake records a batch before the daemon has read its reply: wait for the counters.
+    let sent = r#"session_broker_analytics_events_total{outcome="sent"}"#;
+    eventually("the sent counter", Duration::from_secs(20), || {
+        metric(&d.daemon.metrics().render(), sent) >= 31.0
+    })
+    .await;
     let text = d.daemon.metrics().render();
     assert_eq!(
         metric(

@@ -909,3 +909,40 @@ async fn sighup_reloads_the_tokens_without_dropping_connections() {
     );
     drop(process);
 }
+
+/// A call whose deadline passes while it waits (here for its fsync) is answered at once with
+/// the deadline error (tonic answers CANCELLED "Timeout expired"), and the daemon goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_deadlines_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start_durable(dir.path()).await;
+    let mut games = GameSessionServiceClient::new(d.channel.clone());
+    games
+        .register_game_session(register_request("deadline", 10))
+        .await
+        .unwrap();
+    let mut players = PlayerSessionServiceClient::new(d.channel.clone());
+    let mut r = Request::new(CreatePlayerSessionRequest {
+        game_session_id: "deadline".into(),
+        player_id: "late".into(),
+        ..Default::default()
+    });
+    r.set_timeout(Duration::from_micros(1));
+    let started = std::time::Instant::now();
+    let got = players.create_player_session(r).await.unwrap_err();
+    assert!(
+        matches!(got.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{got:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The daemon serves on.
+    let ok = players
+        .create_player_session(CreatePlayerSessionRequest {
+            game_session_id: "deadline".into(),
+            player_id: "on-time".into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    d.stop().await;
+}

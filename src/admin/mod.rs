@@ -198,50 +198,70 @@ impl AdminServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `stop` is cancelled.
+    /// Serves until `stop` is cancelled, then lets open requests finish (connections get a
+    /// graceful shutdown). HTTP/1.1 and HTTP/2, over TLS when configured; request headers are
+    /// limited to [`MAX_HEADER_BYTES`].
     pub async fn serve(self, stop: CancellationToken) -> std::io::Result<()> {
-        let Some(tls) = self.tls else {
-            return axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        };
-        // TLS: accept, handshake on the connection's own task, serve HTTP/1.1 or HTTP/2.
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let acceptor = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (tcp, peer) = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => break,
                 r = self.listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         continue;
                     }
                 },
             };
+            let _ = tcp.set_nodelay(true);
             let (acceptor, router, stop) = (acceptor.clone(), self.router.clone(), stop.clone());
-            tokio::spawn(async move {
-                let stream = match acceptor.accept(tcp).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
-                        return;
-                    }
-                };
-                let service = hyper_util::service::TowerToHyperService::new(router);
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                let conn = builder
-                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+            connections.spawn(async move {
+                match acceptor {
+                    None => serve_connection(tcp, router, stop).await,
+                    Some(a) => match a.accept(tcp).await {
+                        Ok(tls) => serve_connection(tls, router, stop).await,
+                        Err(e) => tracing::debug!(%peer, error = %e, "admin TLS handshake failed"),
+                    },
                 }
             });
+            // Reap finished connections as we go.
+            while connections.try_join_next().is_some() {}
+        }
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    }
+}
+
+/// Largest request header block the admin port reads (bytes).
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// Serves one admin connection until it closes, or gracefully once `stop` is cancelled.
+async fn serve_connection<S>(stream: S, router: Router, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_HEADER_BYTES.max(8192))
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30));
+    builder
+        .http2()
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let conn =
+        builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
         }
     }
 }
