@@ -54,12 +54,13 @@ impl Role {
     }
 }
 
-/// A token bucket: `rate` tokens per second up to `burst`.
+/// A token bucket: `rate` tokens per second up to `burst` (on tokio's clock, so tests can pause
+/// time).
 #[derive(Debug)]
 pub struct Bucket {
     rate: f64,
     burst: f64,
-    state: Mutex<(f64, std::time::Instant)>,
+    state: Mutex<(f64, tokio::time::Instant)>,
 }
 
 impl Bucket {
@@ -67,13 +68,13 @@ impl Bucket {
         Bucket {
             rate,
             burst,
-            state: Mutex::new((burst, std::time::Instant::now())),
+            state: Mutex::new((burst, tokio::time::Instant::now())),
         }
     }
 
     /// Takes one token if there is one.
     pub fn try_take(&self) -> bool {
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let mut s = self.state.lock();
         let elapsed = now.saturating_duration_since(s.1).as_secs_f64();
         s.0 = (s.0 + elapsed * self.rate).min(self.burst);
@@ -357,6 +358,19 @@ mod tests {
         write(dir.path(), "");
         assert_eq!(auth.reload().unwrap(), 0);
         assert!(auth.authenticate(Some(b"Bearer secret-1")).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_refills_at_its_rate() {
+        let b = Bucket::new(2.0, 1.0);
+        assert!(b.try_take());
+        assert!(!b.try_take());
+        tokio::time::advance(std::time::Duration::from_millis(400)).await;
+        assert!(!b.try_take(), "0.8 of a token");
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        assert!(b.try_take());
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        assert!(b.try_take() && !b.try_take(), "never more than the burst");
     }
 
     #[test]
