@@ -410,6 +410,15 @@ async fn a_scoped_token_learns_nothing_about_other_fleets() {
         let got = call(&d.channel, "Heartbeat", Some("gs-other"), id, &p).await;
         assert_eq!(got, Code::PermissionDenied, "{id}");
     }
+    // Registering an id taken in another fleet: denied, not "already exists".
+    let mut games = GameSessionServiceClient::new(d.channel.clone());
+    let mut taken = register_request(&g, 4);
+    taken.fleet_id = "fleet-2".into();
+    let got = games
+        .register_game_session(req(taken, Some("gs-other")))
+        .await
+        .unwrap_err();
+    assert_eq!(got.code(), Code::PermissionDenied);
     // An unscoped admin sees the truth.
     assert_eq!(
         call(&d.channel, "Heartbeat", Some("admin"), "no-such-game", &p).await,
@@ -422,7 +431,6 @@ async fn a_scoped_token_learns_nothing_about_other_fleets() {
     );
     // Utilization of every fleet, for a scoped matchmaker: only its own.
     let mut fleets = FleetServiceClient::new(d.channel.clone());
-    let mut games = GameSessionServiceClient::new(d.channel.clone());
     let mut other = register_request("g-2", 4);
     other.fleet_id = "fleet-2".into();
     games

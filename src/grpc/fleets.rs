@@ -227,6 +227,8 @@ impl FleetService for Fleets {
             let cmd = place_request(req.into_inner())?;
             caller.fleet(&cmd.fleet_id)?;
             let (game, players) = self.store.place(cmd).await?;
+            // An idempotent retry's sessions, too, stay within the caller's fleets.
+            caller.fleet(game.fleet_id())?;
             Ok(Response::new(proto::PlacePlayerSessionsResponse {
                 game_session: Some(convert::game_session(&game)),
                 player_sessions: players.iter().map(convert::player_session).collect(),

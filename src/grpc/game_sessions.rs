@@ -81,6 +81,12 @@ impl GameSessionService for GameSessions {
             let caller = Caller::of(&req);
             let cmd = register_request(req.into_inner())?;
             caller.fleet(&cmd.fleet_id)?;
+            // A scoped caller does not learn that an id is taken in another fleet.
+            if let Some(id) = cmd.game_session_id.as_ref().filter(|_| caller.is_scoped()) {
+                if let Some(fleet) = self.store.game_session_fleet(id) {
+                    caller.fleet(&fleet)?;
+                }
+            }
             let g = self.store.register_game_session(cmd).await?;
             Ok(Response::new(convert::game_session(&g)))
         })

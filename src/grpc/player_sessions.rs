@@ -31,6 +31,14 @@ impl PlayerSessions {
     }
 }
 
+/// An idempotent retry returns the sessions the key first made: never ones outside the
+/// caller's fleets (idempotency keys are chosen by clients and shared by all of them).
+fn replayed_in_scope(caller: &Caller, sessions: &[crate::domain::PlayerSession]) -> Result<()> {
+    sessions
+        .iter()
+        .try_for_each(|ps| caller.fleet(&ps.game.fleet_id))
+}
+
 fn gsid(s: &str) -> Result<GameSessionId> {
     GameSessionId::parse("game_session_id", s)
 }
@@ -118,6 +126,7 @@ impl PlayerSessionService for PlayerSessions {
             };
             self.scope(&caller, &cmd.game_session_id)?;
             let created = self.store.reserve(cmd).await?;
+            replayed_in_scope(&caller, &created)?;
             let ps = created
                 .first()
                 .ok_or_else(|| Error::Internal("reservation returned no session".into()))?;
@@ -136,6 +145,7 @@ impl PlayerSessionService for PlayerSessions {
             let cmd = batch_request(req.into_inner())?;
             self.scope(&caller, &cmd.game_session_id)?;
             let created = self.store.reserve(cmd).await?;
+            replayed_in_scope(&caller, &created)?;
             Ok(Response::new(proto::CreatePlayerSessionsResponse {
                 player_sessions: created.iter().map(convert::player_session).collect(),
             }))
