@@ -72,6 +72,12 @@ impl Window {
         }
     }
 
+    /// Adds a later, separate window of the same load (calls, latencies and seconds).
+    pub(crate) fn append(&mut self, other: &Window) {
+        self.merge(other);
+        self.seconds += other.seconds;
+    }
+
     /// Successful calls per second in this window.
     pub fn ops_per_sec(&self) -> f64 {
         if self.seconds > 0.0 {
