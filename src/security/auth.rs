@@ -388,6 +388,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any header value, and any auth file text, is a principal or an error: never a panic.
+        #[test]
+        fn random_headers_and_files_never_panic(
+            header in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            file in ".{0,200}",
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = write(dir.path(), &file);
+            if let Ok(auth) = Auth::load(&path) {
+                let _ = auth.authenticate(Some(&header));
+            }
+            let _ = super::super::required_roles(&String::from_utf8_lossy(&header));
+        }
+    }
+
     #[test]
     fn the_shipped_example_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/auth.example.toml");
