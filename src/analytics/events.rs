@@ -199,31 +199,21 @@ fn push_message_id(out: &mut String, operation_id: &str, src: Source<'_>) {
 /// The journal id of `data_dir` (the file `analytics-id`: 12 hex digits made at the first
 /// start with analytics on, fsynced; the same for the life of the directory).
 pub fn journal_id(data_dir: &std::path::Path) -> std::io::Result<String> {
-    let path = data_dir.join("analytics-id");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() == 12 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
-            return Ok(s.trim().to_string())
-        }
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is not 12 hex digits", path.display()),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-    let tmp = data_dir.join("analytics-id.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(id.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    crate::journal::segment::sync_dir(data_dir)?;
-    Ok(id)
+    let id = crate::journal::segment::read_or_make(
+        data_dir,
+        "analytics-id",
+        "12 hex digits",
+        |b| {
+            let t = b.trim_ascii();
+            t.len() == 12 && t.iter().all(u8::is_ascii_hexdigit)
+        },
+        || {
+            uuid::Uuid::new_v4().simple().to_string()[..12]
+                .as_bytes()
+                .to_vec()
+        },
+    )?;
+    Ok(String::from_utf8_lossy(id.trim_ascii()).into_owned())
 }
 
 /// The start of a track message, up to and including `"properties":{`.

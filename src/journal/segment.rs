@@ -53,9 +53,65 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// A small file made once for the life of a data directory (an id, a key): its bytes if it
+/// exists and `valid` accepts them, else made by `make` and written durably (temp file, fsync,
+/// rename, fsync of the directory; mode 0600). Invalid contents are an error naming the file
+/// (`what` says what it should hold), never silently replaced.
+pub fn read_or_make(
+    dir: &Path,
+    name: &str,
+    what: &str,
+    valid: impl Fn(&[u8]) -> bool,
+    make: impl FnOnce() -> Vec<u8>,
+) -> io::Result<Vec<u8>> {
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Ok(b) if valid(&b) => return Ok(b),
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not {what}", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let bytes = make();
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        use std::io::Write;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, &path)?;
+    sync_dir(dir)?;
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_made_once_file_is_kept_and_a_bad_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = || b"abc".to_vec();
+        let ok = |b: &[u8]| b.len() == 3;
+        assert_eq!(
+            read_or_make(dir.path(), "id", "3 bytes", ok, make).unwrap(),
+            b"abc"
+        );
+        let again = read_or_make(dir.path(), "id", "3 bytes", ok, || b"xyz".to_vec()).unwrap();
+        assert_eq!(again, b"abc", "made once");
+        std::fs::write(dir.path().join("id"), "toolong").unwrap();
+        let e = read_or_make(dir.path(), "id", "3 bytes", ok, make).unwrap_err();
+        assert!(e.to_string().contains("is not 3 bytes"), "{e}");
+    }
 
     #[test]
     fn names_round_trip() {

@@ -156,35 +156,18 @@ impl Security {
 /// The page-token key of a data directory: `page-token.key` (32 random bytes, mode 0600),
 /// made on first use, so page tokens survive restarts.
 pub fn page_key(dir: &std::path::Path) -> std::io::Result<[u8; 32]> {
-    let path = dir.join("page-token.key");
-    match std::fs::read(&path) {
-        Ok(b) if b.len() == 32 => return Ok(b.try_into().expect("32 bytes")),
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is not 32 bytes", path.display()),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut key = [0u8; 32];
-    key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    let tmp = dir.join("page-token.key.tmp");
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    crate::journal::segment::sync_dir(dir)?;
-    Ok(key)
+    let key = crate::journal::segment::read_or_make(
+        dir,
+        "page-token.key",
+        "32 bytes",
+        |b| b.len() == 32,
+        || {
+            let mut k = uuid::Uuid::new_v4().as_bytes().to_vec();
+            k.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            k
+        },
+    )?;
+    Ok(key.try_into().expect("checked: 32 bytes"))
 }
 
 /// An in-flight slot, given back on drop.
