@@ -207,11 +207,7 @@ pub fn journal_id(data_dir: &std::path::Path) -> std::io::Result<String> {
             let t = b.trim_ascii();
             t.len() == 12 && t.iter().all(u8::is_ascii_hexdigit)
         },
-        || {
-            uuid::Uuid::new_v4().simple().to_string()[..12]
-                .as_bytes()
-                .to_vec()
-        },
+        || uuid::Uuid::new_v4().simple().to_string().as_bytes()[..12].to_vec(),
     )?;
     Ok(String::from_utf8_lossy(id.trim_ascii()).into_owned())
 }

@@ -10,7 +10,7 @@ use super::convert;
 use crate::{
     domain::{limits, Error, Filter, FleetId, IdempotencyKey, Result, Sort},
     proto::{self, fleet_service_server::FleetService},
-    security::{Caller, Security, WatchSlot},
+    security::{Caller, Security},
     store::{
         FleetCounts, FleetEvent, FleetEventKind, Place, PlacementStrategy, Search, SearchPageToken,
         Store,
@@ -38,17 +38,6 @@ impl Fleets {
             security,
         }
     }
-
-    fn watch_slot(&self, caller: &Caller) -> Result<Option<WatchSlot>> {
-        watch_slot(&self.security, caller)
-    }
-}
-
-/// A watch-stream slot of the caller's token (RESOURCE_EXHAUSTED beyond the limit, counted).
-pub(crate) fn watch_slot(security: &Security, caller: &Caller) -> Result<Option<WatchSlot>> {
-    caller
-        .watch_slot(security.limits.max_watch_streams_per_token)
-        .inspect_err(|_| security.count("watch_limit"))
 }
 
 fn fleet_id(s: &str) -> Result<FleetId> {
@@ -250,7 +239,7 @@ impl FleetService for Fleets {
             let fleet = fleet_id(&r.fleet_id)?;
             caller.fleet(&fleet)?;
             let selector = convert::label_selector("label_selector", r.label_selector)?;
-            let slot = self.watch_slot(&caller)?;
+            let slot = self.security.watch_slot(&caller)?;
             let watch = self.store.watch_fleet(fleet, selector);
             // The slot lives as long as the stream.
             let events = futures::stream::unfold((watch, slot), |(mut w, slot)| async move {

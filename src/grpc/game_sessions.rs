@@ -21,11 +21,6 @@ impl GameSessions {
     pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         GameSessions { store, metrics }
     }
-
-    /// PERMISSION_DENIED unless the caller's fleets cover game session `id`.
-    fn scope<T>(&self, req: &Request<T>, id: &GameSessionId) -> Result<()> {
-        Caller::of(req).target(|| self.store.game_session_fleet(id))
-    }
 }
 
 fn timeout(field: &str, secs: u32) -> Result<Option<Duration>> {
@@ -97,7 +92,7 @@ impl GameSessionService for GameSessions {
         let span = super::rpc_span("Heartbeat", req.get_ref());
         super::observed(&self.metrics, "Heartbeat", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
-            self.scope(&req, &id)?;
+            Caller::of(&req).game_session(&self.store, &id)?;
             let g = self.store.heartbeat(&id)?;
             Ok(Response::new(convert::game_session(&g)))
         })
@@ -108,7 +103,7 @@ impl GameSessionService for GameSessions {
         let span = super::rpc_span("UpdateGameSession", req.get_ref());
         super::observed(&self.metrics, "UpdateGameSession", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
-            self.scope(&req, &id)?;
+            Caller::of(&req).game_session(&self.store, &id)?;
             let r = req.into_inner();
             let policy = r
                 .player_session_creation_policy
@@ -127,7 +122,7 @@ impl GameSessionService for GameSessions {
         let span = super::rpc_span("EndGameSession", req.get_ref());
         super::observed(&self.metrics, "EndGameSession", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
-            self.scope(&req, &id)?;
+            Caller::of(&req).game_session(&self.store, &id)?;
             let r = req.into_inner();
             crate::domain::check_text("reason", &r.reason, limits::REASON_MAX)?;
             let g = self
@@ -143,7 +138,7 @@ impl GameSessionService for GameSessions {
         let span = super::rpc_span("GetGameSession", req.get_ref());
         super::observed(&self.metrics, "GetGameSession", span, async move {
             let id = gsid(&req.get_ref().game_session_id)?;
-            self.scope(&req, &id)?;
+            Caller::of(&req).game_session(&self.store, &id)?;
             let g = self.store.get_game_session(&id)?;
             Ok(Response::new(convert::game_session(&g)))
         })

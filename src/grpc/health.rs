@@ -114,7 +114,7 @@ impl SessionHealthService for SessionHealth {
                 let caller = Caller::of(&req);
                 let r = req.into_inner();
                 let gsid = GameSessionId::parse("game_session_id", &r.game_session_id)?;
-                caller.target(|| self.store.game_session_fleet(&gsid))?;
+                caller.game_session(&self.store, &gsid)?;
                 let psid = PlayerSessionId::parse("player_session_id", &r.player_session_id)?;
                 check_text("message", &r.message, limits::REASON_MAX)?;
                 let ps = self
@@ -178,7 +178,7 @@ impl SessionHealthService for SessionHealth {
                 caller.fleet(f)?;
             }
             check_text("release", &r.release, limits::RELEASE_MAX)?;
-            let slot = super::fleets::watch_slot(&self.security, &caller)?;
+            let slot = self.security.watch_slot(&caller)?;
             let release = (!r.release.is_empty()).then_some(r.release);
             let buffer = self.store.health().capacity();
             let lagged = self.metrics.health_watchers_lagged.clone();
@@ -186,6 +186,7 @@ impl SessionHealthService for SessionHealth {
                 BroadcastStream::new(self.store.health().subscribe()).filter_map(move |u| {
                     let out = match u {
                         Ok(u) => {
+                            // The stream owns the watch slot: released when it ends.
                             let _open = &slot;
                             let wanted = fleet.as_ref().is_none_or(|f| *f == u.fleet_id)
                                 && caller.fleet(&u.fleet_id).is_ok()

@@ -24,11 +24,6 @@ impl PlayerSessions {
     pub fn new(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         PlayerSessions { store, metrics }
     }
-
-    /// PERMISSION_DENIED unless the caller's fleets cover game session `id`.
-    fn scope(&self, caller: &Caller, id: &GameSessionId) -> Result<()> {
-        caller.target(|| self.store.game_session_fleet(id))
-    }
 }
 
 /// An idempotent retry returns the sessions the key first made: never ones outside the
@@ -124,7 +119,7 @@ impl PlayerSessionService for PlayerSessions {
                     &r.idempotency_key,
                 )?,
             };
-            self.scope(&caller, &cmd.game_session_id)?;
+            caller.game_session(&self.store, &cmd.game_session_id)?;
             let created = self.store.reserve(cmd).await?;
             replayed_in_scope(&caller, &created)?;
             let ps = created
@@ -143,7 +138,7 @@ impl PlayerSessionService for PlayerSessions {
         super::observed(&self.metrics, "CreatePlayerSessions", span, async move {
             let caller = Caller::of(&req);
             let cmd = batch_request(req.into_inner())?;
-            self.scope(&caller, &cmd.game_session_id)?;
+            caller.game_session(&self.store, &cmd.game_session_id)?;
             let created = self.store.reserve(cmd).await?;
             replayed_in_scope(&caller, &created)?;
             Ok(Response::new(proto::CreatePlayerSessionsResponse {
@@ -161,7 +156,7 @@ impl PlayerSessionService for PlayerSessions {
         super::observed(&self.metrics, "AcceptPlayerSession", span, async move {
             let r = req.get_ref();
             let (g, p) = (gsid(&r.game_session_id)?, psid(&r.player_session_id)?);
-            self.scope(&Caller::of(&req), &g)?;
+            Caller::of(&req).game_session(&self.store, &g)?;
             let ps = self.store.accept(&g, p).await?;
             Ok(Response::new(convert::player_session(&ps)))
         })
@@ -176,7 +171,7 @@ impl PlayerSessionService for PlayerSessions {
         super::observed(&self.metrics, "RemovePlayerSession", span, async move {
             let r = req.get_ref();
             let (g, p) = (gsid(&r.game_session_id)?, psid(&r.player_session_id)?);
-            self.scope(&Caller::of(&req), &g)?;
+            Caller::of(&req).game_session(&self.store, &g)?;
             let ps = self.store.remove(&g, p).await?;
             Ok(Response::new(convert::player_session(&ps)))
         })
@@ -192,10 +187,8 @@ impl PlayerSessionService for PlayerSessions {
             let caller = Caller::of(&req);
             let q = describe_request(req.get_ref(), &caller)?;
             match &q.by {
-                DescribeBy::GameSession(g) => self.scope(&caller, g)?,
-                DescribeBy::PlayerSession(p) => {
-                    caller.target(|| self.store.player_session_fleet(*p))?
-                }
+                DescribeBy::GameSession(g) => caller.game_session(&self.store, g)?,
+                DescribeBy::PlayerSession(p) => caller.player_session(&self.store, *p)?,
                 // A player's sessions across fleets: only those in the caller's fleets.
                 DescribeBy::Player(_) => {}
             }
@@ -224,7 +217,7 @@ impl PlayerSessionService for PlayerSessions {
         let span = super::rpc_span("GetPlayerSessionHistory", req.get_ref());
         super::observed(&self.metrics, "GetPlayerSessionHistory", span, async move {
             let id = psid(&req.get_ref().player_session_id)?;
-            Caller::of(&req).target(|| self.store.player_session_fleet(id))?;
+            Caller::of(&req).player_session(&self.store, id)?;
             let ps = self.store.get_player_session(id)?;
             Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
                 records: crate::journal::records::history(&ps),

@@ -139,6 +139,26 @@ impl Security {
         Ok(Some(p))
     }
 
+    /// Takes a watch-stream slot of `caller`'s token (released when the slot drops), or fails
+    /// with RESOURCE_EXHAUSTED (counted) at `--max-watch-streams-per-token`. Without
+    /// authentication there is no token to count against: `None`.
+    pub fn watch_slot(&self, caller: &Caller) -> Result<Option<WatchSlot>, Error> {
+        let Some(p) = caller.principal() else {
+            return Ok(None);
+        };
+        let limit = self.limits.max_watch_streams_per_token;
+        let n = p.watch_streams.fetch_add(1, Ordering::AcqRel);
+        let slot = WatchSlot(p.watch_streams.clone());
+        if n >= limit {
+            self.count("watch_limit");
+            return Err(Error::RateLimited(format!(
+                "token {:?} already has {limit} watch streams open",
+                p.name
+            )));
+        }
+        Ok(Some(slot))
+    }
+
     /// Takes an in-flight slot, or fails with UNAVAILABLE at the limit.
     pub fn enter(self: &Arc<Self>) -> Result<InFlight, Error> {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -283,25 +303,27 @@ impl Caller {
         }
     }
 
+    /// [`Self::target`] for game session `id`.
+    pub fn game_session(
+        &self,
+        store: &crate::store::Store,
+        id: &crate::domain::GameSessionId,
+    ) -> Result<(), Error> {
+        self.target(|| store.game_session_fleet(id))
+    }
+
+    /// [`Self::target`] for player session `id`.
+    pub fn player_session(
+        &self,
+        store: &crate::store::Store,
+        id: crate::domain::PlayerSessionId,
+    ) -> Result<(), Error> {
+        self.target(|| store.player_session_fleet(id))
+    }
+
     /// The bytes page tokens are bound to.
     pub fn scope_bytes(&self) -> Vec<u8> {
         self.0.as_ref().map(|p| p.scope_bytes()).unwrap_or_default()
-    }
-
-    /// Takes a watch-stream slot of the caller's token (released when the guard drops).
-    pub fn watch_slot(&self, limit: usize) -> Result<Option<WatchSlot>, Error> {
-        let Some(p) = &self.0 else {
-            return Ok(None);
-        };
-        let n = p.watch_streams.fetch_add(1, Ordering::AcqRel);
-        let slot = WatchSlot(p.watch_streams.clone());
-        if n >= limit {
-            return Err(Error::RateLimited(format!(
-                "token {:?} already has {limit} watch streams open",
-                p.name
-            )));
-        }
-        Ok(Some(slot))
     }
 }
 
