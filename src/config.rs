@@ -579,18 +579,14 @@ impl Config {
         if !(1024..=(64 << 20)).contains(&a.max_request_bytes) {
             return Err(bad("max_request_bytes", "must be between 1KiB and 64MiB"));
         }
-        if a.max_concurrent_streams == 0
-            || a.max_in_flight == 0
-            || a.max_watch_streams_per_token == 0
-        {
-            let flag = if a.max_concurrent_streams == 0 {
-                "max_concurrent_streams"
-            } else if a.max_in_flight == 0 {
-                "max_in_flight"
-            } else {
-                "max_watch_streams_per_token"
-            };
-            return Err(bad(flag, "must be at least 1"));
+        for (flag, value) in [
+            ("max_concurrent_streams", a.max_concurrent_streams as usize),
+            ("max_in_flight", a.max_in_flight),
+            ("max_watch_streams_per_token", a.max_watch_streams_per_token),
+        ] {
+            if value == 0 {
+                return Err(bad(flag, "must be at least 1"));
+            }
         }
         let limits = crate::security::Limits {
             max_request_bytes: a.max_request_bytes as usize,

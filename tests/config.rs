@@ -101,6 +101,25 @@ fn bad_files_and_values_are_rejected_at_start() {
             "unknown field `colour`",
         ),
         ("reservation_timeout = \"0s\"\n", "--reservation-timeout"),
+        ("max_in_flight = 0\n", "--max-in-flight"),
+        (
+            "max_watch_streams_per_token = 0\n",
+            "--max-watch-streams-per-token",
+        ),
+        ("max_request_bytes = \"10\"\n", "--max-request-bytes"),
+        (
+            "tls_cert = \"/tmp/cert.pem\"\n",
+            "--tls-cert: needs --tls-key",
+        ),
+        ("tls_client_ca = \"/tmp/ca.pem\"\n", "--tls-client-ca"),
+        (
+            "auth_file = \"/nonexistent/auth.toml\"\n",
+            "/nonexistent/auth.toml",
+        ),
+        (
+            "listen = \"0.0.0.0:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+            "--allow-unauthenticated",
+        ),
         ("listen = [\n", "TOML parse error"),
     ] {
         let file = dir.path().join("bad.toml");

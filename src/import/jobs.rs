@@ -379,14 +379,31 @@ impl Run {
                         return Ok(None);
                     }
                 }
-                other => {
+                // Anything else ends the held run first, so rows are counted in file order.
+                Some(Ok(ImportRecord::GameSession(g))) => {
                     if !a.flush(&mut held) {
                         return Ok(None);
                     }
-                    let result = other.map(|r| {
-                        r.and_then(|r| import_record(&self.store, &self.job, item.line, r))
-                    });
-                    if !a.done(item.line, item.next_line, item.next_offset, result) {
+                    let result = self
+                        .store
+                        .import_game_session(&self.job, item.line, &g)
+                        .map_err(|e| e.0);
+                    if !a.done(item.line, item.next_line, item.next_offset, Some(result)) {
+                        return Ok(None);
+                    }
+                }
+                Some(Err(e)) => {
+                    if !a.flush(&mut held)
+                        || !a.done(item.line, item.next_line, item.next_offset, Some(Err(e)))
+                    {
+                        return Ok(None);
+                    }
+                }
+                // A blank line: not a row.
+                None => {
+                    if !a.flush(&mut held)
+                        || !a.done(item.line, item.next_line, item.next_offset, None)
+                    {
                         return Ok(None);
                     }
                 }
@@ -642,25 +659,6 @@ fn count(c: &mut Chunk, kept: usize, line: u64, result: Result<RowOutcome, Strin
             } else {
                 c.progress.more_errors += 1;
             }
-        }
-    }
-}
-
-fn import_record(
-    store: &Store,
-    job: &Arc<str>,
-    line: u64,
-    r: ImportRecord,
-) -> Result<RowOutcome, String> {
-    match r {
-        ImportRecord::GameSession(g) => store.import_game_session(job, line, &g).map_err(|e| e.0),
-        ImportRecord::PlayerSession(p) => {
-            let id = p
-                .player_session_id
-                .unwrap_or_else(|| generated_id(job, line));
-            store
-                .import_player_session(job, line, &p, id)
-                .map_err(|e| e.0)
         }
     }
 }

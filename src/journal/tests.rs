@@ -455,9 +455,10 @@ async fn a_running_import_job_survives_a_snapshot_with_its_unchecked_rows() {
         termination_time: None,
     };
     let id = PlayerSessionId::generate();
+    let a = row("a");
     assert!(matches!(
-        s.import_player_session(&job, 1, &row("a"), id),
-        Ok(RowOutcome::Imported(_))
+        s.import_player_sessions(&job, &[(1, &a, id)]).as_slice(),
+        [Ok(RowOutcome::Imported(_))]
     ));
     s.journal().wait_all_durable().await.unwrap();
     let (s2, d2) = (s.clone(), dir.path().to_path_buf());
@@ -473,10 +474,10 @@ async fn a_running_import_job_survives_a_snapshot_with_its_unchecked_rows() {
     assert_eq!(j.pending.get(id.to_string().as_str()), Some(&1));
     // Read again from line 1 it counts as imported; from another line the same id is a duplicate.
     assert_eq!(
-        r.import_player_session(&job, 1, &row("a"), id),
-        Ok(RowOutcome::AlreadyImported)
+        r.import_player_sessions(&job, &[(1, &a, id)]),
+        [Ok(RowOutcome::AlreadyImported)]
     );
-    assert!(r.import_player_session(&job, 2, &row("a"), id).is_err());
+    assert!(r.import_player_sessions(&job, &[(2, &a, id)])[0].is_err());
     r.journal().close();
 }
 
