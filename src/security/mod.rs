@@ -91,13 +91,14 @@ impl Security {
         let _ = self.metrics.set(m);
     }
 
-    /// Counts a refusal.
+    /// Counts a refusal of [`Self::admit`] or [`Self::enter`] (other errors are not refusals).
     pub fn rejected(&self, e: &Error) {
         self.count(match e {
             Error::Unauthenticated(_) => "unauthenticated",
             Error::PermissionDenied(_) => "permission_denied",
             Error::RateLimited(_) => "rate_limited",
-            _ => "overloaded",
+            Error::Overloaded(_) => "overloaded",
+            _ => return,
         });
     }
 
