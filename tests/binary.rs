@@ -413,11 +413,20 @@ fn bench_runs_every_scenario_and_reports_ratios_to_echo() {
     assert!(steps[1]["rss_growth_per_session_bytes"].is_number());
 }
 
-/// `--security both`: each scenario on a plain and on a TLS + auth daemon, the secure run
-/// reported as a ratio to the plain one (no timing asserted).
+/// `--security both`: each scenario on a plain and on a TLS + auth daemon side by side, loaded
+/// in turns, the secure run reported as a ratio to the plain one (no timing asserted).
 #[test]
 fn bench_compares_a_secure_daemon_with_a_plain_one() {
-    let report = bench(&["--scenario", "reserve,cycle", "--security", "both"]);
+    let report = bench(&[
+        "--scenario",
+        "reserve,cycle",
+        "--security",
+        "both",
+        "--turn",
+        "100ms",
+    ]);
+    assert_eq!(report["security"], "both");
+    assert_eq!(report["turn_secs"], 0.1);
     let names: Vec<&str> = report["scenarios"]
         .as_array()
         .unwrap()

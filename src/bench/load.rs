@@ -2,12 +2,16 @@
 //! as the previous one answered, timing every call into its own HdrHistogram (merged at the end,
 //! so workers never contend on a shared histogram). Measurement windows are switched from the
 //! outside (warm-up is window 0, which records nothing).
+//!
+//! Two loads can also take [`Turns`]: each runs only in its own time slices (plain, secure,
+//! secure, plain, ...), so the machine's slow drift falls on both alike and their throughputs
+//! compare within a few percent on a machine whose separate runs vary by 10 %.
 
 use std::{
     future::Future,
     io::{IsTerminal, Write},
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -31,6 +35,55 @@ struct Shared {
     /// Calls answered so far (for the progress line).
     answered: AtomicU64,
     failed: AtomicU64,
+    /// Workers wait before their next call while this is set (the other load's turn).
+    paused: AtomicBool,
+    resumed: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify_waiters();
+    }
+}
+
+/// Time slices shared by two loads that take turns (see the module docs).
+pub(crate) struct Turns {
+    /// Both loads set up and started before the first slice.
+    ready: tokio::sync::Barrier,
+    slice: Duration,
+}
+
+/// One of the two loads' place in a [`Turns`].
+#[derive(Clone)]
+pub(crate) struct Turn {
+    turns: Arc<Turns>,
+    /// 0 or 1.
+    me: usize,
+}
+
+impl Turns {
+    /// The two turns of slices of `slice` each.
+    pub fn pair(slice: Duration) -> [Turn; 2] {
+        let turns = Arc::new(Turns {
+            ready: tokio::sync::Barrier::new(2),
+            slice,
+        });
+        [0, 1].map(|me| Turn {
+            turns: turns.clone(),
+            me,
+        })
+    }
+
+    /// Whose slice `k` is: 0, 1, 1, 0, 0, 1, 1, 0, ... (each pair of slices has one of each,
+    /// and neither always goes first).
+    fn owner(k: u32) -> usize {
+        [0, 1, 1, 0][(k % 4) as usize]
+    }
 }
 
 /// What one worker measured; handed to the worker and returned by it.
@@ -72,12 +125,6 @@ impl Window {
         }
     }
 
-    /// Adds a later, separate window of the same load (calls, latencies and seconds).
-    pub(crate) fn append(&mut self, other: &Window) {
-        self.merge(other);
-        self.seconds += other.seconds;
-    }
-
     /// Successful calls per second in this window.
     pub fn ops_per_sec(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -105,6 +152,14 @@ impl Recorder {
         &mut self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Option<T> {
+        while self.shared.paused.load(Ordering::Acquire) {
+            // Registered before the check, so a resume in between is not missed.
+            let resumed = self.shared.resumed.notified();
+            if !self.shared.paused.load(Ordering::Acquire) {
+                break;
+            }
+            resumed.await;
+        }
         let phase = self.shared.phase.load(Ordering::Relaxed);
         let started = Instant::now();
         let result = call.await;
@@ -138,6 +193,7 @@ pub(crate) struct Load {
     /// (window, opened at) of the window open now, and the seconds each window was open.
     open: Mutex<(usize, Instant, Vec<f64>)>,
     progress: Option<JoinHandle<()>>,
+    turn: Option<Turn>,
 }
 
 impl Load {
@@ -159,6 +215,8 @@ impl Load {
             phase: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            resumed: tokio::sync::Notify::new(),
         });
         let workers = (0..concurrency)
             .map(|i| {
@@ -176,7 +234,14 @@ impl Load {
             workers,
             open: Mutex::new((0, Instant::now(), vec![0.0; windows])),
             progress,
+            turn: None,
         }
+    }
+
+    /// Makes [`Load::measure`] run in `turn`'s slices only.
+    pub fn with_turn(mut self, turn: Option<Turn>) -> Load {
+        self.turn = turn;
+        self
     }
 
     /// Opens measurement window `window` (1-based), or stops recording with 0.
@@ -196,6 +261,7 @@ impl Load {
     pub async fn finish(self) -> anyhow::Result<Vec<Window>> {
         self.set_window(0);
         self.shared.phase.store(STOP, Ordering::Relaxed);
+        self.shared.resume();
         let seconds = self.open.lock().2.clone();
         let mut merged: Vec<Window> = seconds
             .iter()
@@ -217,13 +283,39 @@ impl Load {
         Ok(merged)
     }
 
-    /// Warm up, then measure one window of `duration`.
+    /// Warm up, then measure one window of `duration`. With a [`Turn`], both warm-up and
+    /// measurement are this load's slices, adding up to (about) `warmup` and `duration`.
     pub async fn measure(self, warmup: Duration, duration: Duration) -> anyhow::Result<Window> {
-        tokio::time::sleep(warmup).await;
-        self.set_window(1);
-        tokio::time::sleep(duration).await;
+        match self.turn.clone() {
+            None => {
+                tokio::time::sleep(warmup).await;
+                self.set_window(1);
+                tokio::time::sleep(duration).await;
+            }
+            Some(turn) => self.take_turns(&turn, warmup, duration).await,
+        }
         let mut windows = self.finish().await?;
         Ok(windows.remove(0))
+    }
+
+    async fn take_turns(&self, turn: &Turn, warmup: Duration, duration: Duration) {
+        let slice = turn.turns.slice;
+        let slices = |d: Duration| (d.as_secs_f64() / slice.as_secs_f64()).ceil() as u32;
+        let (warm, measured) = (slices(warmup), slices(duration).max(1));
+        self.shared.pause();
+        turn.turns.ready.wait().await;
+        let start = tokio::time::Instant::now();
+        for k in 0..2 * (warm + measured) {
+            tokio::time::sleep_until(start + slice * k).await;
+            if Turns::owner(k) == turn.me {
+                self.set_window(usize::from(k >= 2 * warm));
+                self.shared.resume();
+            } else {
+                self.set_window(0);
+                self.shared.pause();
+            }
+        }
+        tokio::time::sleep_until(start + slice * (2 * (warm + measured))).await;
     }
 }
 

@@ -156,11 +156,17 @@ pub struct BenchArgs {
     pub json: bool,
 
     /// The bench's own daemon: `plain`, `secure` (TLS on both ports and an auth file; the
-    /// clients send a token over TLS), or `both` (every scenario on plain, secure, secure and
-    /// plain daemons, each mode's two runs reported together, the secure throughput as a ratio
-    /// to the plain one). Not for `sweep` and `growth`, which read the admin port.
+    /// clients send a token over TLS), or `both` (a plain and a secure daemon side by side,
+    /// loaded in turns of `--turn`: plain, secure, secure, plain, ...; the secure throughput is
+    /// reported as a ratio to the plain one). Not for `sweep` and `growth`, which read the admin
+    /// port.
     #[arg(long, env = "SESSION_BROKER_BENCH_SECURITY", value_enum, default_value_t = Security::Plain)]
     pub security: Security,
+
+    /// With `--security both`: length of each turn. Each daemon gets `--warmup` and then
+    /// `--duration` of turns in all.
+    #[arg(long, env = "SESSION_BROKER_BENCH_TURN", default_value = "500ms", value_parser = parse_duration)]
+    pub turn: Duration,
 
     /// Token and TLS settings for `--target`.
     #[command(flatten)]
@@ -245,6 +251,9 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.growth_steps.contains(&0) {
         anyhow::bail!("--growth-steps: every step must be at least 1 session");
     }
+    if args.turn < Duration::from_millis(10) {
+        anyhow::bail!("--turn: at least 10ms");
+    }
     if args.sweep_timeout < Duration::from_secs(1) {
         anyhow::bail!("--sweep-timeout: at least 1s");
     }
@@ -276,6 +285,35 @@ fn plan(requested: &[Scenario]) -> Vec<Scenario> {
     plan
 }
 
+/// Runs one daemon scenario against `--target`, or against a fresh daemon of its own (secured
+/// with `files`), measuring in `turn`'s slices if given.
+async fn run_on_own_daemon(
+    args: &BenchArgs,
+    scenario: Scenario,
+    files: Option<&secure::Secure>,
+    turn: Option<load::Turn>,
+) -> anyhow::Result<Outcome> {
+    // A fresh daemon per scenario, so one's sessions and timers do not load the next.
+    let own = match &args.target {
+        Some(_) => None,
+        None => Some(OwnServer::daemon(&args.data_dir, args.durability, &[], files).await?),
+    };
+    let url = args
+        .target
+        .clone()
+        .or_else(|| own.as_ref().map(|s| s.grpc.clone()))
+        .expect("one of the two");
+    let admin = args.admin_target.or(own.as_ref().and_then(|s| s.admin));
+    let credentials = files.map_or(&args.credentials, |f| &f.credentials);
+    let mut ctx = Ctx::connect(args, &url, admin, credentials).await?;
+    ctx.turn = turn;
+    let outcome = scenarios::run(scenario, &ctx).await;
+    if own.is_none() {
+        ctx.clean_up().await;
+    }
+    outcome
+}
+
 /// Runs `session-broker bench`.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     validate(&args)?;
@@ -292,14 +330,6 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| own_echo.as_ref().map(|s| s.grpc.clone()))
         .expect("one of the two");
-    // `both` runs plain, secure, secure, plain (ABBA) and reports each mode's two runs as one:
-    // a daemon started right after another runs measurably slower on this machine, and the
-    // order cancels that drift instead of charging it to the secure run.
-    let modes: &[bool] = match args.security {
-        Security::Plain => &[false],
-        Security::Secure => &[true],
-        Security::Both => &[false, true, true, false],
-    };
     let secure_files = match args.security {
         Security::Plain => None,
         _ => Some(secure::Secure::make(&args.data_dir.join(format!(
@@ -310,36 +340,26 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
     // (scenario, secure?, outcome)
     let mut outcomes: Vec<(Scenario, bool, Outcome)> = Vec::new();
     for scenario in plan {
-        for &secure in if scenario == Scenario::Echo {
-            &[false]
+        let done: Vec<(bool, Outcome)> = if scenario == Scenario::Echo {
+            vec![(false, scenarios::echo(&args, &echo_url).await?)]
         } else {
-            modes
-        } {
-            let outcome = if scenario == Scenario::Echo {
-                scenarios::echo(&args, &echo_url).await?
-            } else {
-                // A fresh daemon per scenario, so one's sessions and timers do not load the next.
-                let files = secure_files.as_ref().filter(|_| secure);
-                let own = match &args.target {
-                    Some(_) => None,
-                    None => {
-                        Some(OwnServer::daemon(&args.data_dir, args.durability, &[], files).await?)
-                    }
-                };
-                let url = args
-                    .target
-                    .clone()
-                    .or_else(|| own.as_ref().map(|s| s.grpc.clone()))
-                    .expect("one of the two");
-                let admin = args.admin_target.or(own.as_ref().and_then(|s| s.admin));
-                let credentials = files.map_or(&args.credentials, |f| &f.credentials);
-                let ctx = Ctx::connect(&args, &url, admin, credentials).await?;
-                let outcome = scenarios::run(scenario, &ctx).await;
-                if own.is_none() {
-                    ctx.clean_up().await;
+            match (args.security, &secure_files) {
+                // Both daemons at once, taking turns (see `load::Turns`).
+                (Security::Both, Some(files)) => {
+                    let [plain_turn, secure_turn] = load::Turns::pair(args.turn);
+                    let (plain, secure) = tokio::try_join!(
+                        run_on_own_daemon(&args, scenario, None, Some(plain_turn)),
+                        run_on_own_daemon(&args, scenario, Some(files), Some(secure_turn)),
+                    )?;
+                    vec![(false, plain), (true, secure)]
                 }
-                outcome?
-            };
+                (_, files) => vec![(
+                    files.is_some(),
+                    run_on_own_daemon(&args, scenario, files.as_ref(), None).await?,
+                )],
+            }
+        };
+        for (secure, outcome) in done {
             if !args.json {
                 eprintln!(
                     "{:<9} done: {:.0} calls/s",
@@ -347,13 +367,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                     outcome.window.ops_per_sec()
                 );
             }
-            match outcomes
-                .iter_mut()
-                .find(|(s, sec, _)| *s == scenario && *sec == secure)
-            {
-                Some((_, _, earlier)) => earlier.window.append(&outcome.window),
-                None => outcomes.push((scenario, secure, outcome)),
-            }
+            outcomes.push((scenario, secure, outcome));
         }
     }
     if let Some(f) = &secure_files {
@@ -409,6 +423,8 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "duration_secs": args.duration.as_secs_f64(),
         "warmup_secs": args.warmup.as_secs_f64(),
         "player_data_bytes": args.player_data_bytes,
+        "security": format!("{:?}", args.security).to_lowercase(),
+        "turn_secs": (args.security == Security::Both).then(|| args.turn.as_secs_f64()),
         "scenarios": reports,
     });
     if args.json {

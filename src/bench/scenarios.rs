@@ -11,7 +11,7 @@ use prost::Message;
 use serde_json::{json, Map, Value};
 
 use super::{
-    load::{Load, Recorder, Window},
+    load::{Load, Recorder, Turn, Window},
     server::http_get,
     BenchArgs, Scenario,
 };
@@ -58,6 +58,8 @@ pub(crate) struct Ctx {
     /// Player data of every reservation.
     pub data: String,
     registered: Mutex<Vec<String>>,
+    /// Measure in this turn's slices only (`--security both`).
+    pub turn: Option<Turn>,
 }
 
 impl Ctx {
@@ -74,6 +76,7 @@ impl Ctx {
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
             data: "x".repeat(args.player_data_bytes),
             registered: Mutex::new(Vec::new()),
+            turn: None,
         })
     }
 
@@ -218,9 +221,10 @@ impl Ctx {
             label,
             self.args.concurrency,
             windows,
-            !self.args.json,
+            !self.args.json && self.turn.is_none(),
             worker,
         )
+        .with_turn(self.turn.clone())
     }
 
     /// Worker `w`'s seats over `games`; `tag` keeps player ids apart between scenarios.
