@@ -1,5 +1,6 @@
 //! Framing: every frame is `[u32 length][u32 crc32c(body)][body]`, little-endian. A frame is the
-//! unit of atomicity: a torn or corrupt frame is dropped whole.
+//! unit of atomicity: a torn or corrupt frame is dropped whole. Bodies are never empty, so an
+//! all-zero header is not a frame: it is the preallocated, not yet written part of a segment.
 
 /// Bytes before the body.
 pub const HEADER: usize = 8;
@@ -31,6 +32,8 @@ pub enum Next<'a> {
     Frame { body: &'a [u8], len: usize },
     /// The buffer ends exactly here.
     End,
+    /// An all-zero header: preallocated space that holds no frame (yet).
+    Zeros,
     /// Fewer bytes than a header or than the header's length claims: a torn write.
     Truncated,
     /// A header with an impossible length or a CRC mismatch.
@@ -47,6 +50,9 @@ pub fn next(buf: &[u8]) -> Next<'_> {
     }
     let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
+    if len == 0 && crc == 0 {
+        return Next::Zeros;
+    }
     if len > MAX_BODY {
         return Next::Corrupt("impossible frame length");
     }
@@ -81,6 +87,8 @@ mod tests {
         };
         assert_eq!(body, b"world!");
         assert_eq!(next(&buf[buf.len()..]), Next::End);
+        buf.extend_from_slice(&[0; 64]);
+        assert_eq!(next(&buf[buf.len() - 64..]), Next::Zeros);
     }
 
     #[test]

@@ -116,6 +116,8 @@ struct Pending {
     buffered_last: Lsn,
     records: u64,
     closed: bool,
+    /// The writer waits for a first record (nothing written is waiting for a sync).
+    writer_idle: bool,
 }
 
 impl Inner {
@@ -178,6 +180,7 @@ impl Journal {
                 buffered_last: 0,
                 records: 0,
                 closed: false,
+                writer_idle: false,
             }),
             wake_writer: Condvar::new(),
             durable: watch::channel(0).0,
@@ -239,8 +242,17 @@ impl Journal {
         frame::put_with(&mut p.buf, |b| {
             checkpoint.encode(b).expect("Vec grows");
         });
+        // Sync mode wakes the writer for every group; async mode only when it is idle or the
+        // buffer is large (it writes and syncs on its own every 100 ms meanwhile).
+        let wake =
+            self.0.mode == Mode::Sync || p.writer_idle || p.buf.len() >= writer::ASYNC_WAKE_BYTES;
+        if wake {
+            p.writer_idle = false;
+        }
         drop(p);
-        self.0.wake_writer.notify_one();
+        if wake {
+            self.0.wake_writer.notify_one();
+        }
         let since = self
             .0
             .records_since_snapshot

@@ -177,7 +177,9 @@ impl JournalReader {
                     })?;
                     let last = cp.first_lsn + cp.records.len() as Lsn - 1;
                     if cp.first_lsn > durable {
-                        // Written but not yet durable: stop before it.
+                        // Written but not yet durable: stop before it, and forget what was
+                        // read from here on (the writer may still be filling those bytes).
+                        self.buf.truncate(self.pos);
                         break;
                     }
                     if last >= self.next {
@@ -230,6 +232,17 @@ impl JournalReader {
                             });
                         }
                     }
+                }
+                // Preallocated space not written yet, or a frame being written beyond the
+                // durable LSN (every durable frame was whole before `durable` was published):
+                // no more records for now; read these bytes again next time.
+                frame::Next::Zeros => {
+                    self.buf.truncate(self.pos);
+                    return Ok(true);
+                }
+                frame::Next::Corrupt(_) if self.next > durable => {
+                    self.buf.truncate(self.pos);
+                    return Ok(true);
                 }
                 frame::Next::Corrupt(why) => {
                     return Err(ReadError::Corrupt {

@@ -43,11 +43,24 @@ impl Recovered {
 
 /// Is there a valid frame (continuing the LSN sequence) anywhere in `buf`?
 fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
-    (1..buf.len()).any(|i| match frame::next(&buf[i..]) {
-        frame::Next::Frame { body, .. } => Checkpoint::decode(body)
-            .is_ok_and(|c| c.first_lsn >= expected_lsn && !c.records.is_empty()),
-        _ => false,
-    })
+    let mut i = 1;
+    while i < buf.len() {
+        // A frame's length is never 0: skip runs of zeros (preallocated space) at once.
+        match buf[i..].iter().position(|&b| b != 0) {
+            None => return false,
+            Some(nz) if nz > 3 => i += nz - 3,
+            Some(_) => {}
+        }
+        if let frame::Next::Frame { body, .. } = frame::next(&buf[i..]) {
+            if Checkpoint::decode(body)
+                .is_ok_and(|c| c.first_lsn >= expected_lsn && !c.records.is_empty())
+            {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Records routed to one replay worker: (record, position of its frame).
@@ -178,6 +191,14 @@ fn read_and_route(
         let problem = loop {
             match frame::next(&buf[offset..]) {
                 frame::Next::End => break None,
+                // The preallocated rest of the segment: the end, unless records follow.
+                frame::Next::Zeros => {
+                    let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
+                    if valid_frame_after(&buf[offset..], expected) {
+                        break Some("zeroed bytes where records should be");
+                    }
+                    break None;
+                }
                 frame::Next::Truncated => break Some("torn record (file ends inside it)"),
                 frame::Next::Corrupt(why) => break Some(why),
                 frame::Next::Frame { body, len } => {

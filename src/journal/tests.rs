@@ -24,12 +24,24 @@ fn config() -> StoreConfig {
 }
 
 fn jconfig(dir: &Path) -> JournalConfig {
-    JournalConfig::new(dir)
+    JournalConfig {
+        // Preallocated segments: small, so tests that read them whole stay fast.
+        segment_bytes: 1 << 20,
+        ..JournalConfig::new(dir)
+    }
 }
 
 /// Opens (recovering) a store on `dir` with a sync journal, like the daemon does.
 fn open(dir: &Path, jc: &JournalConfig) -> Result<Arc<Store>, JournalError> {
-    let journal = Journal::new(Durability::Sync);
+    open_with(dir, jc, Durability::Sync)
+}
+
+fn open_with(
+    dir: &Path,
+    jc: &JournalConfig,
+    durability: Durability,
+) -> Result<Arc<Store>, JournalError> {
+    let journal = Journal::new(durability);
     let store = Arc::new(Store::new(
         Clock::starting_at(Timestamp::from_micros(T0)),
         config(),
@@ -111,6 +123,17 @@ fn boundaries(bytes: &[u8]) -> Vec<usize> {
         out.push(off);
     }
     out
+}
+
+/// Bytes of frames in the segment at `path` (the rest is preallocated zeros).
+fn data_len(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let end = *boundaries(&bytes).last().unwrap();
+    assert!(
+        bytes[end..].iter().all(|&b| b == 0),
+        "zeros after the frames"
+    );
+    end
 }
 
 /// Records in a segment, with their LSNs.
@@ -233,17 +256,29 @@ async fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
     let bytes = std::fs::read(&seg).unwrap();
     let b = boundaries(&bytes);
     let (start, end) = (b[b.len() - 2], b[b.len() - 1]);
-    assert_eq!(end, bytes.len());
-    for cut in start + 1..end {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(seg.file_name().unwrap()), &bytes[..cut]).unwrap();
-        let r = open(d.path(), &jc).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
-        assert_eq!(dump(&r), before_last, "cut at {cut}");
-        r.journal().close();
-        let len = std::fs::metadata(d.path().join(seg.file_name().unwrap()))
-            .unwrap()
-            .len();
-        assert_eq!(len as usize, start, "torn tail truncated");
+    assert_eq!(end, data_len(&seg));
+    // The file ends inside the record, or (preallocated) zeros follow its torn part.
+    for zeros in [0, 4096] {
+        for cut in start + 1..end {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join(seg.file_name().unwrap());
+            let mut torn = bytes[..cut].to_vec();
+            torn.resize(cut + zeros, 0);
+            std::fs::write(&path, &torn).unwrap();
+            let r = open(d.path(), &jc).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(dump(&r), before_last, "cut at {cut}");
+            r.journal().close();
+            let after = std::fs::read(&path).unwrap();
+            assert_eq!(
+                &after[..start],
+                &bytes[..start],
+                "records before the tail kept"
+            );
+            assert!(
+                after[start..].iter().all(|&b| b == 0),
+                "torn tail truncated (cut {cut}, zeros {zeros})"
+            );
+        }
     }
 }
 
@@ -518,6 +553,99 @@ fn a_second_daemon_cannot_open_the_same_dir() {
     assert!(matches!(lock_dir(dir.path()), Err(JournalError::Locked(_))));
 }
 
+#[tokio::test(start_paused = true)]
+async fn segments_are_preallocated_and_a_clean_restart_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = jconfig(dir.path());
+    let s = open(dir.path(), &jc).unwrap();
+    workload(&s).await;
+    let before = dump(&s);
+    s.journal().close();
+    let seg = segment_file(dir.path());
+    let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert_eq!(
+        len(&seg),
+        jc.segment_bytes,
+        "preallocated to the segment size"
+    );
+    let data = data_len(&seg);
+    let r = open(dir.path(), &jc).unwrap();
+    assert_eq!(dump(&r), before);
+    r.register_game_session(registration("after-restart", 2))
+        .await
+        .unwrap();
+    r.journal().close();
+    // Written in place after the old records: nothing truncated, nothing skipped.
+    assert_eq!(len(&seg), jc.segment_bytes);
+    assert!(data_len(&seg) > data);
+    let again = open(dir.path(), &jc).unwrap();
+    assert!(again
+        .game_session_ids()
+        .iter()
+        .any(|g| g.as_str() == "after-restart"));
+    again.journal().close();
+}
+
+#[tokio::test(start_paused = true)]
+async fn zeroed_records_before_valid_ones_are_corruption_not_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = jconfig(dir.path());
+    let s = open(dir.path(), &jc).unwrap();
+    s.register_game_session(registration("gs-a", 8))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        s.reserve(reservation("gs-a", &[&format!("p{i}")]))
+            .await
+            .unwrap();
+    }
+    s.journal().close();
+    let seg = segment_file(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let b = boundaries(&bytes);
+    // Zero the second record whole (a lost page): valid records follow it.
+    bytes[b[1]..b[2]].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    match open(dir.path(), &jc) {
+        Err(JournalError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset, b[1] as u64);
+            assert!(reason.contains("zeroed"), "{reason}");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("zeroed records in the middle went unnoticed"),
+    }
+}
+
+#[test]
+fn an_async_journal_syncs_within_its_window_on_its_own() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let jc = jconfig(dir.path());
+        let s = open_with(dir.path(), &jc, Durability::Async).unwrap();
+        workload(&s).await;
+        let before = dump(&s);
+        let last = s.journal().last_lsn();
+        let started = std::time::Instant::now();
+        // Durable within the async window, without anyone asking.
+        while s.journal().durable_lsn() < last {
+            assert!(started.elapsed() < Duration::from_secs(2), "never synced");
+            // The writer thread keeps real time.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let on_disk = crate::journal::reader::read_all(dir.path(), 1, last).unwrap();
+        assert_eq!(on_disk.len() as u64, last);
+        s.journal().close();
+        let r = open(dir.path(), &jc).unwrap();
+        assert_eq!(dump(&r), before);
+        r.journal().close();
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -540,7 +668,7 @@ proptest! {
             register_model_games(&s).await;
             s.journal().wait_all_durable().await.unwrap();
             let seg = segment_file(dir.path());
-            let file_len = || std::fs::metadata(&seg).unwrap().len() as usize;
+            let file_len = || data_len(&seg);
             // (journal length, state) after every operation.
             let mut states = vec![(file_len(), dump(&s))];
             let mut created = Vec::new();
@@ -645,6 +773,34 @@ mod reader {
             read_all(dir.path(), 1, durable + 10).unwrap().len() as u64,
             durable
         );
+
+        // Preallocated: a frame being written beyond the durable LSN, zeros after it. The
+        // reader stops before it without an error, and reads it once it is whole and durable.
+        let mut bytes = std::fs::read(last).unwrap();
+        let end = *boundaries(&bytes).last().unwrap();
+        bytes.truncate(end);
+        let mut next = Vec::new();
+        let cp = crate::storage::Checkpoint {
+            first_lsn: durable + 1,
+            records: vec![crate::proto::OperationRecord {
+                operation_id: "being-written".into(),
+                ..Default::default()
+            }],
+        };
+        frame::put(&mut next, &cp.encode_to_vec());
+        let whole = [bytes.clone(), next.clone(), vec![0; 4096]].concat();
+        let mut half = whole.clone();
+        half[end + next.len() / 2..end + next.len()].fill(0);
+        std::fs::write(last, &half).unwrap();
+        let mut r = JournalReader::new(dir.path(), 1);
+        // One read reaching the half frame (buffered, then dropped: not an error).
+        assert_eq!(r.read(durable, 1 << 20).unwrap().len() as u64, durable);
+        std::fs::write(last, &whole).unwrap();
+        let got = r.read(durable + 1, 64).unwrap();
+        assert_eq!(got.len(), 1, "the whole frame is read after all");
+        assert_eq!(got[0].operation_id, "being-written");
+        assert_eq!(got[0].lsn, durable + 1);
+        std::fs::write(last, &bytes).unwrap();
 
         // Pruned segments: the reader says which records are gone.
         std::fs::remove_file(&segments[0].1).unwrap();

@@ -2,11 +2,19 @@
 //! them with one `write`, syncs with one `fdatasync`, and only then publishes the durable LSN
 //! that callers wait for. A write or sync error is fatal: it is logged, the journal refuses
 //! further appends, and the daemon stops with a non-zero exit (a retried fsync can lie).
+//!
+//! Segments are preallocated (`fallocate`) to their full size when they are opened, and
+//! written in place: an `fdatasync` then only has data to flush, not the growing file's size
+//! (on ext4 about half the latency and CPU of a sync that grows the file). The unwritten rest
+//! reads as zeros, which the readers treat as the end ([`super::frame::Next::Zeros`]).
+//!
+//! In async mode appends do not wake the writer while it waits for the next sync: records
+//! gather for up to [`ASYNC_SYNC_INTERVAL`] (or [`ASYNC_WAKE_BYTES`]) and go out in one write.
 
 use std::{
     fs::{File, OpenOptions},
-    io::Write,
-    path::PathBuf,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
@@ -16,6 +24,30 @@ use crate::domain::Lsn;
 
 /// Async mode syncs at least this often.
 const ASYNC_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Async mode: pending bytes that wake a writer waiting for its next sync.
+pub(super) const ASYNC_WAKE_BYTES: usize = 1 << 20;
+
+/// Opens (creating) the segment at `path` for writing in place, preallocated to `bytes`.
+fn open_segment(path: &Path, bytes: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    if len < bytes {
+        // Not every file system can; the segment then grows as it is written.
+        match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), len, bytes - len) {
+            Ok(()) => file.sync_all()?,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "journal segment not preallocated")
+            }
+        }
+    }
+    Ok(file)
+}
 
 pub(super) struct Writer {
     inner: Arc<Inner>,
@@ -39,11 +71,7 @@ impl Writer {
             Some((path, len)) => (path.clone(), *len),
             None => (segment::segment_path(&config.dir, recovered.next_lsn), 0),
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = open_segment(&path, config.segment_bytes).map_err(io_err(&path))?;
         segment::sync_dir(&config.dir).map_err(io_err(&config.dir))?;
         Ok(Writer {
             inner,
@@ -74,9 +102,10 @@ impl Writer {
         loop {
             let (buf, last, closed) = {
                 let mut p = self.inner.pending.lock();
-                while p.buf.is_empty() && !p.closed {
-                    match (mode, unsynced) {
-                        (Mode::Async, Some(_)) => {
+                match (mode, unsynced) {
+                    // Until the next sync is due, only a full buffer or closing wakes it.
+                    (Mode::Async, Some(_)) => {
+                        while p.buf.len() < ASYNC_WAKE_BYTES && !p.closed {
                             let left = ASYNC_SYNC_INTERVAL.saturating_sub(last_sync.elapsed());
                             if left.is_zero()
                                 || self.inner.wake_writer.wait_for(&mut p, left).timed_out()
@@ -84,14 +113,20 @@ impl Writer {
                                 break;
                             }
                         }
-                        _ => self.inner.wake_writer.wait(&mut p),
+                    }
+                    _ => {
+                        while p.buf.is_empty() && !p.closed {
+                            p.writer_idle = true;
+                            self.inner.wake_writer.wait(&mut p);
+                        }
                     }
                 }
+                p.writer_idle = false;
                 let buf = std::mem::replace(&mut p.buf, std::mem::take(&mut spare));
                 (buf, p.buffered_last, p.closed)
             };
             if !buf.is_empty() {
-                if let Err(e) = self.file.write_all(&buf) {
+                if let Err(e) = self.file.write_all_at(&buf, self.segment_len) {
                     return self.fatal("write", e);
                 }
                 self.segment_len += buf.len() as u64;
@@ -137,7 +172,7 @@ impl Writer {
 
     fn rotate(&mut self, next_lsn: Lsn) -> std::io::Result<()> {
         let path = segment::segment_path(&self.dir, next_lsn);
-        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.file = open_segment(&path, self.segment_bytes)?;
         segment::sync_dir(&self.dir)?;
         self.segment_len = 0;
         tracing::debug!(path = %path.display(), "new journal segment");
