@@ -4,6 +4,8 @@
 //!   warning naming the file and offset: those records were never acknowledged.
 //! - Corruption before the tail (a bad frame followed by valid ones, or in an older segment)
 //!   refuses to start with an error naming file and offset, unless `truncate_corrupt` is set.
+//! - Segments are preallocated: the zeros after the last frame are the end, unless a valid
+//!   frame follows them (then it is corruption before the tail, as above).
 //! - A missing or empty data directory starts fresh.
 
 use std::{
@@ -43,13 +45,25 @@ impl Recovered {
 
 /// Is there a valid frame (continuing the LSN sequence) anywhere in `buf`?
 fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
+    // Past the last non-zero byte there is only preallocated space: a frame reaching more than
+    // a few bytes into it is not one that was written (and checking it would CRC megabytes of
+    // zeros for every candidate offset of a torn record).
+    const TRAILING_ZEROS: usize = 64;
+    let data_end = buf.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
     let mut i = 1;
-    while i < buf.len() {
-        // A frame's length is never 0: skip runs of zeros (preallocated space) at once.
+    while i < data_end {
+        // A frame's length is never 0: skip runs of zeros at once.
         match buf[i..].iter().position(|&b| b != 0) {
             None => return false,
             Some(nz) if nz > 3 => i += nz - 3,
             Some(_) => {}
+        }
+        let claimed = buf.get(i..i + 4).map_or(usize::MAX, |l| {
+            u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize
+        });
+        if claimed.saturating_add(i + frame::HEADER) > data_end + TRAILING_ZEROS {
+            i += 1;
+            continue;
         }
         if let frame::Next::Frame { body, .. } = frame::next(&buf[i..]) {
             if Checkpoint::decode(body)
@@ -281,4 +295,41 @@ fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
         .map_err(io_err(path))?;
     f.set_len(len).map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(first_lsn: Lsn, payload: usize) -> Vec<u8> {
+        let cp = Checkpoint {
+            first_lsn,
+            records: vec![OperationRecord {
+                operation_id: "x".repeat(payload),
+                ..Default::default()
+            }],
+        };
+        let mut out = Vec::new();
+        frame::put(&mut out, &cp.encode_to_vec());
+        out
+    }
+
+    /// A large torn record in a preallocated segment: every offset inside it claims some
+    /// length, and most fit in the megabytes of zeros after it. None is a frame that was
+    /// written; a real frame after the torn one still is found.
+    #[test]
+    fn a_torn_record_before_preallocated_zeros_hides_no_frame() {
+        let big = checkpoint(7, 200_000);
+        let mut torn = big[..big.len() / 2].to_vec();
+        torn.resize(torn.len() + (8 << 20), 0);
+        assert!(!valid_frame_after(&torn, 7));
+        let mut followed = big[..big.len() / 2].to_vec();
+        followed.extend(checkpoint(8, 10));
+        followed.resize(followed.len() + (8 << 20), 0);
+        assert!(valid_frame_after(&followed, 7));
+        assert!(
+            !valid_frame_after(&followed, 9),
+            "an older LSN does not count"
+        );
+    }
 }
