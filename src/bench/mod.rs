@@ -424,7 +424,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "warmup_secs": args.warmup.as_secs_f64(),
         "player_data_bytes": args.player_data_bytes,
         "security": format!("{:?}", args.security).to_lowercase(),
-        "turn_secs": (args.security == Security::Both).then(|| args.turn.as_secs_f64()),
+        "turn_secs": (args.security == Security::Both).then_some(args.turn.as_secs_f64()),
         "scenarios": reports,
     });
     if args.json {
