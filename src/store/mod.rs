@@ -207,9 +207,11 @@ pub struct Store {
     config: StoreConfig,
     journal: Journal,
     game_sessions: Map<GameSessionId, GameSessionEntry>,
-    player_sessions: Map<PlayerSessionId, PlayerSession>,
+    /// Boxed: a 24-byte table slot instead of ~160, so the table (half empty after each
+    /// doubling) costs little, and a rehash moves pointers.
+    player_sessions: Map<PlayerSessionId, Box<PlayerSession>>,
     /// Player sessions of each player, in listing order.
-    by_player: Map<PlayerId, Vec<(Timestamp, PlayerSessionId)>>,
+    by_player: Map<PlayerId, PlayerPositions>,
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
     fleets: Map<crate::domain::FleetId, fleets::Fleet>,
     timers: Timers,
@@ -336,7 +338,7 @@ impl Store {
     pub fn get_player_session(&self, id: PlayerSessionId) -> Result<PlayerSession> {
         self.player_sessions
             .get(&id)
-            .map(|p| p.clone())
+            .map(|p| PlayerSession::clone(&p))
             .ok_or(Error::PlayerSessionNotFound(id))
     }
 
@@ -365,7 +367,7 @@ impl Store {
                         next = out.last().map(|p: &PlayerSession| (p.creation_time, p.id));
                         return false;
                     }
-                    out.push(ps.clone());
+                    out.push(PlayerSession::clone(&ps));
                 }
             }
             true
@@ -375,7 +377,7 @@ impl Store {
                 if let Some(ps) = self.player_sessions.get(id) {
                     let after_ok = q.after.is_none_or(|a| (ps.creation_time, ps.id) > a);
                     if matches(&ps) && after_ok {
-                        out.push(ps.clone());
+                        out.push(PlayerSession::clone(&ps));
                     }
                 }
             }
@@ -427,7 +429,11 @@ impl Store {
             let live_sessions: Vec<PlayerSession> = e
                 .players
                 .iter()
-                .filter_map(|(_, id)| self.player_sessions.get(id).map(|p| p.clone()))
+                .filter_map(|(_, id)| {
+                    self.player_sessions
+                        .get(id)
+                        .map(|p| PlayerSession::clone(&p))
+                })
                 .filter(|p| p.status.is_live())
                 .collect();
             if g.current_player_session_count as usize != e.live.len()
@@ -559,7 +565,7 @@ impl Store {
         &self,
         gsid: &GameSessionId,
         psid: PlayerSessionId,
-    ) -> Result<dashmap::mapref::one::RefMut<'_, PlayerSessionId, PlayerSession>> {
+    ) -> Result<dashmap::mapref::one::RefMut<'_, PlayerSessionId, Box<PlayerSession>>> {
         let ps = self
             .player_sessions
             .get_mut(&psid)
@@ -589,7 +595,7 @@ impl Store {
             &mut self.by_player.entry(ps.player_id.clone()).or_default(),
             (ps.creation_time, ps.id),
         );
-        self.player_sessions.insert(ps.id, ps);
+        self.player_sessions.insert(ps.id, Box::new(ps));
     }
 
     fn unindex_player(&self, ps: &PlayerSession) {
@@ -614,7 +620,11 @@ fn release_seat(e: &mut GameSessionEntry, ps: &PlayerSession) {
     e.sync_count();
 }
 
-fn insert_sorted<T: Ord>(v: &mut Vec<T>, item: T) {
+/// One player's sessions in creation order. Almost every player has one at a time, so it is
+/// kept inline in the index entry (no heap block, which for a `Vec` would be 4 slots).
+type PlayerPositions = smallvec::SmallVec<[(Timestamp, PlayerSessionId); 1]>;
+
+fn insert_sorted(v: &mut PlayerPositions, item: (Timestamp, PlayerSessionId)) {
     let at = v.partition_point(|x| *x < item);
     v.insert(at, item);
 }

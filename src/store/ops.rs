@@ -202,7 +202,11 @@ impl Store {
         self.end_game_locked(e, at, cause, reason, &completed);
         let ended: Vec<(PlayerSession, Lsn)> = completed
             .iter()
-            .filter_map(|(id, lsn)| self.player_sessions.get(id).map(|p| (p.clone(), *lsn)))
+            .filter_map(|(id, lsn)| {
+                self.player_sessions
+                    .get(id)
+                    .map(|p| (PlayerSession::clone(&p), *lsn))
+            })
             .collect();
         self.fleet_changed(&e.session, FleetEventKind::Ended, |f| {
             f.counts.transitions[Transition::Completed as usize] += live.len() as u64;
@@ -429,7 +433,7 @@ impl Store {
             let e = self.entry_mut(gsid)?;
             let mut ps = self.player_in(gsid, psid)?;
             let at = self.clock.now();
-            let mut next = ps.clone();
+            let mut next = PlayerSession::clone(&ps);
             match next.accept(at)? {
                 Step::Unchanged => (next, self.journal.last_lsn()),
                 Step::Changed => {
@@ -439,7 +443,7 @@ impl Store {
                         at,
                     }])?;
                     next.lsns.accepted = lsn;
-                    *ps = next.clone();
+                    **ps = next.clone();
                     drop(ps);
                     self.emit_health(&e.session, &next, lsn, at);
                     self.fleet(&next.game.fleet_id, |c| {
@@ -467,7 +471,7 @@ impl Store {
             let mut e = self.entry_mut(gsid)?;
             let ps = self.player_in(gsid, psid)?;
             let at = self.clock.now();
-            let mut next = ps.clone();
+            let mut next = PlayerSession::clone(&ps);
             match next.complete(at, EndReason::Removed) {
                 Step::Unchanged => (next, self.journal.last_lsn()),
                 Step::Changed => {
@@ -571,7 +575,7 @@ impl Store {
         let Some(mut ps) = self.player_sessions.get_mut(&psid) else {
             return;
         };
-        let mut next = ps.clone();
+        let mut next = PlayerSession::clone(&ps);
         if next.time_out(now) == Step::Unchanged {
             return;
         }
@@ -587,7 +591,7 @@ impl Store {
                 return;
             }
         }
-        *ps = next.clone();
+        **ps = next.clone();
         release_seat(&mut e, &next);
         drop(ps);
         self.emit_health(&e.session, &next, next.lsns.ended, at);

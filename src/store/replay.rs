@@ -196,7 +196,11 @@ impl Store {
         let players = e
             .players
             .iter()
-            .filter_map(|(_, p)| self.player_sessions.get(p).map(|p| p.clone()))
+            .filter_map(|(_, p)| {
+                self.player_sessions
+                    .get(p)
+                    .map(|p| PlayerSession::clone(&p))
+            })
             .collect();
         Some((e.snapshot(), players))
     }
