@@ -314,6 +314,19 @@ async fn corruption_before_the_tail_refuses_to_start() {
             Ok(_) => panic!("started on a corrupt journal (flip at {pos})"),
         }
     }
+    // The second frame zeroed whole (a lost page): not the preallocated end, since valid
+    // frames follow it.
+    let mut zeroed = bytes.clone();
+    zeroed[b[1]..b[2]].fill(0);
+    std::fs::write(&seg, &zeroed).unwrap();
+    match open(dir.path(), &jc) {
+        Err(JournalError::Corrupt { offset, reason, .. }) => {
+            assert_eq!(offset as usize, b[1]);
+            assert!(reason.contains("zeroed"), "{reason}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("zeroed records before valid ones went unnoticed"),
+    }
     // The operator can choose to truncate there.
     let forced = JournalConfig {
         truncate_corrupt: true,
@@ -578,42 +591,35 @@ async fn segments_are_preallocated_and_a_clean_restart_keeps_them() {
     // Written in place after the old records: nothing truncated, nothing skipped.
     assert_eq!(len(&seg), jc.segment_bytes);
     assert!(data_len(&seg) > data);
-    let again = open(dir.path(), &jc).unwrap();
+    // Restarted with a smaller segment size: the segment rotates once it holds that much and
+    // is cut to its frames (no preallocated tail left behind).
+    let small = JournalConfig {
+        segment_bytes: 4096,
+        ..jc.clone()
+    };
+    let again = open(dir.path(), &small).unwrap();
     assert!(again
         .game_session_ids()
         .iter()
         .any(|g| g.as_str() == "after-restart"));
-    again.journal().close();
-}
-
-#[tokio::test(start_paused = true)]
-async fn zeroed_records_before_valid_ones_are_corruption_not_the_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let jc = jconfig(dir.path());
-    let s = open(dir.path(), &jc).unwrap();
-    s.register_game_session(registration("gs-a", 8))
+    again
+        .register_game_session(registration("gs-rot", 1000))
         .await
         .unwrap();
-    for i in 0..3 {
-        s.reserve(reservation("gs-a", &[&format!("p{i}")]))
+    for i in 0..40 {
+        again
+            .reserve(reservation("gs-rot", &[&format!("p{i}")]))
             .await
             .unwrap();
     }
-    s.journal().close();
-    let seg = segment_file(dir.path());
-    let mut bytes = std::fs::read(&seg).unwrap();
-    let b = boundaries(&bytes);
-    // Zero the second record whole (a lost page): valid records follow it.
-    bytes[b[1]..b[2]].fill(0);
-    std::fs::write(&seg, &bytes).unwrap();
-    match open(dir.path(), &jc) {
-        Err(JournalError::Corrupt { offset, reason, .. }) => {
-            assert_eq!(offset, b[1] as u64);
-            assert!(reason.contains("zeroed"), "{reason}");
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-        Ok(_) => panic!("zeroed records in the middle went unnoticed"),
-    }
+    again.journal().close();
+    let segments =
+        segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX).unwrap();
+    assert!(segments.len() > 1, "rotated: {segments:?}");
+    assert_eq!(len(&segments[0].1), data_len(&segments[0].1) as u64);
+    let last = open(dir.path(), &small).unwrap();
+    assert_eq!(last.journal().last_lsn(), again.journal().last_lsn());
+    last.journal().close();
 }
 
 #[test]

@@ -171,6 +171,11 @@ impl Writer {
     }
 
     fn rotate(&mut self, next_lsn: Lsn) -> std::io::Result<()> {
+        // A segment preallocated larger than it was filled (the segment size was lowered
+        // since) keeps no zero tail: a finished segment is exactly its frames.
+        if self.file.metadata()?.len() > self.segment_len {
+            self.file.set_len(self.segment_len)?;
+        }
         let path = segment::segment_path(&self.dir, next_lsn);
         self.file = open_segment(&path, self.segment_bytes)?;
         segment::sync_dir(&self.dir)?;
