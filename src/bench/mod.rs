@@ -287,7 +287,7 @@ fn plan(requested: &[Scenario]) -> Vec<Scenario> {
 
 /// Runs one daemon scenario against `--target`, or against a fresh daemon of its own (secured
 /// with `files`), measuring in `turn`'s slices if given.
-async fn run_on_own_daemon(
+async fn run_daemon_scenario(
     args: &BenchArgs,
     scenario: Scenario,
     files: Option<&secure::Secure>,
@@ -348,14 +348,14 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                 (Security::Both, Some(files)) => {
                     let [plain_turn, secure_turn] = load::Turns::pair(args.turn);
                     let (plain, secure) = tokio::try_join!(
-                        run_on_own_daemon(&args, scenario, None, Some(plain_turn)),
-                        run_on_own_daemon(&args, scenario, Some(files), Some(secure_turn)),
+                        run_daemon_scenario(&args, scenario, None, Some(plain_turn)),
+                        run_daemon_scenario(&args, scenario, Some(files), Some(secure_turn)),
                     )?;
                     vec![(false, plain), (true, secure)]
                 }
                 (_, files) => vec![(
                     files.is_some(),
-                    run_on_own_daemon(&args, scenario, files.as_ref(), None).await?,
+                    run_daemon_scenario(&args, scenario, files.as_ref(), None).await?,
                 )],
             }
         };

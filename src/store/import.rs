@@ -361,9 +361,10 @@ impl Store {
 
     /// Imports a run of player sessions of one game session (the rows of a file usually come
     /// grouped by game session), each with its id. RESERVED and ACTIVE ones obey capacity and
-    /// the one-live-session-per-player rule and need an ACTIVE game session; terminal ones keep
-    /// their times (and fall under retention): the rows are checked in order under the game session's lock
-    /// (as if imported one by one), and the imported ones are journaled in one checkpoint.
+    /// the one-live-session-per-player rule and need an ACTIVE game session; terminal ones
+    /// keep their times (and fall under retention). The rows are checked in order under the
+    /// game session's lock (as if imported one by one), and the imported ones are journaled in
+    /// one checkpoint.
     /// Returns one result per row, in order. Keep runs short (a few hundred rows): the game
     /// session stays locked for the whole run.
     pub fn import_player_sessions(

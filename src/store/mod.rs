@@ -336,10 +336,15 @@ impl Store {
     }
 
     pub fn get_player_session(&self, id: PlayerSessionId) -> Result<PlayerSession> {
-        self.player_sessions
-            .get(&id)
-            .map(|p| PlayerSession::clone(&p))
+        self.player_session(&id)
             .ok_or(Error::PlayerSessionNotFound(id))
+    }
+
+    /// A copy of player session `id` (the map holds it boxed).
+    fn player_session(&self, id: &PlayerSessionId) -> Option<PlayerSession> {
+        self.player_sessions
+            .get(id)
+            .map(|p| PlayerSession::clone(&p))
     }
 
     /// The fixed part of a game session (replay uses it to rebuild player sessions).
@@ -429,11 +434,7 @@ impl Store {
             let live_sessions: Vec<PlayerSession> = e
                 .players
                 .iter()
-                .filter_map(|(_, id)| {
-                    self.player_sessions
-                        .get(id)
-                        .map(|p| PlayerSession::clone(&p))
-                })
+                .filter_map(|(_, id)| self.player_session(id))
                 .filter(|p| p.status.is_live())
                 .collect();
             if g.current_player_session_count as usize != e.live.len()

@@ -202,11 +202,7 @@ impl Store {
         self.end_game_locked(e, at, cause, reason, &completed);
         let ended: Vec<(PlayerSession, Lsn)> = completed
             .iter()
-            .filter_map(|(id, lsn)| {
-                self.player_sessions
-                    .get(id)
-                    .map(|p| (PlayerSession::clone(&p), *lsn))
-            })
+            .filter_map(|(id, lsn)| Some((self.player_session(id)?, *lsn)))
             .collect();
         self.fleet_changed(&e.session, FleetEventKind::Ended, |f| {
             f.counts.transitions[Transition::Completed as usize] += live.len() as u64;

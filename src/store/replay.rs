@@ -196,11 +196,7 @@ impl Store {
         let players = e
             .players
             .iter()
-            .filter_map(|(_, p)| {
-                self.player_sessions
-                    .get(p)
-                    .map(|p| PlayerSession::clone(&p))
-            })
+            .filter_map(|(_, p)| self.player_session(p))
             .collect();
         Some((e.snapshot(), players))
     }
