@@ -449,7 +449,7 @@ mod tests {
             "fleet-eu",
             "1.4.2",
             "production",
-            Timestamp(1_700_000_000_000_000),
+            Timestamp::from_micros(1_700_000_000_000_000),
         ))
     }
 
@@ -476,7 +476,7 @@ mod tests {
     fn player() -> PlayerContext {
         PlayerContext {
             player_id: PlayerId::parse("p", "alice").unwrap(),
-            creation_time: Timestamp(1_700_000_010_000_000),
+            creation_time: Timestamp::from_micros(1_700_000_010_000_000),
         }
     }
 
@@ -496,9 +496,9 @@ mod tests {
                 port: 7777,
             }),
             status: PlayerSessionStatus::Reserved,
-            creation_time: Timestamp(1_700_000_010_000_000),
+            creation_time: Timestamp::from_micros(1_700_000_010_000_000),
             termination_time: None,
-            reservation_deadline: Timestamp(1_700_000_070_000_000),
+            reservation_deadline: Timestamp::from_micros(1_700_000_070_000_000),
             player_data: None,
             accepted_at: None,
             end_reason: None,
@@ -521,7 +521,7 @@ mod tests {
             id: psid,
             game_session_id: gs.clone(),
             reason: EndReason::Removed,
-            at: Timestamp(1_700_000_100_000_000),
+            at: Timestamp::from_micros(1_700_000_100_000_000),
         };
         let c = parse(event(&done, 9, game, pl));
         assert_eq!(c["event"], "Player Session Completed");
@@ -532,7 +532,7 @@ mod tests {
             &Change::TimedOut {
                 id: psid,
                 game_session_id: gs.clone(),
-                at: Timestamp(1_700_000_070_000_000),
+                at: Timestamp::from_micros(1_700_000_070_000_000),
             },
             8,
             game,
@@ -548,7 +548,7 @@ mod tests {
                 id: gs.clone(),
                 cause: EndCause::Crashed,
                 reason: "segfault".into(),
-                at: Timestamp(1_700_000_600_000_000),
+                at: Timestamp::from_micros(1_700_000_600_000_000),
             },
             10,
             game,
@@ -612,8 +612,9 @@ mod tests {
             1_709_164_800_000_000, // 2024-02-29
         ] {
             let mut out = String::new();
-            write_rfc3339_millis(&mut out, Timestamp(micros));
-            let want = humantime::format_rfc3339_millis(Timestamp(micros).to_system_time());
+            write_rfc3339_millis(&mut out, Timestamp::from_micros(micros));
+            let want =
+                humantime::format_rfc3339_millis(Timestamp::from_micros(micros).to_system_time());
             assert_eq!(out, format!("\"{want}\""), "{micros}");
         }
         for s in [
@@ -652,7 +653,7 @@ mod tests {
             reservation_timeout: std::time::Duration::from_secs(60),
             heartbeat_timeout: None,
             heartbeat_deadline: None,
-            creation_time: Timestamp(1_700_000_000_000_000),
+            creation_time: Timestamp::from_micros(1_700_000_000_000_000),
             termination_time: None,
             termination_reason: None,
             end_cause: None,

@@ -112,7 +112,7 @@ impl Operand {
     fn number(&self, g: &GameSession) -> Option<f64> {
         Some(match self {
             Operand::MaximumSessions => f64::from(g.maximum_player_session_count),
-            Operand::CreationTimeMillis => g.creation_time.0.div_euclid(1000) as f64,
+            Operand::CreationTimeMillis => g.creation_time.as_micros().div_euclid(1000) as f64,
             Operand::PlayerSessionCount => f64::from(g.current_player_session_count),
             Operand::AvailablePlayerSessions => f64::from(available_seats(g)),
             Operand::Property(k) => g.labels.get(k)?.trim().parse::<f64>().ok()?,
@@ -772,7 +772,7 @@ mod tests {
             reservation_timeout: std::time::Duration::from_secs(60),
             heartbeat_timeout: None,
             heartbeat_deadline: None,
-            creation_time: Timestamp(1_700_000_000_123_456),
+            creation_time: Timestamp::from_micros(1_700_000_000_123_456),
             termination_time: None,
             termination_reason: None,
             end_cause: None,

@@ -149,7 +149,7 @@ mod tests {
             reservation_timeout: Duration::from_secs(60),
             heartbeat_timeout: None,
             heartbeat_deadline: None,
-            creation_time: Timestamp(0),
+            creation_time: Timestamp::from_micros(0),
             termination_time: None,
             termination_reason: None,
             end_cause: None,
@@ -162,9 +162,9 @@ mod tests {
             player_id: PlayerId::parse("p", "player-1").unwrap(),
             game: g.info.clone(),
             status: PlayerSessionStatus::Reserved,
-            creation_time: Timestamp(1_000_000),
+            creation_time: Timestamp::from_micros(1_000_000),
             termination_time: None,
-            reservation_deadline: Timestamp(61_000_000),
+            reservation_deadline: Timestamp::from_micros(61_000_000),
             player_data: None,
             accepted_at: None,
             end_reason: None,
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn every_path_maps_to_its_status() {
         let g = game();
-        let init = HealthUpdate::of(&session(&g), &g, 10, Timestamp(1_000_000));
+        let init = HealthUpdate::of(&session(&g), &g, 10, Timestamp::from_micros(1_000_000));
         assert!(init.init);
         assert_eq!(
             (init.status, init.errors, init.duration),
@@ -190,20 +190,24 @@ mod tests {
 
         let mut accepted = session(&g);
         assert_eq!(
-            accepted.accept(Timestamp(2_000_000)).unwrap(),
+            accepted.accept(Timestamp::from_micros(2_000_000)).unwrap(),
             Step::Changed
         );
-        let u = HealthUpdate::of(&accepted, &g, 11, Timestamp(2_000_000));
+        let u = HealthUpdate::of(&accepted, &g, 11, Timestamp::from_micros(2_000_000));
         assert!(!u.init);
         assert_eq!(u.status, HealthStatus::Ok);
 
         let ended = |reason: EndReason, errors: u32| {
             let mut ps = accepted.clone();
             for i in 0..errors {
-                ps.record_error(20 + u64::from(i), Timestamp(3_000_000), "e".into());
+                ps.record_error(
+                    20 + u64::from(i),
+                    Timestamp::from_micros(3_000_000),
+                    "e".into(),
+                );
             }
-            ps.complete(Timestamp(4_500_000), reason);
-            HealthUpdate::of(&ps, &g, 30, Timestamp(4_500_000))
+            ps.complete(Timestamp::from_micros(4_500_000), reason);
+            HealthUpdate::of(&ps, &g, 30, Timestamp::from_micros(4_500_000))
         };
         for (reason, status, errors, want_errors) in [
             (EndReason::Removed, HealthStatus::Exited, 0, 0),
@@ -220,8 +224,8 @@ mod tests {
         }
 
         let mut timed_out = session(&g);
-        timed_out.time_out(Timestamp(61_000_000));
-        let u = HealthUpdate::of(&timed_out, &g, 12, Timestamp(61_000_000));
+        timed_out.time_out(Timestamp::from_micros(61_000_000));
+        let u = HealthUpdate::of(&timed_out, &g, 12, Timestamp::from_micros(61_000_000));
         assert_eq!(u.status, HealthStatus::Abnormal);
         assert_eq!(u.duration, Some(Duration::from_secs(60)));
     }

@@ -229,9 +229,9 @@ mod tests {
                 port: 7777,
             }),
             status: PlayerSessionStatus::Reserved,
-            creation_time: Timestamp(1_000),
+            creation_time: Timestamp::from_micros(1_000),
             termination_time: None,
-            reservation_deadline: Timestamp(61_000),
+            reservation_deadline: Timestamp::from_micros(61_000),
             player_data: None,
             accepted_at: None,
             end_reason: None,
@@ -245,67 +245,77 @@ mod tests {
         let mut s = session();
         assert_eq!(s.error_count(), 0);
         for lsn in 1..=20 {
-            assert!(s.record_error(lsn, Timestamp(lsn as i64), format!("e{lsn}").into()));
+            assert!(s.record_error(
+                lsn,
+                Timestamp::from_micros(lsn as i64),
+                format!("e{lsn}").into()
+            ));
         }
         assert!(
-            !s.record_error(20, Timestamp(20), "again".into()),
+            !s.record_error(20, Timestamp::from_micros(20), "again".into()),
             "replayed"
         );
-        assert!(!s.record_error(7, Timestamp(7), "older".into()));
+        assert!(!s.record_error(7, Timestamp::from_micros(7), "older".into()));
         let log = s.errors.as_ref().unwrap();
         assert_eq!(log.count, 20);
         assert_eq!(log.recent.len(), ErrorLog::KEPT);
         assert_eq!(&*log.recent[0].message, "e5");
         s.check_can_report_error().unwrap();
-        s.complete(Timestamp(30), EndReason::PlayerCrashed);
+        s.complete(Timestamp::from_micros(30), EndReason::PlayerCrashed);
         assert!(s.check_can_report_error().is_err());
     }
 
     #[test]
     fn accept_then_complete() {
         let mut s = session();
-        assert_eq!(s.accept(Timestamp(2_000)).unwrap(), Step::Changed);
-        assert_eq!(s.status, PlayerSessionStatus::Active);
-        assert_eq!(s.accept(Timestamp(3_000)).unwrap(), Step::Unchanged);
-        assert_eq!(s.accepted_at, Some(Timestamp(2_000)));
         assert_eq!(
-            s.time_out(Timestamp(100_000)),
+            s.accept(Timestamp::from_micros(2_000)).unwrap(),
+            Step::Changed
+        );
+        assert_eq!(s.status, PlayerSessionStatus::Active);
+        assert_eq!(
+            s.accept(Timestamp::from_micros(3_000)).unwrap(),
+            Step::Unchanged
+        );
+        assert_eq!(s.accepted_at, Some(Timestamp::from_micros(2_000)));
+        assert_eq!(
+            s.time_out(Timestamp::from_micros(100_000)),
             Step::Unchanged,
             "ACTIVE never times out"
         );
         assert_eq!(
-            s.complete(Timestamp(5_000), EndReason::Removed),
+            s.complete(Timestamp::from_micros(5_000), EndReason::Removed),
             Step::Changed
         );
-        assert_eq!(s.termination_time, Some(Timestamp(5_000)));
+        assert_eq!(s.termination_time, Some(Timestamp::from_micros(5_000)));
         assert_eq!(
-            s.complete(Timestamp(6_000), EndReason::GameSessionEnded),
+            s.complete(Timestamp::from_micros(6_000), EndReason::GameSessionEnded),
             Step::Unchanged
         );
-        assert_eq!(s.termination_time, Some(Timestamp(5_000)));
+        assert_eq!(s.termination_time, Some(Timestamp::from_micros(5_000)));
         assert_eq!(s.end_reason, Some(EndReason::Removed));
-        let e = s.accept(Timestamp(7_000)).unwrap_err();
+        let e = s.accept(Timestamp::from_micros(7_000)).unwrap_err();
         assert!(e.to_string().contains("COMPLETED"), "{e}");
     }
 
     #[test]
     fn time_out_only_at_the_deadline() {
         let mut s = session();
-        assert_eq!(s.time_out(Timestamp(60_999)), Step::Unchanged);
-        assert_eq!(s.time_out(Timestamp(70_000)), Step::Changed);
+        assert_eq!(s.time_out(Timestamp::from_micros(60_999)), Step::Unchanged);
+        assert_eq!(s.time_out(Timestamp::from_micros(70_000)), Step::Changed);
         assert_eq!(s.status, PlayerSessionStatus::TimedOut);
         assert_eq!(
             s.termination_time,
-            Some(Timestamp(61_000)),
+            Some(Timestamp::from_micros(61_000)),
             "terminated at the deadline"
         );
         assert!(s
-            .accept(Timestamp(70_001))
+            .accept(Timestamp::from_micros(70_001))
             .unwrap_err()
             .to_string()
             .contains("TIMEDOUT"));
         assert_eq!(
-            s.complete(Timestamp(80_000), EndReason::Removed),
+            s.complete(Timestamp::from_micros(80_000), EndReason::Removed),
             Step::Unchanged
         );
         assert_eq!(s.status, PlayerSessionStatus::TimedOut);

@@ -1,50 +1,95 @@
 //! Wall-clock timestamps driven by tokio's clock, so `tokio::time::pause()` / `advance()` move
 //! every time the daemon sees (creation times, deadlines, the sweeper) together.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    num::NonZeroI64,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use tokio::time::Instant;
 
 /// Microseconds since the Unix epoch. Deadlines are stored as absolute timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(pub i64);
+///
+/// Stored with the sign bit flipped in a `NonZeroI64`, so `Option<Timestamp>` is 8 bytes like
+/// the timestamp itself (session records hold several optional times). The one value that
+/// cannot be stored, `i64::MIN` microseconds (292,000 years before the epoch), reads as
+/// [`Timestamp::MIN`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timestamp(NonZeroI64);
 
 impl Timestamp {
+    /// The earliest timestamp: a lower bound for range queries.
+    pub const MIN: Timestamp = Timestamp::from_micros(i64::MIN + 1);
+
     pub const fn from_micros(us: i64) -> Self {
-        Timestamp(us)
+        let us = if us == i64::MIN { i64::MIN + 1 } else { us };
+        match NonZeroI64::new(us ^ i64::MIN) {
+            Some(v) => Timestamp(v),
+            // `us ^ MIN` is zero only for `us == MIN`, mapped away above.
+            None => Timestamp(NonZeroI64::MAX),
+        }
     }
     pub const fn as_micros(self) -> i64 {
-        self.0
+        self.0.get() ^ i64::MIN
     }
     pub fn from_system_time(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
-            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+            Ok(d) => Timestamp::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => {
+                Timestamp::from_micros(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX))
+            }
         }
     }
     pub fn to_system_time(self) -> SystemTime {
-        if self.0 >= 0 {
-            UNIX_EPOCH + Duration::from_micros(self.0 as u64)
+        let us = self.as_micros();
+        if us >= 0 {
+            UNIX_EPOCH + Duration::from_micros(us as u64)
         } else {
-            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
+            UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
         }
     }
     /// Seconds and nanoseconds, as protobuf's `Timestamp` wants them.
     pub fn to_seconds_nanos(self) -> (i64, i32) {
+        let us = self.as_micros();
         (
-            self.0.div_euclid(1_000_000),
-            (self.0.rem_euclid(1_000_000) * 1_000) as i32,
+            us.div_euclid(1_000_000),
+            (us.rem_euclid(1_000_000) * 1_000) as i32,
         )
     }
     pub fn saturating_add(self, d: Duration) -> Self {
-        Timestamp(
-            self.0
+        Timestamp::from_micros(
+            self.as_micros()
                 .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
         )
     }
     /// `self - earlier`, zero if `earlier` is later.
     pub fn duration_since(self, earlier: Timestamp) -> Duration {
-        Duration::from_micros(self.0.saturating_sub(earlier.0).max(0) as u64)
+        Duration::from_micros(self.as_micros().saturating_sub(earlier.as_micros()).max(0) as u64)
+    }
+}
+
+impl Default for Timestamp {
+    /// The Unix epoch.
+    fn default() -> Self {
+        Timestamp::from_micros(0)
+    }
+}
+
+impl Ord for Timestamp {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_micros().cmp(&other.as_micros())
+    }
+}
+
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Timestamp").field(&self.as_micros()).finish()
     }
 }
 
@@ -94,5 +139,36 @@ impl Clock {
         } else {
             now + t.duration_since(now_wall)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_order_and_fit_an_option_in_8_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Timestamp>>(), 8);
+        let values = [
+            i64::MIN + 1,
+            -1_000_000,
+            -1,
+            0,
+            1,
+            1_700_000_000_000_000,
+            i64::MAX,
+        ];
+        for w in values.windows(2) {
+            let (a, b) = (Timestamp::from_micros(w[0]), Timestamp::from_micros(w[1]));
+            assert_eq!((a.as_micros(), b.as_micros()), (w[0], w[1]));
+            assert!(a < b, "{a:?} < {b:?}");
+        }
+        assert_eq!(Timestamp::from_micros(i64::MIN), Timestamp::MIN);
+        assert_eq!(Timestamp::default().as_micros(), 0);
+        assert_eq!(format!("{:?}", Timestamp::from_micros(-5)), "Timestamp(-5)");
+        assert_eq!(
+            Timestamp::from_micros(-1).to_seconds_nanos(),
+            (-1, 999_999_000)
+        );
     }
 }

@@ -191,7 +191,7 @@ impl Aggregates {
             .0
             .entry((u.release.clone(), u.environment.clone()))
             .or_default()
-            .entry(u.started.0.div_euclid(60_000_000) * 60)
+            .entry(u.started.as_micros().div_euclid(60_000_000) * 60)
             .or_default();
         match u.status {
             HealthStatus::Ok => {}
@@ -212,7 +212,8 @@ impl Aggregates {
                 .into_iter()
                 .map(|(minute, b)| {
                     sessions += b.exited + b.errored + b.abnormal + b.crashed;
-                    let mut v = json!({"started": rfc3339(Timestamp(minute * 1_000_000))});
+                    let mut v =
+                        json!({"started": rfc3339(Timestamp::from_micros(minute * 1_000_000))});
                     for (k, n) in [
                         ("exited", b.exited),
                         ("errored", b.errored),
@@ -285,10 +286,12 @@ impl Limits {
 /// Why Relay would silently drop `u` if it were sent at `now` (`None`: it would be counted).
 pub fn relay_would_drop(u: &HealthUpdate, now: Timestamp) -> Option<&'static str> {
     let max_age = MAX_AGE.as_micros() as i64;
-    if u.timestamp.0 + max_age < now.0 || u.started.0 + max_age < now.0 {
+    if u.timestamp.as_micros() + max_age < now.as_micros()
+        || u.started.as_micros() + max_age < now.as_micros()
+    {
         return Some("too_old");
     }
-    if u.timestamp.0 > now.0 + MAX_FUTURE.as_micros() as i64 {
+    if u.timestamp.as_micros() > now.as_micros() + MAX_FUTURE.as_micros() as i64 {
         return Some("in_future");
     }
     None
@@ -581,8 +584,8 @@ mod tests {
             session_id: id.uuid(),
             distinct_id: PlayerId::parse("p", "player").unwrap(),
             sequence: 1,
-            timestamp: Timestamp(at),
-            started: Timestamp(started),
+            timestamp: Timestamp::from_micros(at),
+            started: Timestamp::from_micros(started),
             init: false,
             duration: status
                 .is_terminal()
@@ -600,14 +603,22 @@ mod tests {
     #[test]
     fn what_relay_would_drop_is_not_sent() {
         let day = 86_400_000_000i64;
-        let now = Timestamp(100 * day);
+        let now = Timestamp::from_micros(100 * day);
         assert_eq!(
-            relay_would_drop(&update(now.0 - 1000, now.0, HealthStatus::Ok, 0), now),
+            relay_would_drop(
+                &update(now.as_micros() - 1000, now.as_micros(), HealthStatus::Ok, 0),
+                now
+            ),
             None
         );
         assert_eq!(
             relay_would_drop(
-                &update(now.0 - 6 * day, now.0, HealthStatus::Exited, 0),
+                &update(
+                    now.as_micros() - 6 * day,
+                    now.as_micros(),
+                    HealthStatus::Exited,
+                    0
+                ),
                 now
             ),
             Some("too_old"),
@@ -615,17 +626,38 @@ mod tests {
         );
         assert_eq!(
             relay_would_drop(
-                &update(now.0 - 6 * day, now.0 - 6 * day, HealthStatus::Ok, 0),
+                &update(
+                    now.as_micros() - 6 * day,
+                    now.as_micros() - 6 * day,
+                    HealthStatus::Ok,
+                    0
+                ),
                 now
             ),
             Some("too_old")
         );
         assert_eq!(
-            relay_would_drop(&update(now.0, now.0 + 61_000_000, HealthStatus::Ok, 0), now),
+            relay_would_drop(
+                &update(
+                    now.as_micros(),
+                    now.as_micros() + 61_000_000,
+                    HealthStatus::Ok,
+                    0
+                ),
+                now
+            ),
             Some("in_future")
         );
         assert_eq!(
-            relay_would_drop(&update(now.0, now.0 + 59_000_000, HealthStatus::Ok, 0), now),
+            relay_would_drop(
+                &update(
+                    now.as_micros(),
+                    now.as_micros() + 59_000_000,
+                    HealthStatus::Ok,
+                    0
+                ),
+                now
+            ),
             None
         );
     }

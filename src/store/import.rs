@@ -428,7 +428,9 @@ impl Store {
                     e.session
                         .check_active()
                         .map_err(|e| RowError(e.to_string()))?;
-                    if live_players.contains(&r.player_id) || e.live.contains_key(&r.player_id) {
+                    if live_players.contains(&r.player_id)
+                        || self.seat_of(&e, &r.player_id).is_some()
+                    {
                         return Err(RowError(format!(
                             "player {} already has a live player session in game session {gsid}",
                             r.player_id

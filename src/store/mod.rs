@@ -24,7 +24,7 @@ mod search;
 mod watch;
 
 use std::{
-    collections::{hash_map, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -92,7 +92,7 @@ struct GameSessionEntry {
     /// Every retained player session of this game session, in listing order.
     players: BTreeSet<(Timestamp, PlayerSessionId)>,
     /// The RESERVED or ACTIVE player session of each player holding a seat.
-    live: HashMap<PlayerId, PlayerSessionId, Hasher>,
+    live: Seats,
 }
 
 impl GameSessionEntry {
@@ -100,7 +100,7 @@ impl GameSessionEntry {
         GameSessionEntry {
             session,
             players: BTreeSet::new(),
-            live: HashMap::default(),
+            live: Seats::default(),
         }
     }
     fn snapshot(&self) -> GameSession {
@@ -108,6 +108,62 @@ impl GameSessionEntry {
     }
     fn sync_count(&mut self) {
         self.session.current_player_session_count = self.live.len() as u32;
+    }
+}
+
+/// The seats taken in one game session: the live player session of each player, found by the
+/// player's key ([`Store::player_key`]) and checked against the session's player id, so a
+/// 64-bit collision can never pass for the same player.
+///
+/// Two flat vectors instead of a map keyed by player id: 24 bytes a seat instead of a map slot
+/// with its own copy of the key (about 68 bytes a seat in a full 1,000-seat game session). A
+/// lookup scans at most `maximum_player_session_count` (<= 1,000) contiguous keys.
+#[derive(Default)]
+struct Seats {
+    keys: Vec<u64>,
+    ids: Vec<PlayerSessionId>,
+}
+
+impl Seats {
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    /// The live player session of `player`, if they hold a seat. `player_of` reads a player
+    /// session's player id (only called when the key matches).
+    fn of(
+        &self,
+        key: u64,
+        player: &PlayerId,
+        player_of: impl Fn(PlayerSessionId) -> Option<PlayerId>,
+    ) -> Option<PlayerSessionId> {
+        self.keys
+            .iter()
+            .zip(&self.ids)
+            .filter(|(k, _)| **k == key)
+            .map(|(_, id)| *id)
+            .find(|id| player_of(*id).as_ref() == Some(player))
+    }
+    fn insert(&mut self, key: u64, id: PlayerSessionId) {
+        self.keys.push(key);
+        self.ids.push(id);
+    }
+    /// Frees `id`'s seat (nothing if it holds none).
+    fn remove(&mut self, key: u64, id: PlayerSessionId) {
+        if let Some(i) = self
+            .keys
+            .iter()
+            .zip(&self.ids)
+            .position(|(k, i)| *k == key && *i == id)
+        {
+            self.keys.swap_remove(i);
+            self.ids.swap_remove(i);
+        }
+    }
+    fn ids(&self) -> impl Iterator<Item = PlayerSessionId> + '_ {
+        self.ids.iter().copied()
     }
 }
 
@@ -210,8 +266,15 @@ pub struct Store {
     /// Boxed: a 24-byte table slot instead of ~160, so the table (half empty after each
     /// doubling) costs little, and a rehash moves pointers.
     player_sessions: Map<PlayerSessionId, Box<PlayerSession>>,
-    /// Player sessions of each player, in listing order.
-    by_player: Map<PlayerId, PlayerPositions>,
+    /// Player sessions of each player, in listing order, by the player's key
+    /// ([`Store::player_key`]): an 8-byte key instead of a copy of the id. Two players whose
+    /// keys collide share an entry; readers filter by player id.
+    by_player: Map<u64, PlayerPositions>,
+    /// Seeds [`Store::player_key`] (random per process, so keys cannot be aimed at).
+    player_keys: Hasher,
+    /// Tests narrow the keys to force collisions.
+    #[cfg(test)]
+    key_mask: u64,
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
     fleets: Map<crate::domain::FleetId, fleets::Fleet>,
     timers: Timers,
@@ -235,6 +298,9 @@ impl Store {
             game_sessions: map(),
             player_sessions: map(),
             by_player: map(),
+            player_keys: Hasher::new(),
+            #[cfg(test)]
+            key_mask: u64::MAX,
             idempotency: map(),
             fleets: map(),
             timers: Timers::default(),
@@ -248,6 +314,22 @@ impl Store {
     /// A store without a journal (state lives in memory only).
     pub fn in_memory(clock: Clock, config: StoreConfig) -> Self {
         Self::new(clock, config, Journal::disabled())
+    }
+
+    /// The 64-bit key of a player in the player indexes.
+    fn player_key(&self, player: &PlayerId) -> u64 {
+        let key = self.player_keys.hash_one(player.as_str());
+        #[cfg(test)]
+        let key = key & self.key_mask;
+        key
+    }
+
+    /// The live player session of `player` in the game session `e` (call with `e` locked and no
+    /// player session guard held).
+    fn seat_of(&self, e: &GameSessionEntry, player: &PlayerId) -> Option<PlayerSessionId> {
+        e.live.of(self.player_key(player), player, |id| {
+            self.player_sessions.get(&id).map(|p| p.player_id.clone())
+        })
     }
 
     pub fn clock(&self) -> &Clock {
@@ -362,7 +444,14 @@ impl Store {
     /// Lists player sessions, ordered by creation time then id.
     pub fn describe(&self, q: &Describe) -> Result<Page> {
         let limit = q.limit.clamp(1, limits::DESCRIBE_LIMIT_MAX) as usize;
-        let matches = |ps: &PlayerSession| q.status.is_none_or(|s| ps.status == s);
+        // By player: the index entry may hold another player's sessions (a key collision).
+        let player = match &q.by {
+            DescribeBy::Player(p) => Some(p),
+            _ => None,
+        };
+        let matches = |ps: &PlayerSession| {
+            q.status.is_none_or(|s| ps.status == s) && player.is_none_or(|p| &ps.player_id == p)
+        };
         let mut out = Vec::with_capacity(limit.min(64));
         let mut next = None;
         let mut take = |pos: (Timestamp, PlayerSessionId), out: &mut Vec<PlayerSession>| -> bool {
@@ -405,7 +494,7 @@ impl Store {
             }
             DescribeBy::Player(pid) => {
                 // Copy the positions so no by_player guard is held while reading sessions.
-                let positions: Vec<_> = match self.by_player.get(pid) {
+                let positions: Vec<_> = match self.by_player.get(&self.player_key(pid)) {
                     Some(v) => {
                         let start = q.after.map_or(0, |a| v.partition_point(|p| *p <= a));
                         v[start..].to_vec()
@@ -455,7 +544,7 @@ impl Store {
                 return Err(format!("{}: ended with live players", g.id()));
             }
             for p in &live_sessions {
-                if e.live.get(&p.player_id) != Some(&p.id) {
+                if self.seat_of(&e, &p.player_id) != Some(p.id) {
                     return Err(format!("{}: live map misses {}", g.id(), p.id));
                 }
             }
@@ -469,7 +558,7 @@ impl Store {
         for p in self.player_sessions.iter() {
             let indexed = self
                 .by_player
-                .get(&p.player_id)
+                .get(&self.player_key(&p.player_id))
                 .is_some_and(|v| v.contains(&(p.creation_time, p.id)));
             if !indexed {
                 return Err(format!("{} missing from the player index", p.id));
@@ -588,20 +677,27 @@ impl Store {
     /// Adds a new player session to every index (not to the fleet counts: the caller counts).
     /// Call with its game session's entry locked.
     fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) {
+        let key = self.player_key(&ps.player_id);
         if ps.status.is_live() {
-            e.live.insert(ps.player_id.clone(), ps.id);
+            e.live.insert(key, ps.id);
         }
         e.players.insert((ps.creation_time, ps.id));
         insert_sorted(
-            &mut self.by_player.entry(ps.player_id.clone()).or_default(),
+            &mut self.by_player.entry(key).or_default(),
             (ps.creation_time, ps.id),
         );
         self.player_sessions.insert(ps.id, Box::new(ps));
     }
 
+    /// Frees the seat of a player session that just became terminal.
+    fn release_seat(&self, e: &mut GameSessionEntry, ps: &PlayerSession) {
+        e.live.remove(self.player_key(&ps.player_id), ps.id);
+        e.sync_count();
+    }
+
     fn unindex_player(&self, ps: &PlayerSession) {
         if let dashmap::mapref::entry::Entry::Occupied(mut o) =
-            self.by_player.entry(ps.player_id.clone())
+            self.by_player.entry(self.player_key(&ps.player_id))
         {
             o.get_mut().retain(|(_, id)| *id != ps.id);
             if o.get().is_empty() {
@@ -609,16 +705,6 @@ impl Store {
             }
         }
     }
-}
-
-/// Frees the seat of a player session that just became terminal.
-fn release_seat(e: &mut GameSessionEntry, ps: &PlayerSession) {
-    if let hash_map::Entry::Occupied(o) = e.live.entry(ps.player_id.clone()) {
-        if *o.get() == ps.id {
-            o.remove();
-        }
-    }
-    e.sync_count();
 }
 
 /// One player's sessions in creation order. Almost every player has one at a time, so it is

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use dashmap::mapref::entry::Entry;
 
 use super::{
-    fleets::ps_index, release_seat, FleetEventKind, GameSessionEntry, IdempotencyRecord, Reserve,
-    Store, Transition,
+    fleets::ps_index, FleetEventKind, GameSessionEntry, IdempotencyRecord, Reserve, Store,
+    Transition,
 };
 use crate::{
     domain::{
@@ -179,7 +179,7 @@ impl Store {
         let gsid = e.session.id().clone();
         let reason: Arc<str> = reason.into();
         let ended = EndReason::from_game_end(cause);
-        let live: Vec<PlayerSessionId> = e.live.values().copied().collect();
+        let live: Vec<PlayerSessionId> = e.live.ids().collect();
         let mut changes = Vec::with_capacity(1 + live.len());
         changes.push(Change::GameSessionEnded {
             id: gsid.clone(),
@@ -264,7 +264,7 @@ impl Store {
         let before = ps.status;
         if ps.complete(at, reason) == Step::Changed {
             ps.lsns.ended = lsn;
-            release_seat(e, &ps);
+            self.release_seat(e, &ps);
             self.count_player(&ps.game.fleet_id, Some(before), Some(ps.status));
             self.schedule_purge(at, Timer::PurgePlayerSession(psid));
         }
@@ -319,7 +319,11 @@ impl Store {
         if e.session.creation_policy == CreationPolicy::DenyAll {
             return Err(Error::CreationDenied(req.game_session_id.clone()));
         }
-        if let Some((p, _)) = req.players.iter().find(|(p, _)| e.live.contains_key(p)) {
+        if let Some((p, _)) = req
+            .players
+            .iter()
+            .find(|(p, _)| self.seat_of(&e, p).is_some())
+        {
             return Err(Error::PlayerAlreadyInGameSession {
                 player_id: p.to_string(),
                 game_session_id: req.game_session_id.clone(),
@@ -588,7 +592,7 @@ impl Store {
             }
         }
         **ps = next.clone();
-        release_seat(&mut e, &next);
+        self.release_seat(&mut e, &next);
         drop(ps);
         self.emit_health(&e.session, &next, next.lsns.ended, at);
         self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {

@@ -56,7 +56,7 @@ impl HealthCounts {
 
 /// What one player session contributes: its start minute and counts.
 fn contribution(ps: &PlayerSession, started: bool, ended: bool) -> (i64, HealthCounts) {
-    let minute = ps.creation_time.0.div_euclid(60_000_000) * 60;
+    let minute = ps.creation_time.as_micros().div_euclid(60_000_000) * 60;
     let mut c = HealthCounts {
         total: u64::from(started),
         ..HealthCounts::default()
@@ -201,7 +201,8 @@ impl super::Store {
     /// Release health over the retained sessions of one or every fleet.
     pub fn release_health(&self, q: &ReleaseHealthQuery) -> ReleaseHealthReport {
         let since = q.window.map(|w| {
-            let from = self.clock.now().0 - i64::try_from(w.as_micros()).unwrap_or(i64::MAX);
+            let from =
+                self.clock.now().as_micros() - i64::try_from(w.as_micros()).unwrap_or(i64::MAX);
             from.div_euclid(60_000_000) * 60
         });
         let mut merged = BTreeMap::new();
@@ -226,7 +227,7 @@ impl super::Store {
             counts,
             buckets: merged
                 .into_iter()
-                .map(|(m, c)| (Timestamp(m * 1_000_000), c))
+                .map(|(m, c)| (Timestamp::from_micros(m * 1_000_000), c))
                 .collect(),
         }
     }

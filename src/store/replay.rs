@@ -5,7 +5,7 @@
 //! accept of a session that is no longer RESERVED, ... change nothing), because a fuzzy snapshot
 //! may already reflect some of the records replayed on top of it.
 
-use super::{release_seat, GameSessionEntry, IdempotencyRecord, Store};
+use super::{GameSessionEntry, IdempotencyRecord, Store};
 use crate::{
     domain::{
         Change, GameSession, GameSessionId, IdempotencyKey, Lsn, PlayerSession, PlayerSessionId,
@@ -111,7 +111,7 @@ impl Store {
                 };
                 if ps.status == PlayerSessionStatus::Reserved && ps.time_out(*at) == Step::Changed {
                     ps.lsns.ended = lsn;
-                    release_seat(&mut e, &ps);
+                    self.release_seat(&mut e, &ps);
                     self.count_player(
                         &ps.game.fleet_id,
                         Some(PlayerSessionStatus::Reserved),

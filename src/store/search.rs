@@ -94,7 +94,7 @@ pub struct SearchPage {
 type Value = fn(&GameSession) -> i64;
 
 fn creation_millis(g: &GameSession) -> i64 {
-    g.creation_time.0.div_euclid(1000)
+    g.creation_time.as_micros().div_euclid(1000)
 }
 fn available(g: &GameSession) -> i64 {
     i64::from(available_seats(g))
@@ -352,7 +352,7 @@ impl FleetIndex {
         accept: impl Fn(&GameSession) -> bool,
         skip: &HashSet<GameSessionId>,
     ) -> Option<GameSessionId> {
-        let from: Key = (i64::from(party), Timestamp(i64::MIN), GameSessionId::min());
+        let from: Key = (i64::from(party), Timestamp::MIN, GameSessionId::min());
         let ok = |k: &&Key| !skip.contains(&k.2) && accept(&self.sessions[&k.2]);
         let by_available = &self.numeric[AVAILABLE];
         let found = match strategy {
@@ -366,7 +366,7 @@ impl FleetIndex {
                     let top = by_available
                         .range((Bound::Included(from.clone()), upper.clone()))
                         .next_back()?;
-                    let group: Key = (top.0, Timestamp(i64::MIN), GameSessionId::min());
+                    let group: Key = (top.0, Timestamp::MIN, GameSessionId::min());
                     if let Some(k) = by_available
                         .range((Bound::Included(group.clone()), upper))
                         .find(ok)

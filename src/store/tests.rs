@@ -120,6 +120,53 @@ async fn reserve_accept_remove_keeps_counts() {
     s.check_invariants().unwrap();
 }
 
+/// Players whose index keys collide (here: all of them) still have their own seats, and
+/// DescribePlayerSessions by player lists only that player's sessions.
+#[tokio::test(start_paused = true)]
+async fn players_with_colliding_keys_stay_apart() {
+    let mut s = store();
+    s.key_mask = 0;
+    register(&s, "gs-1", 4).await;
+    register(&s, "gs-2", 4).await;
+    let a = reserve(&s, "gs-1", &["a"]).await.unwrap();
+    let b = reserve(&s, "gs-1", &["b"]).await.unwrap();
+    reserve(&s, "gs-2", &["b"]).await.unwrap();
+    assert!(matches!(
+        reserve(&s, "gs-1", &["a"]).await,
+        Err(Error::PlayerAlreadyInGameSession { .. })
+    ));
+    s.remove(&gs("gs-1"), b[0].id).await.unwrap();
+    assert!(
+        matches!(
+            reserve(&s, "gs-1", &["a"]).await,
+            Err(Error::PlayerAlreadyInGameSession { .. })
+        ),
+        "b's seat went, a's stays"
+    );
+    reserve(&s, "gs-1", &["b"]).await.unwrap();
+    let by = |p: &str| {
+        describe_all(
+            &s,
+            DescribeBy::Player(PlayerId::parse("player_id", p).unwrap()),
+            1,
+        )
+    };
+    assert_eq!(
+        by("a").iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![a[0].id]
+    );
+    let bs = by("b");
+    assert_eq!(bs.len(), 3);
+    assert!(bs.iter().all(|p| p.player_id.as_str() == "b"));
+    assert_eq!(
+        s.get_game_session(&gs("gs-1"))
+            .unwrap()
+            .current_player_session_count,
+        2
+    );
+    s.check_invariants().unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn batch_is_all_or_nothing() {
     let s = store();
@@ -617,17 +664,23 @@ proptest! {
     /// Any sequence of operations keeps count == RESERVED + ACTIVE <= max, keeps the indexes
     /// consistent, and never changes a terminal session again.
     #[test]
-    fn invariants_hold_for_any_sequence(ops in prop::collection::vec(op(), 1..80)) {
+    fn invariants_hold_for_any_sequence(
+        ops in prop::collection::vec(op(), 1..80),
+        key_mask in prop_oneof![Just(u64::MAX), Just(1u64), Just(0u64)],
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
             .build()
             .unwrap();
         rt.block_on(async move {
-            let s = Arc::new(store_with(StoreConfig {
+            let mut s = store_with(StoreConfig {
                 retention: Duration::from_secs(120),
                 ..StoreConfig::default()
-            }));
+            });
+            // Narrowed player keys: players share index entries and seat keys.
+            s.key_mask = key_mask;
+            let s = Arc::new(s);
             register_model_games(&s).await;
             // A watcher kept up to date after every step must always match the fleet.
             let mut watch = s.watch_fleet(FleetId::parse("fleet_id", "fleet-1").unwrap(), Default::default());
