@@ -62,8 +62,9 @@ impl Timers {
         }
         {
             let mut heap = self.heap.lock();
-            let mut all = std::mem::take(&mut *heap).into_vec();
-            all.extend(timers.into_iter().map(Reverse));
+            // Wrapped in place (same layout), then the few already scheduled join.
+            let mut all: Vec<_> = timers.into_iter().map(Reverse).collect();
+            all.append(&mut std::mem::take(&mut *heap).into_vec());
             *heap = BinaryHeap::from(all);
         }
         self.wake.notify_one();

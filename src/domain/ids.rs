@@ -41,6 +41,12 @@ pub struct GameSessionId(Arc<str>);
 
 impl GameSessionId {
     pub fn parse(field: &str, s: &str) -> Result<Self> {
+        Self::validate(field, s)?;
+        Ok(GameSessionId(s.into()))
+    }
+
+    /// Checks `s` is a valid game session id without making one.
+    pub fn validate(field: &str, s: &str) -> Result<()> {
         check_len(field, s, limits::GAME_SESSION_ID_MAX)?;
         if let Some(c) = s
             .chars()
@@ -51,7 +57,7 @@ impl GameSessionId {
                 format!("character {c:?} is not allowed (only a-z, A-Z, 0-9 and '-')"),
             ));
         }
-        Ok(GameSessionId(s.into()))
+        Ok(())
     }
 
     /// The empty id: sorts before every valid id (a lower bound for range queries). Never a
@@ -66,6 +72,13 @@ impl GameSessionId {
     }
 
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by game session id can be read with a `&str` (the same hash and equality).
+impl std::borrow::Borrow<str> for GameSessionId {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }

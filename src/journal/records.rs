@@ -434,7 +434,7 @@ pub struct DecodeError {
 /// retained (skipped on replay).
 pub fn decode(
     r: &OperationRecord,
-    lookup_game: impl Fn(&GameSessionId) -> Option<Arc<GameSessionInfo>>,
+    lookup_game: impl Fn(&str) -> Option<Arc<GameSessionInfo>>,
 ) -> Result<Option<Change>, DecodeError> {
     let err = |reason: &str| DecodeError {
         lsn: r.lsn,
@@ -590,8 +590,8 @@ pub fn decode(
             let Some(Payload::Reservation(res)) = data else {
                 return Err(err("missing reservation"));
             };
-            let game_id = gsid(&r.parent_id)?;
-            let Some(game) = lookup_game(&game_id) else {
+            GameSessionId::validate("parent_id", &r.parent_id).map_err(|e| err(&e.to_string()))?;
+            let Some(game) = lookup_game(&r.parent_id) else {
                 return Ok(None);
             };
             let deadline = r

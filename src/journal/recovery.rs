@@ -116,7 +116,7 @@ pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, Journ
                         for (rec, file, offset) in batch {
                             let lsn = rec.lsn;
                             match records::decode(&rec, |g| store.game_info(g)) {
-                                Ok(Some(change)) => store.apply(&change, lsn),
+                                Ok(Some(change)) => store.apply(change, lsn),
                                 Ok(None) => {}
                                 Err(e) => return Err((file, offset, e.to_string())),
                             }
@@ -191,6 +191,8 @@ fn read_and_route(
         p.extend(segments.iter().map(|(_, p)| p.clone()));
     }
     let mut batches: Vec<Batch> = vec![Vec::new(); workers.len()];
+    // One buffer for every segment: its pages are faulted in once, not once per segment.
+    let mut buf = Vec::new();
     for (index, (first_lsn, path)) in segments.iter().enumerate() {
         let is_last = index + 1 == count;
         if let Some((next_first, _)) = segments.get(index + 1) {
@@ -200,7 +202,10 @@ fn read_and_route(
                 continue;
             }
         }
-        let buf = fs::read(path).map_err(io_err(path))?;
+        buf.clear();
+        fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut buf))
+            .map_err(io_err(path))?;
         let mut offset = 0usize;
         let problem = loop {
             match frame::next(&buf[offset..]) {

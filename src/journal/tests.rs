@@ -103,6 +103,15 @@ fn dump(s: &Store) -> Vec<String> {
         .collect();
     idem.sort();
     out.extend(idem);
+    // Fleet counts (recovery recounts them; transitions are this process's own).
+    let mut fleets = s.all_fleet_counts();
+    fleets.sort_by(|a, b| a.0.cmp(&b.0));
+    for (f, c) in fleets {
+        out.push(format!(
+            "fleet {f} gs={:?} ps={:?} max={} available={}",
+            c.game_sessions, c.player_sessions, c.maximum_player_session_count, c.available
+        ));
+    }
     out
 }
 

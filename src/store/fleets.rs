@@ -130,10 +130,19 @@ impl super::Store {
     /// `players` are the contributions of its retained player sessions
     /// ([`super::release_health::retained`]).
     pub(super) fn index_game_session(&self, g: &GameSession, players: &[(i64, HealthCounts)]) {
+        // Players in listing order mostly share their start minute: one bucket update per
+        // minute instead of one per player, under the fleet's lock.
+        let mut minutes: Vec<(i64, HealthCounts)> = Vec::new();
+        for (minute, c) in players {
+            match minutes.last_mut() {
+                Some((m, sum)) if m == minute => sum.add(c),
+                _ => minutes.push((*minute, *c)),
+            }
+        }
         self.with_fleet(g.fleet_id(), |f| {
             f.index.upsert(g);
-            for c in players {
-                f.health.restore(g, *c);
+            for c in minutes {
+                f.health.restore(g, c);
             }
         });
     }

@@ -437,7 +437,12 @@ impl Store {
             .map(|p| (p.player_id.clone(), p.creation_time))
     }
 
-    pub fn game_info(&self, id: &GameSessionId) -> Option<Arc<GameSessionInfo>> {
+    /// The fixed part of game session `id` (a `GameSessionId` or a `&str`).
+    pub fn game_info<Q>(&self, id: &Q) -> Option<Arc<GameSessionInfo>>
+    where
+        Q: std::hash::Hash + Eq + ?Sized,
+        GameSessionId: std::borrow::Borrow<Q>,
+    {
         self.game_sessions.get(id).map(|e| e.session.info.clone())
     }
 

@@ -33,7 +33,7 @@ impl HealthCounts {
         }
     }
 
-    fn add(&mut self, o: &HealthCounts) {
+    pub(super) fn add(&mut self, o: &HealthCounts) {
         self.total += o.total;
         self.exited += o.exited;
         self.errored += o.errored;

@@ -5,20 +5,37 @@
 //! accept of a session that is no longer RESERVED, ... change nothing), because a fuzzy snapshot
 //! may already reflect some of the records replayed on top of it.
 
-use super::{GameSessionEntry, IdempotencyRecord, Store};
+use std::collections::HashMap;
+
+use super::{
+    fleets::{gs_index, ps_index},
+    FleetCounts, GameSessionEntry, IdempotencyRecord, Store,
+};
 use crate::{
     domain::{
-        Change, GameSession, GameSessionId, IdempotencyKey, Lsn, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, Step, Timestamp,
+        Change, FleetId, GameSession, GameSessionId, IdempotencyKey, Lsn, PlayerSession,
+        PlayerSessionId, PlayerSessionStatus, Step, Timestamp,
     },
     sweeper::Timer,
 };
 
+/// What one thread of [`Store::finish_recovery`] found in its game sessions.
+struct Rearmed {
+    timers: Vec<(Timestamp, Timer)>,
+    counts: HashMap<FleetId, FleetCounts>,
+}
+
 impl Store {
-    /// Applies one journaled change (recovery). Timers are re-armed afterwards by
-    /// [`Store::finish_recovery`].
-    pub fn apply(&self, change: &Change, lsn: Lsn) {
-        match change {
+    /// Applies one journaled change (recovery). Timers are re-armed and the fleets' counts
+    /// recounted afterwards by [`Store::finish_recovery`] (the hot paths here do not count:
+    /// every replay worker would queue on the same fleet's lock).
+    pub fn apply(&self, change: Change, lsn: Lsn) {
+        // A reservation (most records) moves into the store without a copy.
+        let change = match change {
+            Change::Reserved(ps) => return self.apply_reserved(ps, lsn),
+            other => other,
+        };
+        match &change {
             Change::GameSessionStarted(g) => {
                 if let dashmap::mapref::entry::Entry::Vacant(v) =
                     self.game_sessions.entry(g.id().clone())
@@ -48,19 +65,7 @@ impl Store {
                     self.end_game_locked(&mut e, *at, *cause, reason.clone(), &[]);
                 }
             }
-            Change::Reserved(ps) => {
-                if self.player_sessions.contains_key(&ps.id) {
-                    return;
-                }
-                if let Some(mut e) = self.game_sessions.get_mut(&ps.game.id) {
-                    let mut ps = ps.clone();
-                    ps.game = e.session.info.clone();
-                    ps.lsns.reserved = lsn;
-                    self.count_player(&ps.game.fleet_id, None, Some(ps.status));
-                    self.index_player(&mut e, ps);
-                    e.sync_count();
-                }
-            }
+            Change::Reserved(_) => {} // above
             Change::IdempotencyKey {
                 key,
                 fingerprint,
@@ -90,11 +95,6 @@ impl Store {
                 if let Some(mut ps) = self.player_sessions.get_mut(id) {
                     if ps.accept(*at) == Ok(Step::Changed) {
                         ps.lsns.accepted = lsn;
-                        self.count_player(
-                            &ps.game.fleet_id,
-                            Some(PlayerSessionStatus::Reserved),
-                            Some(PlayerSessionStatus::Active),
-                        );
                     }
                 }
             }
@@ -112,11 +112,6 @@ impl Store {
                 if ps.status == PlayerSessionStatus::Reserved && ps.time_out(*at) == Step::Changed {
                     ps.lsns.ended = lsn;
                     self.release_seat(&mut e, &ps);
-                    self.count_player(
-                        &ps.game.fleet_id,
-                        Some(PlayerSessionStatus::Reserved),
-                        Some(PlayerSessionStatus::TimedOut),
-                    );
                 }
             }
             Change::Completed {
@@ -147,17 +142,27 @@ impl Store {
             Change::ImportStarted { .. }
             | Change::ImportChunk { .. }
             | Change::ImportedRow { .. }
-            | Change::ImportFinished { .. } => self.apply_import(change),
+            | Change::ImportFinished { .. } => self.apply_import(&change),
+        }
+    }
+
+    fn apply_reserved(&self, mut ps: PlayerSession, lsn: Lsn) {
+        if self.player_sessions.contains_key(&ps.id) {
+            return;
+        }
+        if let Some(mut e) = self.game_sessions.get_mut(&ps.game.id) {
+            ps.game = e.session.info.clone();
+            ps.lsns.reserved = lsn;
+            self.index_player(&mut e, ps);
+            e.sync_count();
         }
     }
 
     /// Inserts a game session and its player sessions from a snapshot.
     pub fn restore_game_session(&self, game: GameSession, players: Vec<PlayerSession>) {
         let id = game.id().clone();
-        self.count_game_added(&game);
         let mut entry = GameSessionEntry::new(game);
         for ps in players {
-            self.count_player(&ps.game.fleet_id, None, Some(ps.status));
             self.index_player(&mut entry, ps);
         }
         entry.sync_count();
@@ -224,50 +229,106 @@ impl Store {
     /// game server's fault). RESERVED sessions whose deadline passed while the daemon was down
     /// time out at once, with their deadline as termination time.
     pub fn finish_recovery(&self) {
-        let now = self.clock.now();
-        let retention = self.config.retention;
-        let mut timers = Vec::with_capacity(self.player_sessions.len() + self.game_sessions.len());
-        for mut e in self.game_sessions.iter_mut() {
-            let players: Vec<_> = e
-                .players
-                .iter()
-                .filter_map(|(_, id)| {
-                    self.player_sessions
-                        .get(id)
-                        .map(|p| super::release_health::retained(&p))
-                })
+        // Game sessions are split over one thread per core; each visits its game sessions'
+        // player sessions (every player session is in its game session's list) for their
+        // timers and release health, so nothing walks the whole session map twice.
+        let ids: Vec<GameSessionId> = self.game_sessions.iter().map(|e| e.key().clone()).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, ids.len().div_ceil(64).max(1));
+        let parts: Vec<Rearmed> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ids
+                .chunks(ids.len().div_ceil(threads).max(1))
+                .map(|chunk| scope.spawn(move || self.rearm_game_sessions(chunk)))
                 .collect();
-            self.index_game_session(&e.session, &players);
-            let id = e.key().clone();
-            match (e.session.is_active(), e.session.heartbeat_timeout) {
-                (true, Some(t)) => {
-                    let d = now.saturating_add(t);
-                    e.session.heartbeat_deadline = Some(d);
-                    timers.push((d, Timer::Heartbeat(id)));
-                }
-                (false, _) => {
-                    if let Some(t) = e.session.termination_time {
-                        timers.push((t.saturating_add(retention), Timer::PurgeGameSession(id)));
-                    }
-                }
-                _ => {}
-            }
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut timers = Vec::with_capacity(
+            parts.iter().map(|p| p.timers.len()).sum::<usize>() + self.idempotency.len(),
+        );
+        for mut f in self.fleets.iter_mut() {
+            let c = &mut f.counts;
+            (
+                c.game_sessions,
+                c.player_sessions,
+                c.maximum_player_session_count,
+            ) = Default::default();
         }
-        for ps in self.player_sessions.iter() {
-            match (ps.status, ps.termination_time) {
-                (PlayerSessionStatus::Reserved, _) => {
-                    timers.push((ps.reservation_deadline, Timer::Reservation(ps.id)))
-                }
-                (PlayerSessionStatus::Active, _) | (_, None) => {}
-                (_, Some(t)) => timers.push((
-                    t.saturating_add(retention),
-                    Timer::PurgePlayerSession(ps.id),
-                )),
+        for mut part in parts {
+            timers.append(&mut part.timers);
+            for (fleet, n) in part.counts {
+                self.fleet(&fleet, |c| {
+                    for (have, add) in c.game_sessions.iter_mut().zip(n.game_sessions) {
+                        *have += add;
+                    }
+                    for (have, add) in c.player_sessions.iter_mut().zip(n.player_sessions) {
+                        *have += add;
+                    }
+                    c.maximum_player_session_count += n.maximum_player_session_count;
+                });
             }
         }
         for r in self.idempotency.iter() {
             timers.push((r.expires, Timer::IdempotencyExpiry(r.key().clone())));
         }
         self.timers.schedule_all(timers);
+    }
+
+    /// Re-arms the timers and rebuilds the search index and release health of the game
+    /// sessions `ids` and their player sessions (after recovery); returns the timers.
+    fn rearm_game_sessions(&self, ids: &[GameSessionId]) -> Rearmed {
+        let now = self.clock.now();
+        let retention = self.config.retention;
+        let mut timers = Vec::new();
+        let mut counts: HashMap<FleetId, FleetCounts> = HashMap::new();
+        for id in ids {
+            let Some(mut e) = self.game_sessions.get_mut(id) else {
+                continue;
+            };
+            let n = counts.entry(e.session.fleet_id().clone()).or_default();
+            n.game_sessions[gs_index(e.session.status)] += 1;
+            if e.session.is_active() {
+                n.maximum_player_session_count += u64::from(e.session.maximum_player_session_count);
+            }
+            let mut health = Vec::new();
+            for (_, psid) in &e.players {
+                let Some(ps) = self.player_sessions.get(psid) else {
+                    continue;
+                };
+                health.push(super::release_health::retained(&ps));
+                n.player_sessions[ps_index(ps.status)] += 1;
+                match (ps.status, ps.termination_time) {
+                    (PlayerSessionStatus::Reserved, _) => {
+                        timers.push((ps.reservation_deadline, Timer::Reservation(ps.id)))
+                    }
+                    (PlayerSessionStatus::Active, _) | (_, None) => {}
+                    (_, Some(t)) => timers.push((
+                        t.saturating_add(retention),
+                        Timer::PurgePlayerSession(ps.id),
+                    )),
+                }
+            }
+            self.index_game_session(&e.session, &health);
+            match (e.session.is_active(), e.session.heartbeat_timeout) {
+                (true, Some(t)) => {
+                    let d = now.saturating_add(t);
+                    e.session.heartbeat_deadline = Some(d);
+                    timers.push((d, Timer::Heartbeat(id.clone())));
+                }
+                (false, _) => {
+                    if let Some(t) = e.session.termination_time {
+                        timers.push((
+                            t.saturating_add(retention),
+                            Timer::PurgeGameSession(id.clone()),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Rearmed { timers, counts }
     }
 }
