@@ -3,7 +3,7 @@
 //!
 //! Locking rules (so nothing deadlocks and capacity holds under any concurrency):
 //! - Every change to a player session happens while holding its game session's entry
-//!   (`game_sessions.get_mut`): the seat count, the live-player map and the player session change
+//!   (`game_sessions.get_mut`): the seat count, the seats taken and the player session change
 //!   together, so N racing reservers for the last seat see exactly one winner.
 //! - Lock order: `game_sessions` -> `idempotency` -> journal append -> `player_sessions` ->
 //!   `by_player` -> timer heap. Code that needs a player session's game session first reads the
@@ -131,20 +131,15 @@ impl Seats {
     fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
-    /// The live player session of `player`, if they hold a seat. `player_of` reads a player
-    /// session's player id (only called when the key matches).
-    fn of(
-        &self,
-        key: u64,
-        player: &PlayerId,
-        player_of: impl Fn(PlayerSessionId) -> Option<PlayerId>,
-    ) -> Option<PlayerSessionId> {
+    /// The seat under `key` whose session `is_player` confirms (it is only asked when the key
+    /// matches).
+    fn of(&self, key: u64, is_player: impl Fn(PlayerSessionId) -> bool) -> Option<PlayerSessionId> {
         self.keys
             .iter()
             .zip(&self.ids)
             .filter(|(k, _)| **k == key)
             .map(|(_, id)| *id)
-            .find(|id| player_of(*id).as_ref() == Some(player))
+            .find(|id| is_player(*id))
     }
     fn insert(&mut self, key: u64, id: PlayerSessionId) {
         self.keys.push(key);
@@ -327,8 +322,10 @@ impl Store {
     /// The live player session of `player` in the game session `e` (call with `e` locked and no
     /// player session guard held).
     fn seat_of(&self, e: &GameSessionEntry, player: &PlayerId) -> Option<PlayerSessionId> {
-        e.live.of(self.player_key(player), player, |id| {
-            self.player_sessions.get(&id).map(|p| p.player_id.clone())
+        e.live.of(self.player_key(player), |id| {
+            self.player_sessions
+                .get(&id)
+                .is_some_and(|p| &p.player_id == player)
         })
     }
 

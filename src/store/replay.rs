@@ -27,8 +27,9 @@ struct Rearmed {
 
 impl Store {
     /// Applies one journaled change (recovery). Timers are re-armed and the fleets' counts
-    /// recounted afterwards by [`Store::finish_recovery`] (the hot paths here do not count:
-    /// every replay worker would queue on the same fleet's lock).
+    /// recounted from the recovered state afterwards by [`Store::finish_recovery`]: replay
+    /// does not keep the counts (every worker would queue on the same fleet's lock for each
+    /// record), and what the helpers it shares with live calls count is reset there.
     pub fn apply(&self, change: Change, lsn: Lsn) {
         // A reservation (most records) moves into the store without a copy.
         let change = match change {
@@ -41,7 +42,6 @@ impl Store {
                     self.game_sessions.entry(g.id().clone())
                 {
                     v.insert(GameSessionEntry::new(g.clone()));
-                    self.count_game_added(g);
                 }
             }
             Change::GameSessionUpdated {
