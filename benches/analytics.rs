@@ -24,7 +24,7 @@ use session_broker::{
         sink::{Outcome, Sink},
         AnalyticsConfig, SinkConfig,
     },
-    domain::{GameSessionId, PlayerId},
+    domain::{GameSessionId, PlayerStrings},
     journal::{Durability, JournalConfig},
     metrics::Metrics,
     store::{Reserve, Store},
@@ -86,10 +86,7 @@ async fn journal_of(dir: &std::path::Path, events: u64) -> Arc<Store> {
             }
             let players = (0..25)
                 .map(|i| {
-                    (
-                        PlayerId::parse("p", &format!("player-{game}-{party}-{i}")).unwrap(),
-                        None,
-                    )
+                    PlayerStrings::parse("p", &format!("player-{game}-{party}-{i}"), None).unwrap()
                 })
                 .collect();
             let sessions = store

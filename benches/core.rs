@@ -11,7 +11,7 @@ use std::{
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use session_broker::{
     domain::{
-        Change, Clock, Filter, FleetId, GameSessionId, PlayerId, PlayerSessionId,
+        Change, Clock, Filter, FleetId, GameSessionId, PlayerSessionId, PlayerStrings,
         RegisterGameSession, Sort,
     },
     journal::{frame, records, Journal},
@@ -68,10 +68,9 @@ async fn store_with_games(seats: u64, timeout: Duration) -> Arc<Store> {
 fn reservation(i: u64, data: &Arc<str>) -> Reserve {
     Reserve {
         game_session_id: game(i / SEATS),
-        players: vec![(
-            PlayerId::parse("p", &format!("player-{i}")).expect("valid"),
-            Some(data.clone()),
-        )],
+        players: vec![
+            PlayerStrings::parse("p", &format!("player-{i}"), Some(data)).expect("valid"),
+        ],
         idempotency_key: None,
     }
 }
@@ -214,10 +213,7 @@ fn bench(c: &mut Criterion) {
                                 players: (0..5)
                                     .map(|k| {
                                         let p = format!("{name}-{n}-{k}");
-                                        (
-                                            PlayerId::parse("p", &p).expect("valid"),
-                                            Some(data.clone()),
-                                        )
+                                        PlayerStrings::parse("p", &p, Some(&data)).expect("valid")
                                     })
                                     .collect(),
                                 selector: Default::default(),

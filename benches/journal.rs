@@ -17,7 +17,7 @@ use std::{
 };
 
 use session_broker::{
-    domain::{GameSessionId, PlayerId},
+    domain::{GameSessionId, PlayerStrings},
     journal::{snapshot, Durability, JournalConfig},
     store::{Reserve, Store},
 };
@@ -52,10 +52,9 @@ async fn fill(store: &Store, n: u64) {
         store
             .reserve(Reserve {
                 game_session_id: gs,
-                players: vec![(
-                    PlayerId::parse("p", &format!("player-{i}")).unwrap(),
-                    Some(data.clone()),
-                )],
+                players: vec![
+                    PlayerStrings::parse("p", &format!("player-{i}"), Some(&data)).unwrap(),
+                ],
                 idempotency_key: None,
             })
             .await
@@ -111,7 +110,7 @@ fn main() {
                     store
                         .reserve(Reserve {
                             game_session_id: gs.clone(),
-                            players: vec![(PlayerId::parse("p", &format!("p{i}")).unwrap(), None)],
+                            players: vec![PlayerStrings::parse("p", &format!("p{i}"), None).unwrap()],
                             idempotency_key: None,
                         })
                         .await

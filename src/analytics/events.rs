@@ -359,7 +359,7 @@ pub fn write_event(
             open(
                 out,
                 "Player Session Reserved",
-                ("userId", ps.player_id.as_str()),
+                ("userId", ps.player_id()),
                 &psid,
                 src,
                 ps.creation_time,
@@ -437,6 +437,8 @@ mod tests {
 
     use serde_json::Value;
 
+    use crate::domain::PlayerStrings;
+
     use super::*;
     use crate::domain::{
         EndReason, FleetId, GameSessionId, GameSessionInfo, PlayerSession, PlayerSessionId,
@@ -488,7 +490,7 @@ mod tests {
         let pl = |_: &str| Some(player());
         let ps = PlayerSession {
             id: psid,
-            player_id: PlayerId::parse("p", "alice").unwrap(),
+            player: PlayerStrings::parse("p", "alice", None).unwrap(),
             game: Arc::new(GameSessionInfo {
                 id: gs.clone(),
                 fleet_id: FleetId::parse("f", "fleet-eu").unwrap(),
@@ -499,7 +501,6 @@ mod tests {
             creation_time: Timestamp::from_micros(1_700_000_010_000_000),
             termination_time: None,
             reservation_deadline: Timestamp::from_micros(1_700_000_070_000_000),
-            player_data: None,
             accepted_at: None,
             end_reason: None,
             lsns: SessionLsns::default(),

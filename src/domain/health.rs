@@ -17,7 +17,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use super::{
-    EndReason, FleetId, GameSession, GameSessionId, Lsn, PlayerId, PlayerSession, PlayerSessionId,
+    EndReason, FleetId, GameSession, GameSessionId, Lsn, PlayerSession, PlayerSessionId,
     PlayerSessionStatus, Timestamp,
 };
 
@@ -73,7 +73,7 @@ pub struct HealthUpdate {
     /// The UUID of the player session id (Sentry's `sid`).
     pub session_id: uuid::Uuid,
     /// The player id (Sentry's `did`).
-    pub distinct_id: PlayerId,
+    pub distinct_id: String,
     /// LSN of the change: strictly increasing per session.
     pub sequence: Lsn,
     /// When the change happened.
@@ -106,7 +106,7 @@ impl HealthUpdate {
         };
         HealthUpdate {
             session_id: ps.id.uuid(),
-            distinct_id: ps.player_id.clone(),
+            distinct_id: ps.player_id().to_string(),
             sequence,
             timestamp: at,
             started: ps.creation_time,
@@ -128,7 +128,9 @@ impl HealthUpdate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CreationPolicy, GameSessionInfo, GameSessionStatus, SessionLsns, Step};
+    use crate::domain::{
+        CreationPolicy, GameSessionInfo, GameSessionStatus, PlayerStrings, SessionLsns, Step,
+    };
 
     fn game() -> GameSession {
         GameSession {
@@ -159,13 +161,12 @@ mod tests {
     fn session(g: &GameSession) -> PlayerSession {
         PlayerSession {
             id: PlayerSessionId::generate(),
-            player_id: PlayerId::parse("p", "player-1").unwrap(),
+            player: PlayerStrings::parse("p", "player-1", None).unwrap(),
             game: g.info.clone(),
             status: PlayerSessionStatus::Reserved,
             creation_time: Timestamp::from_micros(1_000_000),
             termination_time: None,
             reservation_deadline: Timestamp::from_micros(61_000_000),
-            player_data: None,
             accepted_at: None,
             end_reason: None,
             lsns: SessionLsns {

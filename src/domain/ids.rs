@@ -122,9 +122,13 @@ pub struct PlayerId(Arc<str>);
 
 impl PlayerId {
     pub fn parse(field: &str, s: &str) -> Result<Self> {
-        check_len(field, s, limits::PLAYER_ID_MAX)?;
-        check_text(field, s, limits::PLAYER_ID_MAX)?;
+        Self::validate(field, s)?;
         Ok(PlayerId(s.into()))
+    }
+    /// Checks `s` is a valid player id without making one.
+    pub fn validate(field: &str, s: &str) -> Result<()> {
+        check_len(field, s, limits::PLAYER_ID_MAX)?;
+        check_text(field, s, limits::PLAYER_ID_MAX)
     }
     pub fn as_str(&self) -> &str {
         &self.0

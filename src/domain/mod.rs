@@ -21,6 +21,7 @@ pub use game_session::{
 pub use health::{HealthStatus, HealthUpdate};
 pub use ids::{check_text, FleetId, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId};
 pub use player_session::{
-    parse_player_data, ErrorLog, ErrorReport, PlayerSession, PlayerSessionStatus, SessionLsns, Step,
+    check_player_data, parse_player_data, ErrorLog, ErrorReport, PlayerSession,
+    PlayerSessionStatus, PlayerStrings, SessionLsns, Step,
 };
 pub use time::{Clock, Timestamp};

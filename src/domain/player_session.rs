@@ -61,7 +61,8 @@ impl fmt::Display for PlayerSessionStatus {
 #[derive(Debug, Clone)]
 pub struct PlayerSession {
     pub id: PlayerSessionId,
-    pub player_id: PlayerId,
+    /// The player's id and player data, in one allocation.
+    pub player: PlayerStrings,
     /// The game session's fixed part: id, fleet, address, port.
     pub game: Arc<GameSessionInfo>,
     pub status: PlayerSessionStatus,
@@ -69,7 +70,6 @@ pub struct PlayerSession {
     pub termination_time: Option<Timestamp>,
     /// When a RESERVED session times out.
     pub reservation_deadline: Timestamp,
-    pub player_data: Option<Arc<str>>,
     /// When the game server accepted the player.
     pub accepted_at: Option<Timestamp>,
     /// Why a COMPLETED session ended.
@@ -79,6 +79,72 @@ pub struct PlayerSession {
     /// Errors reported for the session (ReportPlayerSessionError); `None` until the first one,
     /// so a session without errors pays one pointer.
     pub errors: Option<Box<ErrorLog>>,
+}
+
+/// A player session's player id and optional player data, kept in one heap allocation: the
+/// id, then (when there is player data) a NUL and the data. A valid player id holds no control
+/// character, so the first NUL always ends it. One 16-byte field and one allocation per session
+/// instead of two reference-counted strings (48 bytes a session less at 64 bytes of data).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlayerStrings(Box<str>);
+
+impl PlayerStrings {
+    /// `player`'s id with `data` (`None` or empty: no player data).
+    pub fn new(player: &PlayerId, data: Option<&str>) -> Self {
+        Self::from_valid(player.as_str(), data)
+    }
+
+    /// Validates `player_id` (as [`PlayerId::parse`] does, naming `field`) and keeps it with
+    /// `data`, without an intermediate [`PlayerId`].
+    pub fn parse(field: &str, player_id: &str, data: Option<&str>) -> Result<Self> {
+        PlayerId::validate(field, player_id)?;
+        Ok(Self::from_valid(player_id, data))
+    }
+
+    fn from_valid(player_id: &str, data: Option<&str>) -> Self {
+        match data.filter(|d| !d.is_empty()) {
+            None => PlayerStrings(player_id.into()),
+            Some(d) => {
+                let mut s = String::with_capacity(player_id.len() + 1 + d.len());
+                s.push_str(player_id);
+                s.push('\0');
+                s.push_str(d);
+                PlayerStrings(s.into_boxed_str())
+            }
+        }
+    }
+
+    fn split(&self) -> (&str, Option<&str>) {
+        match self.0.split_once('\0') {
+            None => (&self.0, None),
+            Some((id, data)) => (id, Some(data)),
+        }
+    }
+
+    /// The player id.
+    pub fn player_id(&self) -> &str {
+        self.split().0
+    }
+
+    /// The player data, if any.
+    pub fn player_data(&self) -> Option<&str> {
+        self.split().1
+    }
+
+    /// Whether this is `player`'s.
+    pub fn is(&self, player: &str) -> bool {
+        self.player_id() == player
+    }
+}
+
+impl fmt::Debug for PlayerStrings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (id, data) = self.split();
+        f.debug_struct("PlayerStrings")
+            .field("player_id", &id)
+            .field("player_data", &data)
+            .finish()
+    }
 }
 
 /// Errors reported for one player session.
@@ -123,6 +189,16 @@ pub enum Step {
 }
 
 impl PlayerSession {
+    /// The player's id.
+    pub fn player_id(&self) -> &str {
+        self.player.player_id()
+    }
+
+    /// The player data given at reservation, if any.
+    pub fn player_data(&self) -> Option<&str> {
+        self.player.player_data()
+    }
+
     /// RESERVED -> ACTIVE. ACTIVE stays ACTIVE (a repeated accept). Terminal: an error naming the status.
     pub fn accept(&mut self, at: Timestamp) -> Result<Step> {
         match self.status {
@@ -197,8 +273,14 @@ impl PlayerSession {
 
 /// Parses optional player data: empty means none; at most 2048 characters.
 pub fn parse_player_data(field: &str, s: &str) -> Result<Option<Arc<str>>> {
-    if s.is_empty() {
-        return Ok(None);
+    check_player_data(field, s)?;
+    Ok((!s.is_empty()).then(|| s.into()))
+}
+
+/// Checks player data (empty means none) is at most 2048 characters.
+pub fn check_player_data(field: &str, s: &str) -> Result<()> {
+    if s.len() <= super::limits::PLAYER_DATA_MAX {
+        return Ok(());
     }
     let n = s.chars().count();
     if n > super::limits::PLAYER_DATA_MAX {
@@ -210,7 +292,7 @@ pub fn parse_player_data(field: &str, s: &str) -> Result<Option<Arc<str>>> {
             ),
         ));
     }
-    Ok(Some(s.into()))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -221,7 +303,7 @@ mod tests {
     fn session() -> PlayerSession {
         PlayerSession {
             id: PlayerSessionId::generate(),
-            player_id: PlayerId::parse("p", "player-1").unwrap(),
+            player: PlayerStrings::parse("p", "player-1", None).unwrap(),
             game: Arc::new(GameSessionInfo {
                 id: GameSessionId::parse("g", "gs-1").unwrap(),
                 fleet_id: FleetId::parse("f", "fleet-1").unwrap(),
@@ -232,12 +314,26 @@ mod tests {
             creation_time: Timestamp::from_micros(1_000),
             termination_time: None,
             reservation_deadline: Timestamp::from_micros(61_000),
-            player_data: None,
             accepted_at: None,
             end_reason: None,
             lsns: SessionLsns::default(),
             errors: None,
         }
+    }
+
+    #[test]
+    fn player_strings_keep_id_and_data_apart() {
+        let p = PlayerId::parse("p", "player-1").unwrap();
+        let none = PlayerStrings::new(&p, None);
+        assert_eq!((none.player_id(), none.player_data()), ("player-1", None));
+        assert_eq!(PlayerStrings::new(&p, Some("")).player_data(), None);
+        let nul = PlayerStrings::new(&p, Some("a\0b"));
+        assert_eq!(nul.player_id(), "player-1");
+        assert_eq!(nul.player_data(), Some("a\0b"), "data may hold a NUL");
+        assert!(nul.is("player-1") && !nul.is("player-"));
+        let e = PlayerStrings::parse("player_id", "a\0b", None).unwrap_err();
+        assert!(e.to_string().contains("player_id"), "{e}");
+        assert_eq!(std::mem::size_of::<PlayerSession>(), 112);
     }
 
     #[test]

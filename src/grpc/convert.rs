@@ -3,7 +3,7 @@
 use crate::{
     domain::{
         CreationPolicy, Error, GameSession, GameSessionStatus, PlayerSession, PlayerSessionStatus,
-        Result,
+        PlayerStrings, Result,
     },
     proto,
 };
@@ -86,7 +86,7 @@ pub fn game_session(g: &GameSession) -> proto::GameSession {
 pub fn player_session(p: &PlayerSession) -> proto::PlayerSession {
     proto::PlayerSession {
         player_session_id: p.id.to_string(),
-        player_id: p.player_id.to_string(),
+        player_id: p.player_id().to_string(),
         game_session_id: p.game.id.to_string(),
         fleet_id: p.game.fleet_id.to_string(),
         status: player_session_status(p.status) as i32,
@@ -94,7 +94,7 @@ pub fn player_session(p: &PlayerSession) -> proto::PlayerSession {
         termination_time: p.termination_time.map(timestamp),
         ip_address: p.game.ip_address.to_string(),
         port: u32::from(p.game.port),
-        player_data: p.player_data.as_deref().unwrap_or_default().to_string(),
+        player_data: p.player_data().unwrap_or_default().to_string(),
         reservation_deadline: (p.status == PlayerSessionStatus::Reserved)
             .then(|| timestamp(p.reservation_deadline)),
         errors: p.error_count(),
@@ -107,7 +107,7 @@ pub fn party(
     player_ids: &[String],
     player_data: &std::collections::HashMap<String, String>,
     max: usize,
-) -> Result<Vec<(crate::domain::PlayerId, Option<std::sync::Arc<str>>)>> {
+) -> Result<Vec<PlayerStrings>> {
     if player_ids.is_empty() || player_ids.len() > max {
         return Err(Error::invalid(
             "player_ids",
@@ -124,12 +124,11 @@ pub fn party(
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let id = crate::domain::PlayerId::parse(&format!("player_ids[{i}]"), p)?;
-            let data = match player_data.get(p) {
-                Some(d) => crate::domain::parse_player_data(&format!("player_data[{p}]"), d)?,
-                None => None,
-            };
-            Ok((id, data))
+            let data = player_data.get(p).map(String::as_str);
+            if let Some(d) = data {
+                crate::domain::check_player_data(&format!("player_data[{p}]"), d)?;
+            }
+            PlayerStrings::parse(&format!("player_ids[{i}]"), p, data)
         })
         .collect()
 }

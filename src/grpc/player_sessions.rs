@@ -7,8 +7,8 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::{
     domain::{
-        limits, parse_player_data, Error, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId,
-        Result,
+        check_player_data, limits, Error, GameSessionId, IdempotencyKey, PlayerId, PlayerSessionId,
+        PlayerStrings, Result,
     },
     proto::{self, player_session_service_server::PlayerSessionService},
     security::Caller,
@@ -110,10 +110,10 @@ impl PlayerSessionService for PlayerSessions {
             let r = req.into_inner();
             let cmd = Reserve {
                 game_session_id: gsid(&r.game_session_id)?,
-                players: vec![(
-                    PlayerId::parse("player_id", &r.player_id)?,
-                    parse_player_data("player_data", &r.player_data)?,
-                )],
+                players: vec![{
+                    check_player_data("player_data", &r.player_data)?;
+                    PlayerStrings::parse("player_id", &r.player_id, Some(&r.player_data))?
+                }],
                 idempotency_key: IdempotencyKey::parse_optional(
                     "idempotency_key",
                     &r.idempotency_key,

@@ -578,11 +578,11 @@ mod tests {
     }
 
     fn update(started: i64, at: i64, status: HealthStatus, errors: u32) -> HealthUpdate {
-        use crate::domain::{FleetId, GameSessionId, PlayerId, PlayerSessionId};
+        use crate::domain::{FleetId, GameSessionId, PlayerSessionId};
         let id = PlayerSessionId::generate();
         HealthUpdate {
             session_id: id.uuid(),
-            distinct_id: PlayerId::parse("p", "player").unwrap(),
+            distinct_id: "player".into(),
             sequence: 1,
             timestamp: Timestamp::from_micros(at),
             started: Timestamp::from_micros(started),

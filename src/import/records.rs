@@ -551,7 +551,7 @@ pub fn player_session_json(p: &PlayerSession) -> Value {
     let mut v = json!({
         "kind": "player_session",
         "player_session_id": p.id.to_string(),
-        "player_id": p.player_id.as_str(),
+        "player_id": p.player_id(),
         "game_session_id": p.game.id.as_str(),
         "fleet_id": p.game.fleet_id.as_str(),
         "status": p.status.as_str(),
@@ -562,8 +562,8 @@ pub fn player_session_json(p: &PlayerSession) -> Value {
     if let Some(t) = p.termination_time {
         v["termination_time"] = json!(format_time(t));
     }
-    if let Some(d) = &p.player_data {
-        v["player_data"] = json!(d.as_ref());
+    if let Some(d) = p.player_data() {
+        v["player_data"] = json!(d);
     }
     v
 }
@@ -575,11 +575,11 @@ pub const CSV_HEADER: [&str; 8] = SNAKE;
 pub fn player_session_csv(p: &PlayerSession) -> [String; 8] {
     [
         p.id.to_string(),
-        p.player_id.to_string(),
+        p.player_id().to_string(),
         p.game.id.to_string(),
         p.game.fleet_id.to_string(),
         p.status.as_str().to_string(),
-        p.player_data.as_deref().unwrap_or_default().to_string(),
+        p.player_data().unwrap_or_default().to_string(),
         format_time(p.creation_time),
         p.termination_time.map(format_time).unwrap_or_default(),
     ]

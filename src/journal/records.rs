@@ -24,8 +24,8 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     domain::{
         Change, CreationPolicy, EndCause, EndReason, FleetId, GameSession, GameSessionId,
-        GameSessionInfo, GameSessionStatus, IdempotencyKey, ImportProgress, Lsn, PlayerId,
-        PlayerSession, PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
+        GameSessionInfo, GameSessionStatus, IdempotencyKey, ImportProgress, Lsn, PlayerSession,
+        PlayerSessionId, PlayerSessionStatus, PlayerStrings, SessionLsns, Timestamp,
     },
     proto::{
         operation_payload::Payload, AnalyticsDeliveryPayload, CallbackOptions, EndPayload,
@@ -188,15 +188,15 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
                 ps.creation_time,
             );
             r.parent_id = ps.game.id.to_string();
-            r.name = ps.player_id.to_string();
+            r.name = ps.player_id().to_string();
             r.callback_options = Some(CallbackOptions {
                 timeout_seconds: secs(ps.reservation_deadline.duration_since(ps.creation_time)),
                 heartbeat_timeout_seconds: 0,
             });
             r.deadline = Some(timestamp(ps.reservation_deadline));
             r.result = payload(Payload::Reservation(ReservationPayload {
-                player_id: ps.player_id.to_string(),
-                player_data: ps.player_data.as_deref().unwrap_or_default().to_string(),
+                player_id: ps.player_id().to_string(),
+                player_data: ps.player_data().unwrap_or_default().to_string(),
             }));
             r
         }
@@ -601,14 +601,13 @@ pub fn decode(
                 .ok_or_else(|| err("no deadline"))?;
             Change::Reserved(PlayerSession {
                 id: psid(&r.operation_id)?,
-                player_id: PlayerId::parse("player_id", &res.player_id)
+                player: PlayerStrings::parse("player_id", &res.player_id, Some(&res.player_data))
                     .map_err(|e| err(&e.to_string()))?,
                 game,
                 status: PlayerSessionStatus::Reserved,
                 creation_time: at,
                 termination_time: None,
                 reservation_deadline: deadline,
-                player_data: (!res.player_data.is_empty()).then(|| res.player_data.as_str().into()),
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns {

@@ -19,8 +19,8 @@ use super::{frame, io_err, records, segment, Journal, JournalError};
 use crate::{
     domain::{
         CreationPolicy, EndCause, EndReason, ErrorLog, ErrorReport, GameSession, GameSessionId,
-        GameSessionInfo, GameSessionStatus, IdempotencyKey, PlayerId, PlayerSession,
-        PlayerSessionId, PlayerSessionStatus, SessionLsns, Timestamp,
+        GameSessionInfo, GameSessionStatus, IdempotencyKey, PlayerSession, PlayerSessionId,
+        PlayerSessionStatus, PlayerStrings, SessionLsns, Timestamp,
     },
     storage::{
         snapshot_item::Item, ErrorReportState, GameSessionState, IdempotencyState, ImportJobState,
@@ -75,12 +75,12 @@ fn end_reason_code(r: Option<EndReason>) -> u32 {
 fn player_state(p: &PlayerSession) -> PlayerSessionState {
     PlayerSessionState {
         id: p.id.uuid().as_bytes().to_vec(),
-        player_id: p.player_id.to_string(),
+        player_id: p.player_id().to_string(),
         status: status_code(p.status),
         creation_micros: p.creation_time.as_micros(),
         termination_micros: p.termination_time.map_or(0, Timestamp::as_micros),
         deadline_micros: p.reservation_deadline.as_micros(),
-        player_data: p.player_data.as_deref().unwrap_or_default().to_string(),
+        player_data: p.player_data().unwrap_or_default().to_string(),
         reserved_lsn: p.lsns.reserved,
         accepted_lsn: p.lsns.accepted,
         accepted_micros: p.accepted_at.map_or(0, Timestamp::as_micros),
@@ -524,7 +524,8 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
         .map(|p| {
             Ok(PlayerSession {
                 id: PlayerSessionId::from_uuid(uuid_of(&p.id).ok_or("bad player session id")?),
-                player_id: PlayerId::parse("player_id", &p.player_id).map_err(|e| e.to_string())?,
+                player: PlayerStrings::parse("player_id", &p.player_id, Some(&p.player_data))
+                    .map_err(|e| e.to_string())?,
                 game: info.clone(),
                 status: match p.status {
                     0 => PlayerSessionStatus::Reserved,
@@ -535,7 +536,6 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
                 creation_time: Timestamp::from_micros(p.creation_micros),
                 termination_time: micros(p.termination_micros),
                 reservation_deadline: Timestamp::from_micros(p.deadline_micros),
-                player_data: (!p.player_data.is_empty()).then(|| p.player_data.as_str().into()),
                 accepted_at: micros(p.accepted_micros),
                 end_reason: match p.end_reason {
                     1 => Some(EndReason::Removed),

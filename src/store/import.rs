@@ -20,7 +20,7 @@ use crate::{
     domain::{
         Change, CreationPolicy, EndCause, EndReason, GameSession, GameSessionInfo,
         GameSessionStatus, ImportProgress, Lsn, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, RegisterGameSession, SessionLsns, Timestamp,
+        PlayerSessionStatus, PlayerStrings, RegisterGameSession, SessionLsns, Timestamp,
     },
     import::records::{GameSessionRecord, PlayerSessionRecord},
     sweeper::Timer,
@@ -429,7 +429,7 @@ impl Store {
                         .check_active()
                         .map_err(|e| RowError(e.to_string()))?;
                     if live_players.contains(&r.player_id)
-                        || self.seat_of(&e, &r.player_id).is_some()
+                        || self.seat_of(&e, r.player_id.as_str()).is_some()
                     {
                         return Err(RowError(format!(
                             "player {} already has a live player session in game session {gsid}",
@@ -461,13 +461,12 @@ impl Store {
             };
             let ps = PlayerSession {
                 id,
-                player_id: r.player_id.clone(),
+                player: PlayerStrings::new(&r.player_id, r.player_data.as_deref()),
                 game: e.session.info.clone(),
                 status: PlayerSessionStatus::Reserved,
                 creation_time: created,
                 termination_time: None,
                 reservation_deadline: deadline,
-                player_data: r.player_data.clone(),
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns::default(),

@@ -42,7 +42,8 @@ pub use watch::{FleetEvent, FleetEventKind, FleetWatch};
 use crate::{
     domain::{
         limits, Clock, Error, GameSession, GameSessionId, GameSessionInfo, IdempotencyKey,
-        PlayerId, PlayerSession, PlayerSessionId, PlayerSessionStatus, Result, Timestamp,
+        PlayerId, PlayerSession, PlayerSessionId, PlayerSessionStatus, PlayerStrings, Result,
+        Timestamp,
     },
     journal::Journal,
     sweeper::{Timer, Timers},
@@ -173,12 +174,12 @@ struct IdempotencyRecord {
 pub struct Reserve {
     pub game_session_id: GameSessionId,
     /// 1-25 distinct players with optional player data.
-    pub players: Vec<(PlayerId, Option<Arc<str>>)>,
+    pub players: Vec<PlayerStrings>,
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Checks a party holds 1 to `max` distinct players.
-fn validate_party(players: &[(PlayerId, Option<Arc<str>>)], max: usize) -> Result<()> {
+fn validate_party(players: &[PlayerStrings], max: usize) -> Result<()> {
     if players.is_empty() || players.len() > max {
         return Err(Error::invalid(
             "player_ids",
@@ -186,7 +187,7 @@ fn validate_party(players: &[(PlayerId, Option<Arc<str>>)], max: usize) -> Resul
         ));
     }
     let mut seen = std::collections::HashSet::with_capacity(players.len());
-    for (p, _) in players {
+    for p in players.iter().map(PlayerStrings::player_id) {
         if !seen.insert(p) {
             return Err(Error::invalid(
                 "player_ids",
@@ -206,8 +207,8 @@ impl Reserve {
     /// A stable fingerprint of the request, to tell a retry from a different request.
     fn fingerprint(&self) -> u64 {
         let mut f = Fingerprint::default().str(self.game_session_id.as_str());
-        for (p, data) in &self.players {
-            f = f.str(p.as_str()).str(data.as_deref().unwrap_or(""));
+        for p in &self.players {
+            f = f.str(p.player_id()).str(p.player_data().unwrap_or(""));
         }
         f.finish()
     }
@@ -312,8 +313,8 @@ impl Store {
     }
 
     /// The 64-bit key of a player in the player indexes.
-    fn player_key(&self, player: &PlayerId) -> u64 {
-        let key = self.player_keys.hash_one(player.as_str());
+    fn player_key(&self, player: &str) -> u64 {
+        let key = self.player_keys.hash_one(player);
         #[cfg(test)]
         let key = key & self.key_mask;
         key
@@ -321,11 +322,11 @@ impl Store {
 
     /// The live player session of `player` in the game session `e` (call with `e` locked and no
     /// player session guard held).
-    fn seat_of(&self, e: &GameSessionEntry, player: &PlayerId) -> Option<PlayerSessionId> {
+    fn seat_of(&self, e: &GameSessionEntry, player: &str) -> Option<PlayerSessionId> {
         e.live.of(self.player_key(player), |id| {
             self.player_sessions
                 .get(&id)
-                .is_some_and(|p| &p.player_id == player)
+                .is_some_and(|p| p.player.is(player))
         })
     }
 
@@ -429,9 +430,12 @@ impl Store {
     /// The fixed part of a game session (replay uses it to rebuild player sessions).
     /// The player and creation time of a player session (no copy of the rest).
     pub fn player_identity(&self, id: PlayerSessionId) -> Option<(PlayerId, Timestamp)> {
-        self.player_sessions
-            .get(&id)
-            .map(|p| (p.player_id.clone(), p.creation_time))
+        self.player_sessions.get(&id).and_then(|p| {
+            Some((
+                PlayerId::parse("player_id", p.player_id()).ok()?,
+                p.creation_time,
+            ))
+        })
     }
 
     /// The fixed part of game session `id` (a `GameSessionId` or a `&str`).
@@ -452,7 +456,8 @@ impl Store {
             _ => None,
         };
         let matches = |ps: &PlayerSession| {
-            q.status.is_none_or(|s| ps.status == s) && player.is_none_or(|p| &ps.player_id == p)
+            q.status.is_none_or(|s| ps.status == s)
+                && player.is_none_or(|p| ps.player.is(p.as_str()))
         };
         let mut out = Vec::with_capacity(limit.min(64));
         let mut next = None;
@@ -496,7 +501,7 @@ impl Store {
             }
             DescribeBy::Player(pid) => {
                 // Copy the positions so no by_player guard is held while reading sessions.
-                let positions: Vec<_> = match self.by_player.get(&self.player_key(pid)) {
+                let positions: Vec<_> = match self.by_player.get(&self.player_key(pid.as_str())) {
                     Some(v) => {
                         let start = q.after.map_or(0, |a| v.partition_point(|p| *p <= a));
                         v[start..].to_vec()
@@ -546,7 +551,7 @@ impl Store {
                 return Err(format!("{}: ended with live players", g.id()));
             }
             for p in &live_sessions {
-                if self.seat_of(&e, &p.player_id) != Some(p.id) {
+                if self.seat_of(&e, p.player_id()) != Some(p.id) {
                     return Err(format!("{}: live map misses {}", g.id(), p.id));
                 }
             }
@@ -560,7 +565,7 @@ impl Store {
         for p in self.player_sessions.iter() {
             let indexed = self
                 .by_player
-                .get(&self.player_key(&p.player_id))
+                .get(&self.player_key(p.player_id()))
                 .is_some_and(|v| v.contains(&(p.creation_time, p.id)));
             if !indexed {
                 return Err(format!("{} missing from the player index", p.id));
@@ -679,7 +684,7 @@ impl Store {
     /// Adds a new player session to every index (not to the fleet counts: the caller counts).
     /// Call with its game session's entry locked.
     fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) {
-        let key = self.player_key(&ps.player_id);
+        let key = self.player_key(ps.player_id());
         if ps.status.is_live() {
             e.live.insert(key, ps.id);
         }
@@ -693,13 +698,13 @@ impl Store {
 
     /// Frees the seat of a player session that just became terminal.
     fn release_seat(&self, e: &mut GameSessionEntry, ps: &PlayerSession) {
-        e.live.remove(self.player_key(&ps.player_id), ps.id);
+        e.live.remove(self.player_key(ps.player_id()), ps.id);
         e.sync_count();
     }
 
     fn unindex_player(&self, ps: &PlayerSession) {
         if let dashmap::mapref::entry::Entry::Occupied(mut o) =
-            self.by_player.entry(self.player_key(&ps.player_id))
+            self.by_player.entry(self.player_key(ps.player_id()))
         {
             o.get_mut().retain(|(_, id)| *id != ps.id);
             if o.get().is_empty() {

@@ -319,13 +319,13 @@ impl Store {
         if e.session.creation_policy == CreationPolicy::DenyAll {
             return Err(Error::CreationDenied(req.game_session_id.clone()));
         }
-        if let Some((p, _)) = req
+        if let Some(p) = req
             .players
             .iter()
-            .find(|(p, _)| self.seat_of(&e, p).is_some())
+            .find(|p| self.seat_of(&e, p.player_id()).is_some())
         {
             return Err(Error::PlayerAlreadyInGameSession {
-                player_id: p.to_string(),
+                player_id: p.player_id().to_string(),
                 game_session_id: req.game_session_id.clone(),
             });
         }
@@ -348,15 +348,14 @@ impl Store {
         let mut created: Vec<PlayerSession> = req
             .players
             .into_iter()
-            .map(|(player_id, player_data)| PlayerSession {
+            .map(|player| PlayerSession {
                 id: PlayerSessionId::generate(),
-                player_id,
+                player,
                 game: e.session.info.clone(),
                 status: PlayerSessionStatus::Reserved,
                 creation_time: now,
                 termination_time: None,
                 reservation_deadline: deadline,
-                player_data,
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns::default(),
@@ -411,7 +410,7 @@ impl Store {
             self.timers.schedule(deadline, Timer::Reservation(ps.id));
             tracing::debug!(
                 player_session_id = %ps.id,
-                player_id = %ps.player_id,
+                player_id = %ps.player_id(),
                 game_session_id = %ps.game.id,
                 "player session reserved"
             );

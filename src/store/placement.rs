@@ -6,7 +6,7 @@
 //! took the seats first, the placement moves on to the next candidate: a game session is never
 //! over-filled and a party is never split.
 
-use std::{collections::HashSet, sync::Arc};
+use std::collections::HashSet;
 
 use super::{
     page_token::Fingerprint,
@@ -14,7 +14,8 @@ use super::{
     Reserve, Store,
 };
 use crate::domain::{
-    limits, Error, Filter, FleetId, GameSession, IdempotencyKey, PlayerId, PlayerSession, Result,
+    limits, Error, Filter, FleetId, GameSession, IdempotencyKey, PlayerSession, PlayerStrings,
+    Result,
 };
 
 /// Candidates tried before a placement gives up with [`Error::PlacementContention`].
@@ -25,7 +26,7 @@ const ATTEMPTS: usize = 64;
 pub struct Place {
     pub fleet_id: FleetId,
     /// 1-100 distinct players with optional player data.
-    pub players: Vec<(PlayerId, Option<Arc<str>>)>,
+    pub players: Vec<PlayerStrings>,
     pub selector: LabelSelector,
     pub filter: Filter,
     /// The filter's text (part of the idempotency fingerprint).
@@ -47,8 +48,8 @@ impl Place {
         for (k, v) in &self.selector {
             f = f.str(k).str(v);
         }
-        for (p, data) in &self.players {
-            f = f.str(p.as_str()).str(data.as_deref().unwrap_or(""));
+        for p in &self.players {
+            f = f.str(p.player_id()).str(p.player_data().unwrap_or(""));
         }
         f.finish()
     }

@@ -53,7 +53,7 @@ pub(crate) fn reservation(g: &str, players: &[&str]) -> Reserve {
         game_session_id: gs(g),
         players: players
             .iter()
-            .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
+            .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
             .collect(),
         idempotency_key: None,
     }
@@ -157,7 +157,7 @@ async fn players_with_colliding_keys_stay_apart() {
     );
     let bs = by("b");
     assert_eq!(bs.len(), 3);
-    assert!(bs.iter().all(|p| p.player_id.as_str() == "b"));
+    assert!(bs.iter().all(|p| p.player_id() == "b"));
     assert_eq!(
         s.get_game_session(&gs("gs-1"))
             .unwrap()
@@ -585,7 +585,7 @@ pub(crate) async fn run_op(s: &Store, op: &Op, created: &mut Vec<PlayerSessionId
                 fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
                 players: players
                     .iter()
-                    .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
+                    .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
                     .collect(),
                 selector: Default::default(),
                 filter: Default::default(),
@@ -797,7 +797,7 @@ async fn placement_skips_full_denied_and_filtered_game_sessions() {
         fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
         players: players
             .iter()
-            .map(|p| (PlayerId::parse("player_id", p).unwrap(), None))
+            .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
             .collect(),
         selector: Default::default(),
         filter: crate::domain::Filter::parse("filter_expression", filter).unwrap(),

@@ -30,7 +30,9 @@ async fn exported_sessions_parse_back_to_themselves() {
     reg.labels = [("map".into(), "dust \"2\", night".into())].into();
     s.register_game_session(reg).await.unwrap();
     let mut party = reservation("match-1", &["alice", "bob", "carol"]);
-    party.players[0].1 = Some("lvl=10, \"vip\"\nline two".into());
+    party.players[0] =
+        crate::domain::PlayerStrings::parse("p", "alice", Some("lvl=10, \"vip\"\nline two"))
+            .unwrap();
     let ps = s.reserve(party).await.unwrap();
     let gid = GameSessionId::parse("g", "match-1").unwrap();
     s.accept(&gid, ps[0].id).await.unwrap();
@@ -56,11 +58,11 @@ async fn exported_sessions_parse_back_to_themselves() {
     for p in &players {
         let want = PlayerSessionRecord {
             player_session_id: Some(p.id),
-            player_id: p.player_id.clone(),
+            player_id: PlayerId::parse("p", p.player_id()).unwrap(),
             game_session_id: gid.clone(),
             fleet_id: Some(p.game.fleet_id.clone()),
             status: p.status,
-            player_data: p.player_data.clone(),
+            player_data: p.player_data().map(Into::into),
             creation_time: Some(p.creation_time),
             termination_time: p.termination_time,
         };
