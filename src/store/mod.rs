@@ -18,6 +18,7 @@ mod import;
 mod ops;
 pub mod page_token;
 mod placement;
+mod player_index;
 mod release_health;
 mod replay;
 mod search;
@@ -262,10 +263,10 @@ pub struct Store {
     /// Boxed: a 24-byte table slot instead of ~160, so the table (half empty after each
     /// doubling) costs little, and a rehash moves pointers.
     player_sessions: Map<PlayerSessionId, Box<PlayerSession>>,
-    /// Player sessions of each player, in listing order, by the player's key
-    /// ([`Store::player_key`]): an 8-byte key instead of a copy of the id. Two players whose
-    /// keys collide share an entry; readers filter by player id.
-    by_player: Map<u64, PlayerPositions>,
+    /// Player sessions of each player, by the player's key ([`Store::player_key`]): an
+    /// 8-byte key instead of a copy of the id. Two players whose keys collide share a key;
+    /// readers filter by player id.
+    by_player: player_index::PlayerIndex,
     /// Seeds [`Store::player_key`] (random per process, so keys cannot be aimed at).
     player_keys: Hasher,
     /// Tests narrow the keys to force collisions.
@@ -293,7 +294,7 @@ impl Store {
             journal,
             game_sessions: map(),
             player_sessions: map(),
-            by_player: map(),
+            by_player: Default::default(),
             player_keys: Hasher::new(),
             #[cfg(test)]
             key_mask: u64::MAX,
@@ -500,14 +501,20 @@ impl Store {
                 }
             }
             DescribeBy::Player(pid) => {
-                // Copy the positions so no by_player guard is held while reading sessions.
-                let positions: Vec<_> = match self.by_player.get(&self.player_key(pid.as_str())) {
-                    Some(v) => {
-                        let start = q.after.map_or(0, |a| v.partition_point(|p| *p <= a));
-                        v[start..].to_vec()
-                    }
-                    None => Vec::new(),
-                };
+                // The index is unordered (and copied, so no index lock is held while reading
+                // sessions): sort this player's positions after the cursor.
+                let mut positions: Vec<_> = self
+                    .by_player
+                    .get(self.player_key(pid.as_str()))
+                    .into_iter()
+                    .filter_map(|id| {
+                        let ps = self.player_sessions.get(&id)?;
+                        let pos = (ps.creation_time, ps.id);
+                        (ps.player.is(pid.as_str()) && q.after.is_none_or(|a| pos > a))
+                            .then_some(pos)
+                    })
+                    .collect();
+                positions.sort_unstable();
                 for pos in positions {
                     if !take(pos, &mut out) {
                         break;
@@ -565,8 +572,7 @@ impl Store {
         for p in self.player_sessions.iter() {
             let indexed = self
                 .by_player
-                .get(&self.player_key(p.player_id()))
-                .is_some_and(|v| v.contains(&(p.creation_time, p.id)));
+                .contains(self.player_key(p.player_id()), p.id);
             if !indexed {
                 return Err(format!("{} missing from the player index", p.id));
             }
@@ -636,7 +642,7 @@ impl Store {
                 return Err(format!("fleet {} counts {have:?}, scan {want:?}", f.key()));
             }
         }
-        let indexed: usize = self.by_player.iter().map(|v| v.len()).sum();
+        let indexed = self.by_player.len();
         if indexed != self.player_sessions.len() {
             return Err(format!(
                 "player index holds {indexed} entries for {} sessions",
@@ -689,10 +695,7 @@ impl Store {
             e.live.insert(key, ps.id);
         }
         e.players.insert((ps.creation_time, ps.id));
-        insert_sorted(
-            &mut self.by_player.entry(key).or_default(),
-            (ps.creation_time, ps.id),
-        );
+        self.by_player.insert(key, ps.id);
         self.player_sessions.insert(ps.id, Box::new(ps));
     }
 
@@ -703,24 +706,9 @@ impl Store {
     }
 
     fn unindex_player(&self, ps: &PlayerSession) {
-        if let dashmap::mapref::entry::Entry::Occupied(mut o) =
-            self.by_player.entry(self.player_key(ps.player_id()))
-        {
-            o.get_mut().retain(|(_, id)| *id != ps.id);
-            if o.get().is_empty() {
-                o.remove();
-            }
-        }
+        self.by_player
+            .remove(self.player_key(ps.player_id()), ps.id);
     }
-}
-
-/// One player's sessions in creation order. Almost every player has one at a time, so it is
-/// kept inline in the index entry (no heap block, which for a `Vec` would be 4 slots).
-type PlayerPositions = smallvec::SmallVec<[(Timestamp, PlayerSessionId); 1]>;
-
-fn insert_sorted(v: &mut PlayerPositions, item: (Timestamp, PlayerSessionId)) {
-    let at = v.partition_point(|x| *x < item);
-    v.insert(at, item);
 }
 
 #[cfg(test)]
