@@ -15,8 +15,11 @@ use crate::domain::PlayerSessionId;
 /// Shards: many more than cores, so concurrent calls rarely share a lock.
 const SHARDS: usize = 128;
 
+/// One shard: (player key, player session id) entries hashed by the key.
+type Shard = RwLock<HashTable<(u64, PlayerSessionId)>>;
+
 pub(super) struct PlayerIndex {
-    shards: Box<[RwLock<HashTable<(u64, PlayerSessionId)>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for PlayerIndex {
@@ -30,7 +33,7 @@ impl Default for PlayerIndex {
 impl PlayerIndex {
     /// The shard of `key`: bits the tables themselves do not use (they take the low bits for
     /// the bucket and the top seven for the control byte).
-    fn shard(&self, key: u64) -> &RwLock<HashTable<(u64, PlayerSessionId)>> {
+    fn shard(&self, key: u64) -> &Shard {
         &self.shards[(key >> 32) as usize % SHARDS]
     }
 
