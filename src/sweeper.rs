@@ -34,10 +34,76 @@ pub enum Timer {
     IdempotencyExpiry(IdempotencyKey),
 }
 
-/// The deadline-ordered timer heap shared by the store (which schedules) and the sweeper (which fires).
+/// Timers of player sessions (most of them) are kept apart from the rest, in heaps of
+/// 24-byte entries instead of the 32 a [`Timer`] takes with its deadline.
+type SessionHeap = BinaryHeap<Reverse<(Timestamp, PlayerSessionId)>>;
+
+/// Pending timers by kind; the earliest deadline of the three heaps fires first (on a tie:
+/// reservations, then the other kinds, then player-session purges).
+#[derive(Default)]
+struct Heaps {
+    reservations: SessionHeap,
+    purges: SessionHeap,
+    other: BinaryHeap<Reverse<(Timestamp, Timer)>>,
+}
+
+/// Which heap holds the earliest timer.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Which {
+    Reservations,
+    Other,
+    Purges,
+}
+
+impl Heaps {
+    fn push(&mut self, at: Timestamp, timer: Timer) {
+        match timer {
+            Timer::Reservation(id) => self.reservations.push(Reverse((at, id))),
+            Timer::PurgePlayerSession(id) => self.purges.push(Reverse((at, id))),
+            other => self.other.push(Reverse((at, other))),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.reservations.len() + self.purges.len() + self.other.len()
+    }
+
+    /// The earliest deadline and its heap.
+    fn peek(&self) -> Option<(Timestamp, Which)> {
+        [
+            self.reservations
+                .peek()
+                .map(|Reverse((t, _))| (*t, Which::Reservations)),
+            self.other.peek().map(|Reverse((t, _))| (*t, Which::Other)),
+            self.purges
+                .peek()
+                .map(|Reverse((t, _))| (*t, Which::Purges)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn pop(&mut self, which: Which) -> Option<(Timestamp, Timer)> {
+        match which {
+            Which::Reservations => self
+                .reservations
+                .pop()
+                .map(|Reverse((t, id))| (t, Timer::Reservation(id))),
+            Which::Purges => self
+                .purges
+                .pop()
+                .map(|Reverse((t, id))| (t, Timer::PurgePlayerSession(id))),
+            Which::Other => self.other.pop().map(|Reverse(e)| e),
+        }
+    }
+}
+
+/// The deadline-ordered timer heaps shared by the store (which schedules) and the sweeper
+/// (which fires).
 #[derive(Default)]
 pub struct Timers {
-    heap: Mutex<BinaryHeap<Reverse<(Timestamp, Timer)>>>,
+    heap: Mutex<Heaps>,
     wake: Notify,
 }
 
@@ -46,8 +112,8 @@ impl Timers {
     pub fn schedule(&self, at: Timestamp, timer: Timer) {
         let earliest = {
             let mut heap = self.heap.lock();
-            let earliest = heap.peek().is_none_or(|Reverse((t, _))| at < *t);
-            heap.push(Reverse((at, timer)));
+            let earliest = heap.peek().is_none_or(|(t, _)| at < t);
+            heap.push(at, timer);
             earliest
         };
         if earliest {
@@ -55,17 +121,32 @@ impl Timers {
         }
     }
 
-    /// Schedules many timers at once (recovery): one lock and one heap rebuild.
+    /// Schedules many timers at once (recovery): one lock and one rebuild per heap.
     pub fn schedule_all(&self, timers: Vec<(Timestamp, Timer)>) {
         if timers.is_empty() {
             return;
         }
         {
             let mut heap = self.heap.lock();
-            // Wrapped in place (same layout), then the few already scheduled join.
-            let mut all: Vec<_> = timers.into_iter().map(Reverse).collect();
-            all.append(&mut std::mem::take(&mut *heap).into_vec());
-            *heap = BinaryHeap::from(all);
+            let Heaps {
+                reservations,
+                purges,
+                other,
+            } = std::mem::take(&mut *heap);
+            let (mut r, mut p, mut o) =
+                (reservations.into_vec(), purges.into_vec(), other.into_vec());
+            for (at, timer) in timers {
+                match timer {
+                    Timer::Reservation(id) => r.push(Reverse((at, id))),
+                    Timer::PurgePlayerSession(id) => p.push(Reverse((at, id))),
+                    other => o.push(Reverse((at, other))),
+                }
+            }
+            *heap = Heaps {
+                reservations: BinaryHeap::from(r),
+                purges: BinaryHeap::from(p),
+                other: BinaryHeap::from(o),
+            };
         }
         self.wake.notify_one();
     }
@@ -80,17 +161,16 @@ impl Timers {
     }
 
     fn next_deadline(&self) -> Option<Timestamp> {
-        self.heap.lock().peek().map(|Reverse((t, _))| *t)
+        self.heap.lock().peek().map(|(t, _)| t)
     }
 
-    /// Removes up to `max` timers due at `now` into `out`.
+    /// Removes up to `max` timers due at `now` into `out`, earliest first.
     fn pop_due(&self, now: Timestamp, max: usize, out: &mut Vec<(Timestamp, Timer)>) {
         let mut heap = self.heap.lock();
         while out.len() < max {
             match heap.peek() {
-                Some(Reverse((t, _))) if *t <= now => {
-                    let Reverse(entry) = heap.pop().expect("peeked");
-                    out.push(entry);
+                Some((t, which)) if t <= now => {
+                    out.extend(heap.pop(which));
                 }
                 _ => break,
             }
@@ -146,5 +226,47 @@ pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timers_of_every_kind_fire_in_deadline_order() {
+        let timers = Timers::default();
+        let t = Timestamp::from_micros;
+        let (a, b) = (PlayerSessionId::generate(), PlayerSessionId::generate());
+        let g = GameSessionId::parse("g", "g1").unwrap();
+        timers.schedule(t(30), Timer::PurgePlayerSession(a));
+        timers.schedule(t(10), Timer::Heartbeat(g.clone()));
+        timers.schedule(t(20), Timer::Reservation(b));
+        timers.schedule_all(vec![
+            (t(20), Timer::PurgePlayerSession(b)),
+            (t(5), Timer::Reservation(a)),
+            (t(20), Timer::PurgeGameSession(g.clone())),
+        ]);
+        assert_eq!(timers.len(), 6);
+        assert_eq!(timers.next_deadline(), Some(t(5)));
+        let mut out = Vec::new();
+        timers.pop_due(t(20), 100, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                (t(5), Timer::Reservation(a)),
+                (t(10), Timer::Heartbeat(g.clone())),
+                (t(20), Timer::Reservation(b)),
+                (t(20), Timer::PurgeGameSession(g)),
+                (t(20), Timer::PurgePlayerSession(b)),
+            ]
+        );
+        assert_eq!(timers.next_deadline(), Some(t(30)));
+        out.clear();
+        timers.pop_due(t(29), 100, &mut out);
+        assert!(out.is_empty(), "nothing is due before its deadline");
+        timers.pop_due(t(30), 1, &mut out);
+        assert_eq!(out, vec![(t(30), Timer::PurgePlayerSession(a))]);
+        assert!(timers.is_empty());
     }
 }
