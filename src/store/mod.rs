@@ -18,10 +18,10 @@ mod import;
 mod ops;
 pub mod page_token;
 mod placement;
-mod player_index;
 mod release_health;
 mod replay;
 mod search;
+mod tables;
 mod watch;
 
 use std::{
@@ -260,13 +260,13 @@ pub struct Store {
     config: StoreConfig,
     journal: Journal,
     game_sessions: Map<GameSessionId, GameSessionEntry>,
-    /// Boxed: a 24-byte table slot instead of ~160, so the table (half empty after each
-    /// doubling) costs little, and a rehash moves pointers.
-    player_sessions: Map<PlayerSessionId, Box<PlayerSession>>,
+    /// Boxed records alone in the table (8-byte entries, hashed by the id inside), so the
+    /// table, half empty after each doubling, costs little and a rehash moves pointers.
+    player_sessions: tables::SessionMap,
     /// Player sessions of each player, by the player's key ([`Store::player_key`]): an
     /// 8-byte key instead of a copy of the id. Two players whose keys collide share a key;
     /// readers filter by player id.
-    by_player: player_index::PlayerIndex,
+    by_player: tables::PlayerIndex,
     /// Seeds [`Store::player_key`] (random per process, so keys cannot be aimed at).
     player_keys: Hasher,
     /// Tests narrow the keys to force collisions.
@@ -293,7 +293,7 @@ impl Store {
             config,
             journal,
             game_sessions: map(),
-            player_sessions: map(),
+            player_sessions: Default::default(),
             by_player: Default::default(),
             player_keys: Hasher::new(),
             #[cfg(test)]
@@ -569,7 +569,10 @@ impl Store {
                 }
             }
         }
-        for p in self.player_sessions.iter() {
+        for id in self.player_sessions.ids() {
+            let Some(p) = self.player_session(&id) else {
+                continue;
+            };
             let indexed = self
                 .by_player
                 .contains(self.player_key(p.player_id()), p.id);
@@ -595,7 +598,10 @@ impl Store {
                 c.maximum_player_session_count += u64::from(e.session.maximum_player_session_count);
             }
         }
-        for p in self.player_sessions.iter() {
+        for id in self.player_sessions.ids() {
+            let Some(p) = self.player_session(&id) else {
+                continue;
+            };
             let c = scanned.entry(p.game.fleet_id.clone()).or_default();
             c.player_sessions[fleets::ps_index(p.status)] += 1;
         }
@@ -668,7 +674,7 @@ impl Store {
         &self,
         gsid: &GameSessionId,
         psid: PlayerSessionId,
-    ) -> Result<dashmap::mapref::one::RefMut<'_, PlayerSessionId, Box<PlayerSession>>> {
+    ) -> Result<parking_lot::MappedRwLockWriteGuard<'_, PlayerSession>> {
         let ps = self
             .player_sessions
             .get_mut(&psid)
@@ -696,7 +702,7 @@ impl Store {
         }
         e.players.insert((ps.creation_time, ps.id));
         self.by_player.insert(key, ps.id);
-        self.player_sessions.insert(ps.id, Box::new(ps));
+        self.player_sessions.insert(Box::new(ps));
     }
 
     /// Frees the seat of a player session that just became terminal.

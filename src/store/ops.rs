@@ -442,7 +442,7 @@ impl Store {
                         at,
                     }])?;
                     next.lsns.accepted = lsn;
-                    **ps = next.clone();
+                    *ps = next.clone();
                     drop(ps);
                     self.emit_health(&e.session, &next, lsn, at);
                     self.fleet(&next.game.fleet_id, |c| {
@@ -590,7 +590,7 @@ impl Store {
                 return;
             }
         }
-        **ps = next.clone();
+        *ps = next.clone();
         self.release_seat(&mut e, &next);
         drop(ps);
         self.emit_health(&e.session, &next, next.lsns.ended, at);
@@ -649,7 +649,7 @@ impl Store {
             return;
         }
         let e = self.game_sessions.get_mut(&gsid);
-        if let Some((_, ps)) = self.player_sessions.remove(&psid) {
+        if let Some(ps) = self.player_sessions.remove(&psid) {
             let release = e
                 .as_ref()
                 .map(|e| (e.session.release.clone(), e.session.environment.clone()));
@@ -674,7 +674,7 @@ impl Store {
             self.count_game_removed(&e.session);
             let release = (e.session.release.clone(), e.session.environment.clone());
             for (_, psid) in e.players {
-                if let Some((_, ps)) = self.player_sessions.remove(&psid) {
+                if let Some(ps) = self.player_sessions.remove(&psid) {
                     self.forget_player(&ps, Some(release.clone()));
                     self.unindex_player(&ps);
                 }
