@@ -18,17 +18,14 @@ mod import;
 mod ops;
 pub mod page_token;
 mod placement;
+mod positions;
 mod release_health;
 mod replay;
 mod search;
 mod tables;
 mod watch;
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
 
@@ -92,7 +89,7 @@ fn map<K: Eq + std::hash::Hash + Clone, V>() -> Map<K, V> {
 struct GameSessionEntry {
     session: GameSession,
     /// Every retained player session of this game session, in listing order.
-    players: BTreeSet<(Timestamp, PlayerSessionId)>,
+    players: positions::Positions,
     /// The RESERVED or ACTIVE player session of each player holding a seat.
     live: Seats,
 }
@@ -101,7 +98,7 @@ impl GameSessionEntry {
     fn new(session: GameSession) -> Self {
         GameSessionEntry {
             session,
-            players: BTreeSet::new(),
+            players: Default::default(),
             live: Seats::default(),
         }
     }
@@ -488,13 +485,7 @@ impl Store {
                     .game_sessions
                     .get(gsid)
                     .ok_or_else(|| Error::GameSessionNotFound(gsid.clone()))?;
-                let range = match q.after {
-                    Some(a) => e
-                        .players
-                        .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)),
-                    None => e.players.range(..),
-                };
-                for pos in range {
+                for pos in e.players.after(q.after) {
                     if !take(*pos, &mut out) {
                         break;
                     }
