@@ -7,8 +7,8 @@
 //! ## Layout
 //! - [`domain`]: ids, time, game and player sessions, the state machine, capacity rules and the
 //!   one [`domain::Error`] type. Knows nothing about gRPC.
-//! - [`store`]: the in-memory state (DashMaps plus indexes by game session and by player) and
-//!   every state transition, under short, non-async locks.
+//! - [`store`]: the in-memory state (sharded hash tables plus indexes by game session and by
+//!   player) and every state transition, under short, non-async locks.
 //! - [`sweeper`]: the single deadline-ordered task that times out reservations, ends game
 //!   sessions that stopped heartbeating, and purges history after the retention period.
 //! - [`grpc`]: tonic services (one file per service), proto <-> domain conversion, and the one

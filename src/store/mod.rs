@@ -1,5 +1,6 @@
-//! The in-memory state: game sessions and player sessions in DashMaps, with secondary indexes
-//! (player sessions by game session and by player) kept consistent under the game session's lock.
+//! The in-memory state: game sessions in a DashMap, player sessions in sharded hash tables
+//! (`store/tables.rs`), with secondary indexes (player sessions by game session and by player) kept
+//! consistent under the game session's lock.
 //!
 //! Locking rules (so nothing deadlocks and capacity holds under any concurrency):
 //! - Every change to a player session happens while holding its game session's entry
