@@ -38,8 +38,8 @@ pub enum Timer {
 /// 24-byte entries instead of the 32 a [`Timer`] takes with its deadline.
 type SessionHeap = BinaryHeap<Reverse<(Timestamp, PlayerSessionId)>>;
 
-/// Pending timers by kind; the earliest deadline of the three heaps fires first (on a tie:
-/// reservations, then the other kinds, then player-session purges).
+/// Pending timers by kind; the earliest deadline of the three heaps fires first (on a tie, in
+/// [`Timer`]'s order, as one heap of `(deadline, Timer)` would).
 #[derive(Default)]
 struct Heaps {
     reservations: SessionHeap,
@@ -70,18 +70,29 @@ impl Heaps {
 
     /// The earliest deadline and its heap.
     fn peek(&self) -> Option<(Timestamp, Which)> {
+        // Ties go by the kind's place in `Timer`, as in a single heap of `(deadline, Timer)`.
+        let rank = |t: &Timer| match t {
+            Timer::Reservation(_) => 0,
+            Timer::Heartbeat(_) => 1,
+            Timer::PurgePlayerSession(_) => 2,
+            Timer::PurgeGameSession(_) => 3,
+            Timer::IdempotencyExpiry(_) => 4,
+        };
         [
             self.reservations
                 .peek()
-                .map(|Reverse((t, _))| (*t, Which::Reservations)),
-            self.other.peek().map(|Reverse((t, _))| (*t, Which::Other)),
+                .map(|Reverse((t, _))| (*t, 0, Which::Reservations)),
+            self.other
+                .peek()
+                .map(|Reverse((t, timer))| (*t, rank(timer), Which::Other)),
             self.purges
                 .peek()
-                .map(|Reverse((t, _))| (*t, Which::Purges)),
+                .map(|Reverse((t, _))| (*t, 2, Which::Purges)),
         ]
         .into_iter()
         .flatten()
         .min()
+        .map(|(t, _, which)| (t, which))
     }
 
     fn pop(&mut self, which: Which) -> Option<(Timestamp, Timer)> {
@@ -257,8 +268,8 @@ mod tests {
                 (t(5), Timer::Reservation(a)),
                 (t(10), Timer::Heartbeat(g.clone())),
                 (t(20), Timer::Reservation(b)),
-                (t(20), Timer::PurgeGameSession(g)),
                 (t(20), Timer::PurgePlayerSession(b)),
+                (t(20), Timer::PurgeGameSession(g)),
             ]
         );
         assert_eq!(timers.next_deadline(), Some(t(30)));

@@ -125,10 +125,11 @@ pub fn party(
         .enumerate()
         .map(|(i, p)| {
             let data = player_data.get(p).map(String::as_str);
+            let player = PlayerStrings::parse(&format!("player_ids[{i}]"), p, data)?;
             if let Some(d) = data {
                 crate::domain::check_player_data(&format!("player_data[{p}]"), d)?;
             }
-            PlayerStrings::parse(&format!("player_ids[{i}]"), p, data)
+            Ok(player)
         })
         .collect()
 }

@@ -111,8 +111,9 @@ impl PlayerSessionService for PlayerSessions {
             let cmd = Reserve {
                 game_session_id: gsid(&r.game_session_id)?,
                 players: vec![{
+                    let p = PlayerStrings::parse("player_id", &r.player_id, Some(&r.player_data))?;
                     check_player_data("player_data", &r.player_data)?;
-                    PlayerStrings::parse("player_id", &r.player_id, Some(&r.player_data))?
+                    p
                 }],
                 idempotency_key: IdempotencyKey::parse_optional(
                     "idempotency_key",

@@ -707,6 +707,30 @@ proptest! {
                     }
                 }
             }
+            // Listings, paged two at a time, hold exactly the retained sessions of that player
+            // or game session in (creation time, id) order, whatever the player keys collide.
+            let all: Vec<PlayerSession> =
+                created.iter().filter_map(|id| s.get_player_session(*id).ok()).collect();
+            let order = |mut v: Vec<&PlayerSession>| {
+                v.sort_by_key(|p| (p.creation_time, p.id));
+                v.into_iter().map(|p| p.id).collect::<Vec<_>>()
+            };
+            let players: std::collections::BTreeSet<&str> = all.iter().map(|p| p.player_id()).collect();
+            for player in players {
+                let want = order(all.iter().filter(|p| p.player_id() == player).collect());
+                let by = DescribeBy::Player(PlayerId::parse("player_id", player).unwrap());
+                let got: Vec<_> = describe_all(&s, by, 2).iter().map(|p| p.id).collect();
+                prop_assert_eq!(got, want, "sessions of {}", player);
+            }
+            let games: std::collections::BTreeSet<&GameSessionId> = all.iter().map(|p| &p.game.id).collect();
+            for g in games {
+                let want = order(all.iter().filter(|p| &p.game.id == g).collect());
+                let got: Vec<_> = describe_all(&s, DescribeBy::GameSession(g.clone()), 2)
+                    .iter()
+                    .map(|p| p.id)
+                    .collect();
+                prop_assert_eq!(got, want, "sessions of {}", g);
+            }
             // Health: per session exactly one init (the first update), sequence increasing, at
             // most one terminal update and nothing after it; it matches the final state.
             let mut per: HashMap<PlayerSessionId, Vec<&crate::domain::HealthUpdate>> = HashMap::new();
