@@ -686,15 +686,24 @@ impl Store {
     }
 
     /// Adds a new player session to every index (not to the fleet counts: the caller counts).
-    /// Call with its game session's entry locked.
-    fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) {
-        let key = self.player_key(ps.player_id());
-        if ps.status.is_live() {
-            e.live.insert(key, ps.id);
+    /// Call with its game session's entry locked. A session whose id is already there changes
+    /// nothing (replay over a snapshot that has it); returns whether it was added.
+    fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) -> bool {
+        let (key, id, live, position) = (
+            self.player_key(ps.player_id()),
+            ps.id,
+            ps.status.is_live(),
+            (ps.creation_time, ps.id),
+        );
+        if !self.player_sessions.insert_new(Box::new(ps)) {
+            return false;
         }
-        e.players.insert((ps.creation_time, ps.id));
-        self.by_player.insert(key, ps.id);
-        self.player_sessions.insert(Box::new(ps));
+        if live {
+            e.live.insert(key, id);
+        }
+        e.players.insert(position);
+        self.by_player.insert(key, id);
+        true
     }
 
     /// Frees the seat of a player session that just became terminal.

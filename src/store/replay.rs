@@ -147,14 +147,13 @@ impl Store {
     }
 
     fn apply_reserved(&self, mut ps: PlayerSession, lsn: Lsn) {
-        if self.player_sessions.contains_key(&ps.id) {
-            return;
-        }
         if let Some(mut e) = self.game_sessions.get_mut(&ps.game.id) {
             ps.game = e.session.info.clone();
             ps.lsns.reserved = lsn;
-            self.index_player(&mut e, ps);
-            e.sync_count();
+            // Already there (the snapshot has it): nothing changes.
+            if self.index_player(&mut e, ps) {
+                e.sync_count();
+            }
         }
     }
 

@@ -84,14 +84,16 @@ impl SessionMap {
         self.get(id).is_some()
     }
 
-    /// Adds `ps`, replacing a session with the same id.
-    pub fn insert(&self, ps: Box<PlayerSession>) {
+    /// Adds `ps` unless a session with its id is there (then nothing changes); returns
+    /// whether it was added. One probe of the table either way.
+    pub fn insert_new(&self, ps: Box<PlayerSession>) -> bool {
         let h = self.hash(&ps.id);
         let mut shard = self.table.shard(h).write();
-        match shard.find_mut(h, |p| p.id == ps.id) {
-            Some(old) => *old = ps,
-            None => {
-                shard.insert_unique(h, ps, |p| self.hash(&p.id));
+        match shard.entry(h, |p| p.id == ps.id, |p| self.hash(&p.id)) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(ps);
+                true
             }
         }
     }
