@@ -426,15 +426,11 @@ impl Store {
             .map(|p| PlayerSession::clone(&p))
     }
 
-    /// The fixed part of a game session (replay uses it to rebuild player sessions).
     /// The player and creation time of a player session (no copy of the rest).
-    pub fn player_identity(&self, id: PlayerSessionId) -> Option<(PlayerId, Timestamp)> {
-        self.player_sessions.get(&id).and_then(|p| {
-            Some((
-                PlayerId::parse("player_id", p.player_id()).ok()?,
-                p.creation_time,
-            ))
-        })
+    pub fn player_identity(&self, id: PlayerSessionId) -> Option<(String, Timestamp)> {
+        self.player_sessions
+            .get(&id)
+            .map(|p| (p.player_id().to_string(), p.creation_time))
     }
 
     /// The fixed part of game session `id` (a `GameSessionId` or a `&str`).
