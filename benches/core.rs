@@ -22,7 +22,9 @@ use session_broker::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SEATS: u64 = 1000;
+mod common;
+
+use common::{game, store_with_games, SEATS};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -30,39 +32,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .start_paused(true)
         .build()
         .expect("runtime")
-}
-
-fn game(i: u64) -> GameSessionId {
-    GameSessionId::parse("g", &format!("g{i}")).expect("valid id")
-}
-
-/// A store (journal disabled: these are in-memory costs) with enough 1000-seat game sessions
-/// for `seats` reservations whose timeout is `timeout`.
-async fn store_with_games(seats: u64, timeout: Duration) -> Arc<Store> {
-    let store = Arc::new(Store::new(
-        Clock::system(),
-        StoreConfig::default(),
-        Journal::disabled(),
-    ));
-    for g in 0..seats.div_ceil(SEATS).max(1) {
-        store
-            .register_game_session(RegisterGameSession {
-                fleet_id: FleetId::parse("f", "bench").expect("valid"),
-                game_session_id: Some(game(g)),
-                name: String::new(),
-                ip_address: "10.0.0.1".into(),
-                port: 7777,
-                maximum_player_session_count: SEATS as u32,
-                labels: Default::default(),
-                release: "1.0".into(),
-                environment: "bench".into(),
-                reservation_timeout: Some(timeout),
-                heartbeat_timeout: None,
-            })
-            .await
-            .expect("register");
-    }
-    store
 }
 
 fn reservation(i: u64, data: &Arc<str>) -> Reserve {

@@ -16,13 +16,6 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
-
 fn main() {
     let rows: usize = std::env::var("SB_BENCH_ROWS")
         .ok()
@@ -53,7 +46,7 @@ fn main() {
         let shutdown = CancellationToken::new();
         let daemon = session_broker::start(config, shutdown.clone()).await.unwrap();
         let admin = daemon.admin_addr();
-        let before = rss();
+        let before = common::rss();
         let file = tokio::fs::File::open(&path).await.unwrap();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 << 10));
         let uploaded = Instant::now();
@@ -89,8 +82,8 @@ fn main() {
             records as f64 / took,
             status["imported"],
             status["skipped"],
-            rss().saturating_sub(before) >> 20,
-            rss().saturating_sub(before) as f64 / rows as f64,
+            common::rss().saturating_sub(before) >> 20,
+            common::rss().saturating_sub(before) as f64 / rows as f64,
         );
         shutdown.cancel();
         daemon.wait().await.unwrap();

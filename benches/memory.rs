@@ -3,58 +3,20 @@
 //! session, as a gRPC request gives), RSS growth per session at 100,000 and 1,000,000.
 //! Complements the `growth` scenario of `session-broker bench`, which measures the daemon.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use session_broker::{
-    domain::{Clock, FleetId, GameSessionId, PlayerStrings, RegisterGameSession},
-    journal::Journal,
-    store::{Reserve, Store, StoreConfig},
-};
+use session_broker::{domain::PlayerStrings, store::Reserve};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const SEATS: u64 = 1000;
+mod common;
 
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("rss");
-    pages * 4096
-}
-
-fn game(i: u64) -> GameSessionId {
-    GameSessionId::parse("g", &format!("g{i}")).expect("valid id")
-}
+use common::{game, store_with_games, SEATS};
 
 async fn run(total: u64) {
-    let store = Arc::new(Store::new(
-        Clock::system(),
-        StoreConfig::default(),
-        Journal::disabled(),
-    ));
-    for g in 0..total.div_ceil(SEATS) {
-        store
-            .register_game_session(RegisterGameSession {
-                fleet_id: FleetId::parse("f", "bench").expect("valid"),
-                game_session_id: Some(game(g)),
-                name: String::new(),
-                ip_address: "10.0.0.1".into(),
-                port: 7777,
-                maximum_player_session_count: SEATS as u32,
-                labels: Default::default(),
-                release: "1.0".into(),
-                environment: "bench".into(),
-                reservation_timeout: Some(Duration::from_secs(3600)),
-                heartbeat_timeout: None,
-            })
-            .await
-            .expect("register");
-    }
-    let before = rss_bytes();
+    let store = store_with_games(total, Duration::from_secs(3600)).await;
+    let before = common::rss();
     let mut done = 0;
     for step in [100_000u64, total] {
         while done < step {
@@ -73,7 +35,7 @@ async fn run(total: u64) {
                 .expect("reserve");
             done += 1;
         }
-        let grown = rss_bytes() - before;
+        let grown = common::rss().saturating_sub(before);
         println!(
             "memory: {done} live sessions: RSS +{} MB, {} bytes per session",
             grown / 1_000_000,
@@ -83,10 +45,7 @@ async fn run(total: u64) {
 }
 
 fn main() {
-    let total = std::env::var("SB_BENCH_SESSIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let total = common::env_u64("SB_BENCH_SESSIONS", 1_000_000);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -27,6 +27,14 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// This process's resident set size in bytes (0 where /proc is missing).
+pub fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// A registration of `id` in fleet `bench` with `max` seats and day-long reservations.
 pub fn registration(id: &str, max: u32) -> session_broker::domain::RegisterGameSession {
     use session_broker::domain::{FleetId, GameSessionId};
@@ -155,4 +163,37 @@ pub async fn futures_connect(url: &str, n: usize) -> Vec<tonic::transport::Chann
         );
     }
     out
+}
+
+/// Seats per game session of [`store_with_games`].
+pub const SEATS: u64 = 1000;
+
+/// The id of game session `i` of [`store_with_games`]: `g<i>`.
+pub fn game(i: u64) -> session_broker::domain::GameSessionId {
+    session_broker::domain::GameSessionId::parse("g", &format!("g{i}")).expect("valid id")
+}
+
+/// A store in memory only (the in-process costs, no journal) with enough [`SEATS`]-seat game
+/// sessions ([`game`]) for `seats` reservations whose timeout is `timeout`.
+pub async fn store_with_games(seats: u64, timeout: Duration) -> Arc<session_broker::store::Store> {
+    use session_broker::{
+        domain::Clock,
+        journal::Journal,
+        store::{Store, StoreConfig},
+    };
+    let store = Arc::new(Store::new(
+        Clock::system(),
+        StoreConfig::default(),
+        Journal::disabled(),
+    ));
+    for g in 0..seats.div_ceil(SEATS).max(1) {
+        store
+            .register_game_session(session_broker::domain::RegisterGameSession {
+                reservation_timeout: Some(timeout),
+                ..registration(&format!("g{g}"), SEATS as u32)
+            })
+            .await
+            .expect("register");
+    }
+    store
 }
