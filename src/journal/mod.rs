@@ -7,6 +7,7 @@
 //! cursor. Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
 
 pub mod frame;
+pub mod protowire;
 pub mod reader;
 pub mod records;
 pub mod recovery;

@@ -452,6 +452,10 @@ pub fn decode(
     let data = r.result.as_ref().and_then(|p| p.payload.as_ref());
     let gsid = |s: &str| GameSessionId::parse("operation_id", s).map_err(|e| err(&e.to_string()));
     let psid = |s: &str| PlayerSessionId::parse("operation_id", s).map_err(|e| err(&e.to_string()));
+    if ty == OperationType::Callback {
+        let view = CallbackView::of(r).ok_or_else(|| err("no timestamp"))?;
+        return decode_callback(&view, r.lsn, lookup_game);
+    }
     use OperationAction as A;
     use OperationType as T;
     Ok(Some(match (ty, action) {
@@ -586,22 +590,99 @@ pub fn decode(
                 at,
             }
         }
-        (T::Callback, A::Start) => {
-            let Some(Payload::Reservation(res)) = data else {
+        _ => return Err(err("unknown operation update")),
+    }))
+}
+
+/// The fields of a CALLBACK record (a player session's update) that [`decode`] reads:
+/// borrowed from an [`OperationRecord`] ([`CallbackView::of`]) or, on replay, straight from
+/// the record's bytes ([`super::protowire::callback_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackView<'a> {
+    pub operation_id: &'a str,
+    pub action: i32,
+    pub sub_type: &'a str,
+    pub parent_id: &'a str,
+    /// A reservation's payload (player id, player data).
+    pub reservation: Option<(&'a str, &'a str)>,
+    pub error_message: Option<&'a str>,
+    pub at: Timestamp,
+    pub deadline: Option<Timestamp>,
+}
+
+impl<'a> CallbackView<'a> {
+    /// `None` unless `r` is a CALLBACK record with a timestamp.
+    pub fn of(r: &'a OperationRecord) -> Option<Self> {
+        if r.operation_type != OperationType::Callback as i32 {
+            return None;
+        }
+        Some(CallbackView {
+            operation_id: &r.operation_id,
+            action: r.action,
+            sub_type: &r.sub_type,
+            parent_id: &r.parent_id,
+            reservation: match r.result.as_ref().and_then(|p| p.payload.as_ref()) {
+                Some(Payload::Reservation(res)) => Some((&res.player_id, &res.player_data)),
+                _ => None,
+            },
+            error_message: r.error.as_ref().map(|e| e.error_message.as_str()),
+            at: from_timestamp(r.timestamp.as_ref()?),
+            deadline: r.deadline.as_ref().map(from_timestamp),
+        })
+    }
+}
+
+/// Decodes one record from its journaled bytes, as replay reads them: a player session's
+/// update in place (its strings are not copied out first), anything else through prost and
+/// [`decode`]. `lsn` is the record's position (checkpoints do not repeat it per record).
+pub fn decode_bytes(
+    bytes: &[u8],
+    lsn: Lsn,
+    lookup_game: impl Fn(&str) -> Option<Arc<GameSessionInfo>>,
+) -> Result<Option<Change>, DecodeError> {
+    if let Some(view) = super::protowire::callback_view(bytes) {
+        return decode_callback(&view, lsn, lookup_game);
+    }
+    let mut r = <OperationRecord as prost::Message>::decode(bytes).map_err(|e| DecodeError {
+        lsn,
+        operation_id: String::new(),
+        reason: format!("undecodable record: {e}"),
+    })?;
+    r.lsn = lsn;
+    decode(&r, lookup_game)
+}
+
+/// A player session's update (see the table at the top).
+fn decode_callback(
+    v: &CallbackView<'_>,
+    lsn: Lsn,
+    lookup_game: impl Fn(&str) -> Option<Arc<GameSessionInfo>>,
+) -> Result<Option<Change>, DecodeError> {
+    let err = |reason: &str| DecodeError {
+        lsn,
+        operation_id: v.operation_id.to_string(),
+        reason: reason.to_string(),
+    };
+    let action = OperationAction::try_from(v.action).map_err(|_| err("unknown action"))?;
+    let psid =
+        || PlayerSessionId::parse("operation_id", v.operation_id).map_err(|e| err(&e.to_string()));
+    let gsid =
+        || GameSessionId::parse("operation_id", v.parent_id).map_err(|e| err(&e.to_string()));
+    let at = v.at;
+    use OperationAction as A;
+    Ok(Some(match action {
+        A::Start => {
+            let Some((player_id, player_data)) = v.reservation else {
                 return Err(err("missing reservation"));
             };
-            GameSessionId::validate("parent_id", &r.parent_id).map_err(|e| err(&e.to_string()))?;
-            let Some(game) = lookup_game(&r.parent_id) else {
+            GameSessionId::validate("parent_id", v.parent_id).map_err(|e| err(&e.to_string()))?;
+            let Some(game) = lookup_game(v.parent_id) else {
                 return Ok(None);
             };
-            let deadline = r
-                .deadline
-                .as_ref()
-                .map(from_timestamp)
-                .ok_or_else(|| err("no deadline"))?;
+            let deadline = v.deadline.ok_or_else(|| err("no deadline"))?;
             Change::Reserved(PlayerSession {
-                id: psid(&r.operation_id)?,
-                player: PlayerStrings::parse("player_id", &res.player_id, Some(&res.player_data))
+                id: psid()?,
+                player: PlayerStrings::parse("player_id", player_id, Some(player_data))
                     .map_err(|e| err(&e.to_string()))?,
                 game,
                 status: PlayerSessionStatus::Reserved,
@@ -611,40 +692,35 @@ pub fn decode(
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns {
-                    reserved: r.lsn,
+                    reserved: lsn,
                     ..SessionLsns::default()
                 },
                 errors: None,
             })
         }
-        (T::Callback, A::Succeed) => Change::Accepted {
-            id: psid(&r.operation_id)?,
-            game_session_id: gsid(&r.parent_id)?,
+        A::Succeed => Change::Accepted {
+            id: psid()?,
+            game_session_id: gsid()?,
             at,
         },
-        (T::Callback, A::Fail) => Change::TimedOut {
-            id: psid(&r.operation_id)?,
-            game_session_id: gsid(&r.parent_id)?,
+        A::Fail => Change::TimedOut {
+            id: psid()?,
+            game_session_id: gsid()?,
             at,
         },
-        (T::Callback, A::Retry) => Change::ErrorReported {
-            id: psid(&r.operation_id)?,
-            game_session_id: gsid(&r.parent_id)?,
-            message: r
-                .error
-                .as_ref()
-                .map_or("", |e| e.error_message.as_str())
-                .into(),
+        A::Retry => Change::ErrorReported {
+            id: psid()?,
+            game_session_id: gsid()?,
+            message: v.error_message.unwrap_or("").into(),
             at,
         },
-        (T::Callback, A::Cancel) => Change::Completed {
-            id: psid(&r.operation_id)?,
-            game_session_id: gsid(&r.parent_id)?,
-            reason: EndReason::parse(&r.sub_type)
-                .ok_or_else(|| err("unknown completion reason"))?,
+        A::Cancel => Change::Completed {
+            id: psid()?,
+            game_session_id: gsid()?,
+            reason: EndReason::parse(v.sub_type).ok_or_else(|| err("unknown completion reason"))?,
             at,
         },
-        _ => return Err(err("unknown operation update")),
+        A::Unspecified => return Err(err("unknown operation update")),
     }))
 }
 

@@ -13,10 +13,16 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::{ops::Range, sync::Arc};
+
 use prost::Message;
 
-use super::{frame, io_err, records, segment, snapshot, JournalConfig, JournalError};
-use crate::{domain::Lsn, proto::OperationRecord, storage::Checkpoint, store::Store};
+use super::{frame, io_err, protowire, records, segment, snapshot, JournalConfig, JournalError};
+use crate::{
+    domain::Lsn,
+    storage::Checkpoint,
+    store::{ReplayBatch, Store},
+};
 
 /// Where the journal continues after recovery.
 #[derive(Debug, Clone)]
@@ -77,17 +83,24 @@ fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
     false
 }
 
-/// Records routed to one replay worker: (record, position of its frame).
-type Batch = Vec<(OperationRecord, usize, u64)>;
+/// Records routed to one replay worker: spans of one segment's bytes, each a record with its
+/// LSN and the offset of its frame (for errors). The bytes are shared, not copied: the reader
+/// thread only splits checkpoints, and the workers decode.
+struct Batch {
+    segment: Arc<Vec<u8>>,
+    file: usize,
+    records: Vec<Routed>,
+}
 
-/// The game session a record belongs to: records of one game session are applied in LSN order
-/// by one worker; different game sessions commute.
-fn shard_of(r: &OperationRecord, shards: usize) -> usize {
-    let key = if r.parent_id.is_empty() {
-        &r.operation_id
-    } else {
-        &r.parent_id
-    };
+struct Routed {
+    bytes: Range<usize>,
+    lsn: Lsn,
+    frame: u64,
+}
+
+/// The worker for a record: records of one game session are applied in LSN order by one
+/// worker (its key is the game session's id); different game sessions commute.
+fn shard_of(key: &[u8], shards: usize) -> usize {
     (SHARD_HASH.hash_one(key) % shards as u64) as usize
 }
 
@@ -112,16 +125,20 @@ pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, Journ
             .into_iter()
             .map(|rx| {
                 scope.spawn(move || -> Result<(), (usize, u64, String)> {
+                    let mut pending = ReplayBatch::default();
                     for batch in rx {
-                        for (rec, file, offset) in batch {
-                            let lsn = rec.lsn;
-                            match records::decode(&rec, |g| store.game_info(g)) {
-                                Ok(Some(change)) => store.apply(change, lsn),
+                        for r in &batch.records {
+                            let bytes = &batch.segment[r.bytes.clone()];
+                            match records::decode_bytes(bytes, r.lsn, |g| store.game_info(g)) {
+                                Ok(Some(change)) => {
+                                    store.apply_batched(&mut pending, change, r.lsn)
+                                }
                                 Ok(None) => {}
-                                Err(e) => return Err((file, offset, e.to_string())),
+                                Err(e) => return Err((batch.file, r.frame, e.to_string())),
                             }
                         }
                     }
+                    store.flush_replay(&mut pending);
                     Ok(())
                 })
             })
@@ -190,9 +207,15 @@ fn read_and_route(
     if let Ok(mut p) = paths.lock() {
         p.extend(segments.iter().map(|(_, p)| p.clone()));
     }
-    let mut batches: Vec<Batch> = vec![Vec::new(); workers.len()];
-    // One buffer for every segment: its pages are faulted in once, not once per segment.
-    let mut buf = Vec::new();
+    store.reserve_player_sessions(records_ahead(&segments, replay_from));
+    let mut router = Router {
+        workers,
+        pending: (0..workers.len()).map(|_| Vec::new()).collect(),
+    };
+    // Segment buffers are reused once the workers are done with them: their pages are
+    // faulted in once, not once per segment.
+    let mut spare: Vec<Arc<Vec<u8>>> = Vec::new();
+    let mut spans = Vec::new();
     for (index, (first_lsn, path)) in segments.iter().enumerate() {
         let is_last = index + 1 == count;
         if let Some((next_first, _)) = segments.get(index + 1) {
@@ -202,10 +225,18 @@ fn read_and_route(
                 continue;
             }
         }
-        buf.clear();
-        fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut buf))
-            .map_err(io_err(path))?;
+        let mut segment = match spare.iter_mut().position(|b| Arc::get_mut(b).is_some()) {
+            Some(i) => spare.swap_remove(i),
+            None => Arc::default(),
+        };
+        {
+            let buf = Arc::make_mut(&mut segment);
+            buf.clear();
+            fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_to_end(&mut f, buf))
+                .map_err(io_err(path))?;
+        }
+        let buf: &[u8] = &segment;
         let mut offset = 0usize;
         let problem = loop {
             match frame::next(&buf[offset..]) {
@@ -221,38 +252,40 @@ fn read_and_route(
                 frame::Next::Truncated => break Some("torn record (file ends inside it)"),
                 frame::Next::Corrupt(why) => break Some(why),
                 frame::Next::Frame { body, len } => {
-                    let Ok(cp) = Checkpoint::decode(body) else {
+                    spans.clear();
+                    let Ok(first) = protowire::split_checkpoint(body, &mut spans) else {
                         break Some("undecodable checkpoint");
                     };
-                    let n = cp.records.len() as Lsn;
+                    let n = spans.len() as Lsn;
                     if n == 0 {
                         break Some("empty checkpoint");
                     }
                     let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-                    if cp.first_lsn != expected {
+                    if first != expected {
                         break Some("LSN sequence broken");
                     }
-                    for (i, mut rec) in cp.records.into_iter().enumerate() {
-                        let lsn = cp.first_lsn + i as Lsn;
-                        rec.lsn = lsn;
+                    let body_at = offset + frame::HEADER;
+                    for (i, span) in spans.iter().enumerate() {
+                        let lsn = first + i as Lsn;
                         if lsn < replay_from {
                             continue;
                         }
-                        let shard = shard_of(&rec, workers.len());
-                        batches[shard].push((rec, index, offset as u64));
-                        if batches[shard].len() >= 256 {
-                            let full = std::mem::take(&mut batches[shard]);
-                            if workers[shard].send(full).is_err() {
-                                break;
-                            }
-                        }
+                        let shard = shard_of(&body[span.key.clone()], workers.len());
+                        let record = Routed {
+                            bytes: body_at + span.bytes.start..body_at + span.bytes.end,
+                            lsn,
+                            frame: offset as u64,
+                        };
+                        router.route(&segment, index, shard, record);
                         out.records_replayed += 1;
                     }
-                    last_lsn = Some(cp.first_lsn + n - 1);
+                    last_lsn = Some(first + n - 1);
                     offset += len;
                 }
             }
         };
+        // A batch never spans two segments.
+        router.flush(&segment, index);
         let valid_len = offset as u64;
         if let Some(reason) = problem {
             let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
@@ -281,16 +314,65 @@ fn read_and_route(
         if is_last {
             out.active_segment = Some((path.clone(), valid_len));
         }
-    }
-    for (shard, batch) in batches.into_iter().enumerate() {
-        if !batch.is_empty() {
-            let _ = workers[shard].send(batch);
+        if spare.len() < 4 {
+            spare.push(segment);
         }
     }
     if let Some(l) = last_lsn {
         out.next_lsn = out.next_lsn.max(l + 1);
     }
     Ok(out)
+}
+
+/// About how many records replay will read (most of them reservations), to size the tables
+/// once instead of growing them: exact for every segment but the last (their names give their
+/// first LSNs), the last counted as the average of the others. 0 for a journal of one segment.
+fn records_ahead(segments: &[(Lsn, PathBuf)], replay_from: Lsn) -> usize {
+    let full: Vec<u64> = segments
+        .windows(2)
+        .map(|w| w[1].0.saturating_sub(w[0].0.max(replay_from)))
+        .filter(|&n| n > 0)
+        .collect();
+    let total: u64 = full.iter().sum();
+    let last = total.checked_div(full.len() as u64).unwrap_or(0);
+    usize::try_from(total + last).unwrap_or(0)
+}
+
+/// Records per batch sent to a worker.
+const BATCH: usize = 256;
+
+/// The reader's pending batches, one per worker.
+struct Router<'a> {
+    workers: &'a [std::sync::mpsc::SyncSender<Batch>],
+    pending: Vec<Vec<Routed>>,
+}
+
+impl Router<'_> {
+    fn route(&mut self, segment: &Arc<Vec<u8>>, file: usize, shard: usize, record: Routed) {
+        self.pending[shard].push(record);
+        if self.pending[shard].len() >= BATCH {
+            self.send(segment, file, shard);
+        }
+    }
+
+    fn send(&mut self, segment: &Arc<Vec<u8>>, file: usize, shard: usize) {
+        let records = std::mem::replace(&mut self.pending[shard], Vec::with_capacity(BATCH));
+        // A worker that is gone has failed: its error is reported when it is joined.
+        let _ = self.workers[shard].send(Batch {
+            segment: segment.clone(),
+            file,
+            records,
+        });
+    }
+
+    /// Sends every pending batch.
+    fn flush(&mut self, segment: &Arc<Vec<u8>>, file: usize) {
+        for shard in 0..self.pending.len() {
+            if !self.pending[shard].is_empty() {
+                self.send(segment, file, shard);
+            }
+        }
+    }
 }
 
 fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
@@ -305,6 +387,7 @@ fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::OperationRecord;
 
     fn checkpoint(first_lsn: Lsn, payload: usize) -> Vec<u8> {
         let cp = Checkpoint {

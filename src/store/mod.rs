@@ -35,6 +35,7 @@ pub use import::{ImportJob, JobStatus, RowError, RowOutcome, MAX_JOB_ERRORS};
 pub use page_token::{Fingerprint, PageToken, SearchPageToken};
 pub use placement::Place;
 pub use release_health::{HealthCounts, ReleaseHealthQuery, ReleaseHealthReport};
+pub use replay::ReplayBatch;
 pub use search::{LabelSelector, PlacementStrategy, Search, SearchPage, SearchPosition};
 pub use watch::{FleetEvent, FleetEventKind, FleetWatch};
 

@@ -5,7 +5,7 @@
 //! accept of a session that is no longer RESERVED, ... change nothing), because a fuzzy snapshot
 //! may already reflect some of the records replayed on top of it.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use super::{
     fleets::{gs_index, ps_index},
@@ -18,6 +18,17 @@ use crate::{
     },
     sweeper::Timer,
 };
+
+/// Reservations a replay worker has decoded and not yet applied ([`Store::apply_batched`]).
+#[derive(Default)]
+pub struct ReplayBatch {
+    pending: Vec<PlayerSession>,
+}
+
+impl ReplayBatch {
+    /// Reservations applied together: 8 per shard of the big tables on average.
+    const SIZE: usize = 1024;
+}
 
 /// What one thread of [`Store::finish_recovery`] found in its game sessions.
 struct Rearmed {
@@ -144,6 +155,91 @@ impl Store {
             | Change::ImportedRow { .. }
             | Change::ImportFinished { .. } => self.apply_import(&change),
         }
+    }
+
+    /// Makes room for about `additional` more player sessions before a replay adds them.
+    pub fn reserve_player_sessions(&self, additional: usize) {
+        self.player_sessions.reserve(additional);
+        self.by_player.reserve(additional);
+    }
+
+    /// [`Store::apply`] for a replay worker: reservations (most records) wait in `batch` and
+    /// are added to the big tables together ([`Store::flush_replay`]); any other change
+    /// applies the batch first, so the worker's order is kept. Call `flush_replay` at the end.
+    pub fn apply_batched(&self, batch: &mut ReplayBatch, change: Change, lsn: Lsn) {
+        match change {
+            Change::Reserved(mut ps) => {
+                ps.lsns.reserved = lsn;
+                batch.pending.push(ps);
+                if batch.pending.len() >= ReplayBatch::SIZE {
+                    self.flush_replay(batch);
+                }
+            }
+            other => {
+                self.flush_replay(batch);
+                self.apply(other, lsn);
+            }
+        }
+    }
+
+    /// Applies the reservations waiting in `batch`, as [`Store::apply`] would one by one: the
+    /// session map and the by-player index lock each shard once for the batch, and each game
+    /// session once per run of its reservations.
+    pub fn flush_replay(&self, batch: &mut ReplayBatch) {
+        if batch.pending.is_empty() {
+            return;
+        }
+        let sessions = std::mem::take(&mut batch.pending);
+        let games: Vec<_> = sessions.iter().map(|ps| ps.game.clone()).collect();
+        let seats: Vec<_> = sessions
+            .iter()
+            .map(|ps| {
+                let key = self.player_key(ps.player_id());
+                (key, ps.id, ps.status.is_live(), (ps.creation_time, ps.id))
+            })
+            .collect();
+        // Already there (a snapshot has it): nothing changes for that one.
+        let mut added = self.player_sessions.insert_new_batch(sessions);
+        let mut i = 0;
+        while i < games.len() {
+            let game = &games[i];
+            let run = games[i..]
+                .iter()
+                .take_while(|g| Arc::ptr_eq(g, game))
+                .count();
+            let range = i..i + run;
+            i += run;
+            match self.game_sessions.get_mut(&game.id) {
+                Some(mut e) => {
+                    for j in range {
+                        let (key, id, live, position) = seats[j];
+                        if added[j] {
+                            if live {
+                                e.live.insert(key, id);
+                            }
+                            e.players.insert(position);
+                        }
+                    }
+                    e.sync_count();
+                }
+                // Gone since the record was decoded (never on replay): undo.
+                None => {
+                    for j in range {
+                        if std::mem::take(&mut added[j]) {
+                            self.player_sessions.remove(&seats[j].1);
+                        }
+                    }
+                }
+            }
+        }
+        self.by_player.insert_batch(
+            seats
+                .iter()
+                .zip(&added)
+                .filter(|(_, added)| **added)
+                .map(|((key, id, ..), _)| (*key, *id))
+                .collect(),
+        );
     }
 
     fn apply_reserved(&self, mut ps: PlayerSession, lsn: Lsn) {

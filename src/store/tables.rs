@@ -41,6 +41,35 @@ impl<T> Sharded<T> {
     fn len(&self) -> usize {
         self.shards.iter().map(|s| s.read().len()).sum()
     }
+
+    /// Makes room for `additional` more entries in all (spread evenly over the shards).
+    fn reserve(&self, additional: usize, hasher: impl Fn(&T) -> u64) {
+        for s in self.shards.iter() {
+            s.write().reserve(additional.div_ceil(SHARDS), &hasher);
+        }
+    }
+
+    /// Runs `each` on every `(hash, item)` with the item's shard write-locked, locking each
+    /// shard once for all its items (in their order). A locked instruction is a fence: one
+    /// lock per item serializes the cache misses of big tables, and one per shard lets the
+    /// CPU overlap a batch's misses (replay).
+    fn batched<I>(
+        &self,
+        mut items: Vec<(u64, I)>,
+        mut each: impl FnMut(&mut HashTable<T>, u64, I),
+    ) {
+        let shard_of = |h: u64| (h >> 32) as usize % SHARDS;
+        items.sort_by_key(|(h, _)| shard_of(*h));
+        let mut items = items.into_iter().peekable();
+        while let Some((h, item)) = items.next() {
+            let shard = shard_of(h);
+            let mut table = self.shards[shard].write();
+            each(&mut table, h, item);
+            while let Some((h, item)) = items.next_if(|(h, _)| shard_of(*h) == shard) {
+                each(&mut table, h, item);
+            }
+        }
+    }
 }
 
 /// Player sessions by id.
@@ -98,6 +127,32 @@ impl SessionMap {
         }
     }
 
+    /// [`SessionMap::insert_new`] for many sessions at once, each shard locked once; returns
+    /// whether each was added, in order (of two with one id, the first is).
+    pub fn insert_new_batch(&self, sessions: Vec<PlayerSession>) -> Vec<bool> {
+        let mut added = vec![false; sessions.len()];
+        let items = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, ps)| (self.hash(&ps.id), (i, ps)))
+            .collect();
+        self.table.batched(items, |table, h, (i, ps)| {
+            if let hashbrown::hash_table::Entry::Vacant(v) =
+                table.entry(h, |p| p.id == ps.id, |p| self.hash(&p.id))
+            {
+                v.insert(Box::new(ps));
+                added[i] = true;
+            }
+        });
+        added
+    }
+
+    /// Makes room for `additional` more sessions (replay: growing the table as it fills would
+    /// rehash every record, reading each boxed record for its id).
+    pub fn reserve(&self, additional: usize) {
+        self.table.reserve(additional, |p| self.hash(&p.id));
+    }
+
     pub fn remove(&self, id: &PlayerSessionId) -> Option<Box<PlayerSession>> {
         let h = self.hash(id);
         let mut shard = self.table.shard(h).write();
@@ -137,6 +192,18 @@ impl PlayerIndex {
             .shard(key)
             .write()
             .insert_unique(key, (key, id), |e| e.0);
+    }
+
+    /// [`PlayerIndex::insert`] for many sessions at once, each shard locked once.
+    pub fn insert_batch(&self, entries: Vec<(u64, PlayerSessionId)>) {
+        self.table.batched(entries, |table, key, id| {
+            table.insert_unique(key, (key, id), |e| e.0);
+        });
+    }
+
+    /// Makes room for `additional` more entries.
+    pub fn reserve(&self, additional: usize) {
+        self.table.reserve(additional, |e| e.0);
     }
 
     /// Removes `id` from under `key` (nothing if it is not there).

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::{
-    domain::{CreationPolicy, FleetId, GameSessionStatus, RegisterGameSession},
+    domain::{Change, CreationPolicy, FleetId, GameSessionStatus, Lsn, RegisterGameSession},
     sweeper,
 };
 
@@ -883,4 +883,67 @@ async fn watching_an_unknown_fleet_leaves_no_trace() {
     let fleet = FleetId::parse("fleet_id", "fleet-1").unwrap();
     drop(s.watch_fleet(fleet.clone(), Default::default()));
     assert_eq!(s.all_fleet_counts().len(), 1);
+}
+
+/// Replay's batched reservations leave the store as applying them one by one does: a session
+/// already there (or twice in one batch) changes nothing, a reservation of a game session that
+/// is not there is dropped, and a later change of the same worker sees the batch applied.
+#[tokio::test(start_paused = true)]
+async fn batched_replay_matches_one_by_one() {
+    let live = store();
+    let ga = register(&live, "gs-a", 10).await;
+    let gb = register(&live, "gs-b", 10).await;
+    register(&live, "gs-x", 10).await;
+    let a = reserve(&live, "gs-a", &["p1", "p2"]).await.unwrap();
+    let b = reserve(&live, "gs-b", &["p1"]).await.unwrap();
+    let x = reserve(&live, "gs-x", &["p3"]).await.unwrap();
+    let at = a[1].creation_time;
+    let changes = vec![
+        Change::GameSessionStarted(ga),
+        Change::GameSessionStarted(gb),
+        Change::Reserved(a[0].clone()),
+        Change::Reserved(b[0].clone()),
+        Change::Reserved(a[0].clone()),
+        Change::Reserved(x[0].clone()),
+        Change::Reserved(a[1].clone()),
+        Change::Accepted {
+            id: a[1].id,
+            game_session_id: gs("gs-a"),
+            at,
+        },
+        Change::Reserved(b[0].clone()),
+    ];
+    let (one, batched) = (store(), store());
+    let mut batch = ReplayBatch::default();
+    for (i, c) in changes.into_iter().enumerate() {
+        let lsn = i as Lsn + 1;
+        one.apply(c.clone(), lsn);
+        batched.apply_batched(&mut batch, c, lsn);
+    }
+    batched.flush_replay(&mut batch);
+    let view = |s: &Store| {
+        let mut out: Vec<String> = ["gs-a", "gs-b"]
+            .iter()
+            .map(|g| {
+                let game = s.get_game_session(&gs(g)).unwrap();
+                let players = describe_all(s, DescribeBy::GameSession(gs(g)), 10);
+                format!("{g} {} {:?}", game.current_player_session_count, players)
+            })
+            .collect();
+        let p1 = PlayerId::parse("player_id", "p1").unwrap();
+        out.push(format!("{:?}", describe_all(s, DescribeBy::Player(p1), 10)));
+        out.push(format!("{}", s.player_sessions.len()));
+        out
+    };
+    assert_eq!(view(&batched), view(&one));
+    assert_eq!(
+        batched.player_sessions.len(),
+        3,
+        "no duplicate, nothing of gs-x"
+    );
+    assert!(batched.get_player_session(x[0].id).is_err());
+    assert_eq!(
+        batched.get_player_session(a[1].id).unwrap().status,
+        PlayerSessionStatus::Active
+    );
 }
