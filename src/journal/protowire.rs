@@ -37,7 +37,7 @@ pub enum Value<'a> {
 /// Groups nest at most this deep (prost's recursion limit).
 const MAX_DEPTH: u32 = 100;
 
-#[inline]
+#[inline(always)]
 fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
     // Most varints of a record (keys, lengths, enums) are one byte.
     if let Some(&byte) = buf.get(*pos) {
@@ -62,7 +62,7 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, Malformed> {
     Err(Malformed)
 }
 
-#[inline]
+#[inline(always)]
 fn key(buf: &[u8], pos: &mut usize) -> Result<(u32, u8), Malformed> {
     let key = u32::try_from(varint(buf, pos)?).map_err(|_| Malformed)?;
     let tag = key >> 3;
@@ -81,7 +81,7 @@ fn take<'a>(buf: &'a [u8], pos: &mut usize, len: usize) -> Result<&'a [u8], Malf
 }
 
 /// Reads the value of a field of wire type `wire` (after its key).
-#[inline]
+#[inline(always)]
 fn value<'a>(
     buf: &'a [u8],
     pos: &mut usize,
@@ -141,7 +141,7 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Value<'a>), Malformed>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.buf.len() {
             return None;

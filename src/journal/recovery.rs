@@ -19,7 +19,7 @@ use prost::Message;
 
 use super::{frame, io_err, protowire, records, segment, snapshot, JournalConfig, JournalError};
 use crate::{
-    domain::Lsn,
+    domain::{GameSessionInfo, Lsn},
     storage::Checkpoint,
     store::{ReplayBatch, Store},
 };
@@ -126,10 +126,23 @@ pub fn recover(config: &JournalConfig, store: &Store) -> Result<Recovered, Journ
             .map(|rx| {
                 scope.spawn(move || -> Result<(), (usize, u64, String)> {
                     let mut pending = ReplayBatch::default();
+                    // The game session of the last reservation: runs of records share one.
+                    // (A game session's fixed part never changes, nor is one removed, during
+                    // replay.)
+                    let last_game = std::cell::RefCell::new(None::<Arc<GameSessionInfo>>);
+                    let game = |g: &str| {
+                        let mut last = last_game.borrow_mut();
+                        if let Some(info) = last.as_ref().filter(|i| i.id.as_str() == g) {
+                            return Some(info.clone());
+                        }
+                        let info = store.game_info(g)?;
+                        *last = Some(info.clone());
+                        Some(info)
+                    };
                     for batch in rx {
                         for r in &batch.records {
                             let bytes = &batch.segment[r.bytes.clone()];
-                            match records::decode_bytes(bytes, r.lsn, |g| store.game_info(g)) {
+                            match records::decode_bytes(bytes, r.lsn, game) {
                                 Ok(Some(change)) => {
                                     store.apply_batched(&mut pending, change, r.lsn)
                                 }

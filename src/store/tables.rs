@@ -53,20 +53,35 @@ impl<T> Sharded<T> {
     /// shard once for all its items (in their order). A locked instruction is a fence: one
     /// lock per item serializes the cache misses of big tables, and one per shard lets the
     /// CPU overlap a batch's misses (replay).
-    fn batched<I>(
-        &self,
-        mut items: Vec<(u64, I)>,
-        mut each: impl FnMut(&mut HashTable<T>, u64, I),
-    ) {
+    fn batched<I>(&self, items: Vec<(u64, I)>, mut each: impl FnMut(&mut HashTable<T>, u64, I)) {
         let shard_of = |h: u64| (h >> 32) as usize % SHARDS;
-        items.sort_by_key(|(h, _)| shard_of(*h));
-        let mut items = items.into_iter().peekable();
-        while let Some((h, item)) = items.next() {
-            let shard = shard_of(h);
-            let mut table = self.shards[shard].write();
-            each(&mut table, h, item);
-            while let Some((h, item)) = items.next_if(|(h, _)| shard_of(*h) == shard) {
-                each(&mut table, h, item);
+        // A counting sort of the items by shard, stable (two entries for one key keep their
+        // order).
+        let mut starts = [0usize; SHARDS + 1];
+        for (h, _) in &items {
+            starts[shard_of(*h) + 1] += 1;
+        }
+        for s in 0..SHARDS {
+            starts[s + 1] += starts[s];
+        }
+        let mut next = starts;
+        let mut order = vec![0; items.len()];
+        for (i, (h, _)) in items.iter().enumerate() {
+            let s = shard_of(*h);
+            order[next[s]] = i;
+            next[s] += 1;
+        }
+        let mut slots: Vec<Option<(u64, I)>> = items.into_iter().map(Some).collect();
+        for s in 0..SHARDS {
+            let mine = &order[starts[s]..starts[s + 1]];
+            if mine.is_empty() {
+                continue;
+            }
+            let mut table = self.shards[s].write();
+            for &i in mine {
+                if let Some((h, item)) = slots[i].take() {
+                    each(&mut table, h, item);
+                }
             }
         }
     }
