@@ -415,6 +415,22 @@ mod tests {
         out
     }
 
+    #[test]
+    fn records_ahead_counts_the_full_segments_and_guesses_the_last() {
+        let segs = |firsts: &[Lsn]| -> Vec<(Lsn, PathBuf)> {
+            firsts.iter().map(|&f| (f, PathBuf::new())).collect()
+        };
+        assert_eq!(records_ahead(&segs(&[]), 1), 0);
+        assert_eq!(
+            records_ahead(&segs(&[1]), 1),
+            0,
+            "one segment: nothing known"
+        );
+        assert_eq!(records_ahead(&segs(&[1, 101, 201]), 1), 300);
+        // A snapshot covers the first segment and half of the second.
+        assert_eq!(records_ahead(&segs(&[1, 101, 201]), 151), 100);
+    }
+
     /// A large torn record in a preallocated segment: every offset inside it claims some
     /// length, and most fit in the megabytes of zeros after it. None is a frame that was
     /// written; a real frame after the torn one still is found.
