@@ -10,10 +10,10 @@
 
 use std::{
     fs,
+    ops::Range,
     path::{Path, PathBuf},
+    sync::Arc,
 };
-
-use std::{ops::Range, sync::Arc};
 
 use prost::Message;
 
