@@ -346,6 +346,64 @@ async fn corruption_before_the_tail_refuses_to_start() {
     r.journal().close();
 }
 
+/// A frame whose CRC holds was written whole: a record in it that does not decode is not a
+/// torn write, even at the tail. Recovery refuses to start, naming the file and the frame,
+/// whether the record goes through the borrowed reader (a CALLBACK) or through prost.
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_record_in_a_whole_frame_refuses_to_start() {
+    use crate::proto::{OperationRecord, OperationType};
+    let dir = tempfile::tempdir().unwrap();
+    let jc = jconfig(dir.path());
+    let s = open(dir.path(), &jc).unwrap();
+    s.register_game_session(registration("gs-a", 4))
+        .await
+        .unwrap();
+    s.reserve(reservation("gs-a", &["p1"])).await.unwrap();
+    let next = s.journal().last_lsn() + 1;
+    s.journal().close();
+    drop(s);
+    let seg = segment_file(dir.path());
+    let good = std::fs::read(&seg).unwrap();
+    let end = data_len(&seg);
+    let bad_records = [
+        // A reservation without its payload.
+        OperationRecord {
+            operation_id: PlayerSessionId::generate().to_string(),
+            operation_type: OperationType::Callback as i32,
+            action: 1,
+            parent_id: "gs-a".into(),
+            timestamp: Some(prost_types::Timestamp::default()),
+            ..Default::default()
+        },
+        // An operation type no version writes.
+        OperationRecord {
+            operation_id: "gs-a".into(),
+            operation_type: 99,
+            timestamp: Some(prost_types::Timestamp::default()),
+            ..Default::default()
+        },
+    ];
+    for record in bad_records {
+        let mut bytes = good.clone();
+        let mut framed = Vec::new();
+        let cp = crate::storage::Checkpoint {
+            first_lsn: next,
+            records: vec![record],
+        };
+        frame::put(&mut framed, &cp.encode_to_vec());
+        bytes[end..end + framed.len()].copy_from_slice(&framed);
+        std::fs::write(&seg, &bytes).unwrap();
+        match open(dir.path(), &jc) {
+            Err(JournalError::Corrupt { path, offset, .. }) => {
+                assert_eq!(path, seg);
+                assert_eq!(offset as usize, end, "names the frame");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("started on an undecodable record"),
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn snapshots_round_trip_and_bound_the_journal() {
     let dir = tempfile::tempdir().unwrap();
