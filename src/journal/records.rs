@@ -675,8 +675,10 @@ fn decode_callback(
             let Some((player_id, player_data)) = v.reservation else {
                 return Err(err("missing reservation"));
             };
-            GameSessionId::validate("parent_id", v.parent_id).map_err(|e| err(&e.to_string()))?;
+            // A game session found has a valid id: only an unknown one needs checking.
             let Some(game) = lookup_game(v.parent_id) else {
+                GameSessionId::validate("parent_id", v.parent_id)
+                    .map_err(|e| err(&e.to_string()))?;
                 return Ok(None);
             };
             let deadline = v.deadline.ok_or_else(|| err("no deadline"))?;
