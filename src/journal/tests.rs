@@ -249,6 +249,47 @@ async fn restart_restores_the_exact_state() {
     r.journal().close();
 }
 
+/// Replay over several segments, with more reservations per worker than one batch holds
+/// and accepts and removals interleaved with them, restores the exact state.
+#[tokio::test(start_paused = true)]
+async fn replay_across_segments_restores_the_exact_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = JournalConfig {
+        segment_bytes: 16 << 10,
+        ..jconfig(dir.path())
+    };
+    let s = open_with(dir.path(), &jc, Durability::Async).unwrap();
+    let players: Vec<String> = (0..25).map(|i| format!("p{i}")).collect();
+    let players: Vec<&str> = players.iter().map(String::as_str).collect();
+    for g in 0..120 {
+        let id = format!("gs-{g}");
+        s.register_game_session(registration(&id, 25))
+            .await
+            .unwrap();
+        let r = s.reserve(reservation(&id, &players)).await.unwrap();
+        let gs = r[0].game.id.clone();
+        for (i, ps) in r.iter().enumerate() {
+            if i % 3 == 0 {
+                s.accept(&gs, ps.id).await.unwrap();
+            }
+            if i % 5 == 0 {
+                s.remove(&gs, ps.id).await.unwrap();
+            }
+        }
+    }
+    let before = dump(&s);
+    s.journal().close();
+    drop(s);
+    let segments = segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX)
+        .unwrap()
+        .len();
+    assert!(segments >= 3, "{segments} segments");
+    let r = open(dir.path(), &jc).unwrap();
+    assert_eq!(dump(&r), before);
+    r.check_invariants().unwrap();
+    r.journal().close();
+}
+
 #[tokio::test(start_paused = true)]
 async fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
