@@ -4,7 +4,8 @@
 //! bound the disk use; recovery loads the newest snapshot and replays later segments.
 //!
 //! [`reader`] reads committed records back in LSN order for consumers that keep their own
-//! cursor. Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
+//! cursor; [`protowire`] is replay's borrowed view of checkpoints and player-session records
+//! (see [`recovery`]). Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
 
 pub mod frame;
 pub mod protowire;
