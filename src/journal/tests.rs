@@ -161,6 +161,15 @@ fn read_records(path: &Path) -> Vec<crate::proto::OperationRecord> {
     out
 }
 
+/// A store opened on `dir` with one game session, `gs-a`, of 4 seats.
+async fn open_with_gs_a(dir: &Path, jc: &JournalConfig) -> Arc<Store> {
+    let s = open(dir, jc).unwrap();
+    s.register_game_session(registration("gs-a", 4))
+        .await
+        .unwrap();
+    s
+}
+
 async fn workload(s: &Store) -> Vec<PlayerSessionId> {
     let mut r = registration("gs-a", 4);
     r.heartbeat_timeout = Some(Duration::from_secs(30));
@@ -294,10 +303,7 @@ async fn replay_across_segments_restores_the_exact_state() {
 async fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let jc = jconfig(dir.path());
-    let s = open(dir.path(), &jc).unwrap();
-    s.register_game_session(registration("gs-a", 4))
-        .await
-        .unwrap();
+    let s = open_with_gs_a(dir.path(), &jc).await;
     s.reserve(reservation("gs-a", &["p1"])).await.unwrap();
     let before_last = dump(&s);
     s.reserve(reservation("gs-a", &["p2", "p3"])).await.unwrap();
@@ -336,10 +342,7 @@ async fn torn_tail_at_every_byte_of_the_last_record_is_truncated() {
 async fn corruption_before_the_tail_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let jc = jconfig(dir.path());
-    let s = open(dir.path(), &jc).unwrap();
-    s.register_game_session(registration("gs-a", 4))
-        .await
-        .unwrap();
+    let s = open_with_gs_a(dir.path(), &jc).await;
     let after_first = dump(&s);
     for i in 0..3 {
         s.reserve(reservation("gs-a", &[&format!("p{i}")]))
@@ -395,10 +398,7 @@ async fn an_undecodable_record_in_a_whole_frame_refuses_to_start() {
     use crate::proto::{OperationRecord, OperationType};
     let dir = tempfile::tempdir().unwrap();
     let jc = jconfig(dir.path());
-    let s = open(dir.path(), &jc).unwrap();
-    s.register_game_session(registration("gs-a", 4))
-        .await
-        .unwrap();
+    let s = open_with_gs_a(dir.path(), &jc).await;
     s.reserve(reservation("gs-a", &["p1"])).await.unwrap();
     let next = s.journal().last_lsn() + 1;
     s.journal().close();

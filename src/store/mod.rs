@@ -110,6 +110,24 @@ impl GameSessionEntry {
     fn sync_count(&mut self) {
         self.session.current_player_session_count = self.live.len() as u32;
     }
+
+    /// Adds a player session new to the store to this game session's indexes.
+    fn add_player(&mut self, p: &NewPlayer) {
+        if p.live {
+            self.live.insert(p.key, p.id);
+        }
+        self.players.insert((p.created, p.id));
+    }
+}
+
+/// What the indexes keep of a player session being added ([`Store::index_player`] and
+/// replay's batches), taken before the session moves into the session map.
+#[derive(Clone, Copy)]
+struct NewPlayer {
+    key: u64,
+    id: PlayerSessionId,
+    live: bool,
+    created: Timestamp,
 }
 
 /// The seats taken in one game session: the live player session of each player, found by the
@@ -686,21 +704,22 @@ impl Store {
     /// Call with its game session's entry locked. A session whose id is already there changes
     /// nothing (replay over a snapshot that has it); returns whether it was added.
     fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) -> bool {
-        let (key, id, live, position) = (
-            self.player_key(ps.player_id()),
-            ps.id,
-            ps.status.is_live(),
-            (ps.creation_time, ps.id),
-        );
+        let new = self.new_player(&ps);
         if !self.player_sessions.insert_new(Box::new(ps)) {
             return false;
         }
-        if live {
-            e.live.insert(key, id);
-        }
-        e.players.insert(position);
-        self.by_player.insert(key, id);
+        e.add_player(&new);
+        self.by_player.insert(new.key, new.id);
         true
+    }
+
+    fn new_player(&self, ps: &PlayerSession) -> NewPlayer {
+        NewPlayer {
+            key: self.player_key(ps.player_id()),
+            id: ps.id,
+            live: ps.status.is_live(),
+            created: ps.creation_time,
+        }
     }
 
     /// Frees the seat of a player session that just became terminal.

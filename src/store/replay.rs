@@ -191,13 +191,7 @@ impl Store {
         }
         let sessions = std::mem::take(&mut batch.pending);
         let games: Vec<_> = sessions.iter().map(|ps| ps.game.clone()).collect();
-        let seats: Vec<_> = sessions
-            .iter()
-            .map(|ps| {
-                let key = self.player_key(ps.player_id());
-                (key, ps.id, ps.status.is_live(), (ps.creation_time, ps.id))
-            })
-            .collect();
+        let new: Vec<_> = sessions.iter().map(|ps| self.new_player(ps)).collect();
         // Already there (a snapshot has it): nothing changes for that one.
         let mut added = self.player_sessions.insert_new_batch(sessions);
         let mut i = 0;
@@ -211,14 +205,8 @@ impl Store {
             i += run;
             match self.game_sessions.get_mut(&game.id) {
                 Some(mut e) => {
-                    for j in range {
-                        let (key, id, live, position) = seats[j];
-                        if added[j] {
-                            if live {
-                                e.live.insert(key, id);
-                            }
-                            e.players.insert(position);
-                        }
+                    for j in range.filter(|&j| added[j]) {
+                        e.add_player(&new[j]);
                     }
                     e.sync_count();
                 }
@@ -226,18 +214,17 @@ impl Store {
                 None => {
                     for j in range {
                         if std::mem::take(&mut added[j]) {
-                            self.player_sessions.remove(&seats[j].1);
+                            self.player_sessions.remove(&new[j].id);
                         }
                     }
                 }
             }
         }
         self.by_player.insert_batch(
-            seats
-                .iter()
+            new.iter()
                 .zip(&added)
                 .filter(|(_, added)| **added)
-                .map(|((key, id, ..), _)| (*key, *id))
+                .map(|(p, _)| (p.key, p.id))
                 .collect(),
         );
     }
