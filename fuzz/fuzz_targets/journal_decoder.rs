@@ -8,8 +8,7 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use session_broker::{
-    domain::{FleetId, GameSessionInfo},
-    domain::{GameSessionId, Lsn},
+    domain::{FleetId, GameSessionId, GameSessionInfo, Lsn},
     journal::{frame, protowire, records},
     storage::Checkpoint,
 };

@@ -18,6 +18,12 @@ use crate::domain::{PlayerSession, PlayerSessionId};
 /// Shards: many more than cores, so concurrent calls rarely share a lock.
 const SHARDS: usize = 128;
 
+/// The shard of `hash`: bits the tables themselves do not use (they take the low bits for the
+/// bucket and the top seven for the control byte).
+fn shard_index(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
+}
+
 /// A hash table split into [`SHARDS`] independently locked shards.
 struct Sharded<T> {
     shards: Box<[RwLock<HashTable<T>>]>,
@@ -32,10 +38,9 @@ impl<T> Default for Sharded<T> {
 }
 
 impl<T> Sharded<T> {
-    /// The shard of `hash`: bits the tables themselves do not use (they take the low bits for
-    /// the bucket and the top seven for the control byte).
+    /// The shard of `hash` ([`shard_index`]).
     fn shard(&self, hash: u64) -> &RwLock<HashTable<T>> {
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        &self.shards[shard_index(hash)]
     }
 
     fn len(&self) -> usize {
@@ -54,7 +59,7 @@ impl<T> Sharded<T> {
     /// lock per item serializes the cache misses of big tables, and one per shard lets the
     /// CPU overlap a batch's misses (replay).
     fn batched<I>(&self, items: Vec<(u64, I)>, mut each: impl FnMut(&mut HashTable<T>, u64, I)) {
-        let shard_of = |h: u64| (h >> 32) as usize % SHARDS;
+        let shard_of = shard_index;
         // A counting sort of the items by shard, stable (two entries for one key keep their
         // order).
         let mut starts = [0usize; SHARDS + 1];
@@ -132,7 +137,16 @@ impl SessionMap {
     /// whether it was added. One probe of the table either way.
     pub fn insert_new(&self, ps: Box<PlayerSession>) -> bool {
         let h = self.hash(&ps.id);
-        let mut shard = self.table.shard(h).write();
+        self.insert_in(&mut self.table.shard(h).write(), h, ps)
+    }
+
+    /// Adds `ps` (hashed `h`) to its locked shard unless its id is there.
+    fn insert_in(
+        &self,
+        shard: &mut HashTable<Box<PlayerSession>>,
+        h: u64,
+        ps: Box<PlayerSession>,
+    ) -> bool {
         match shard.entry(h, |p| p.id == ps.id, |p| self.hash(&p.id)) {
             hashbrown::hash_table::Entry::Occupied(_) => false,
             hashbrown::hash_table::Entry::Vacant(v) => {
@@ -152,12 +166,7 @@ impl SessionMap {
             .map(|(i, ps)| (self.hash(&ps.id), (i, ps)))
             .collect();
         self.table.batched(items, |table, h, (i, ps)| {
-            if let hashbrown::hash_table::Entry::Vacant(v) =
-                table.entry(h, |p| p.id == ps.id, |p| self.hash(&p.id))
-            {
-                v.insert(Box::new(ps));
-                added[i] = true;
-            }
+            added[i] = self.insert_in(table, h, Box::new(ps));
         });
         added
     }
@@ -203,17 +212,16 @@ pub(super) struct PlayerIndex {
 impl PlayerIndex {
     /// Adds `id` under `key` (the caller never adds the same session twice).
     pub fn insert(&self, key: u64, id: PlayerSessionId) {
-        self.table
-            .shard(key)
-            .write()
-            .insert_unique(key, (key, id), |e| e.0);
+        Self::insert_in(&mut self.table.shard(key).write(), key, id);
+    }
+
+    fn insert_in(shard: &mut HashTable<(u64, PlayerSessionId)>, key: u64, id: PlayerSessionId) {
+        shard.insert_unique(key, (key, id), |e| e.0);
     }
 
     /// [`PlayerIndex::insert`] for many sessions at once, each shard locked once.
     pub fn insert_batch(&self, entries: Vec<(u64, PlayerSessionId)>) {
-        self.table.batched(entries, |table, key, id| {
-            table.insert_unique(key, (key, id), |e| e.0);
-        });
+        self.table.batched(entries, Self::insert_in);
     }
 
     /// Makes room for `additional` more entries.
@@ -262,6 +270,29 @@ impl PlayerIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_insert_as_one_by_one() {
+        let ids: Vec<_> = (0..300).map(|_| PlayerSessionId::generate()).collect();
+        let (one, batched) = (PlayerIndex::default(), PlayerIndex::default());
+        // Keys in few shards, some equal: every shard takes several entries per lock.
+        let entries: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| ((i as u64 % 7) << 32, *id))
+            .collect();
+        for &(key, id) in &entries {
+            one.insert(key, id);
+        }
+        batched.insert_batch(entries.clone());
+        for k in 0..7u64 {
+            let (mut a, mut b) = (one.get(k << 32), batched.get(k << 32));
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+        assert_eq!(batched.len(), 300);
+    }
 
     #[test]
     fn a_multimap_that_survives_equal_keys() {
