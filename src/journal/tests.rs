@@ -258,8 +258,8 @@ async fn restart_restores_the_exact_state() {
     r.journal().close();
 }
 
-/// Replay over several segments, with more reservations per worker than one batch holds
-/// and accepts and removals interleaved with them, restores the exact state.
+/// Replay over many segments, with more reservations per worker than one batch holds and
+/// accepts and removals interleaved with some of them, restores the exact state.
 #[tokio::test(start_paused = true)]
 async fn replay_across_segments_restores_the_exact_state() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,15 +267,19 @@ async fn replay_across_segments_restores_the_exact_state() {
         segment_bytes: 16 << 10,
         ..jconfig(dir.path())
     };
-    let s = open_with(dir.path(), &jc, Durability::Async).unwrap();
+    // Sync: every call is its own write, so segments rotate at the same records every run.
+    let s = open(dir.path(), &jc).unwrap();
     let players: Vec<String> = (0..25).map(|i| format!("p{i}")).collect();
     let players: Vec<&str> = players.iter().map(String::as_str).collect();
-    for g in 0..120 {
+    for g in 0..100 {
         let id = format!("gs-{g}");
         s.register_game_session(registration(&id, 25))
             .await
             .unwrap();
         let r = s.reserve(reservation(&id, &players)).await.unwrap();
+        if g % 10 != 0 {
+            continue;
+        }
         let gs = r[0].game.id.clone();
         for (i, ps) in r.iter().enumerate() {
             if i % 3 == 0 {
@@ -292,7 +296,7 @@ async fn replay_across_segments_restores_the_exact_state() {
     let segments = segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX)
         .unwrap()
         .len();
-    assert!(segments >= 3, "{segments} segments");
+    assert!(segments > 10, "{segments} segments");
     let r = open(dir.path(), &jc).unwrap();
     assert_eq!(dump(&r), before);
     r.check_invariants().unwrap();
