@@ -12,8 +12,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{GameSessionId, IdempotencyKey, PlayerSessionId, Timestamp},
-    store::Store,
+    domain::{GameSessionId, IdempotencyKey, Timestamp},
+    store::{SessionHandle, Store},
 };
 
 /// How many due timers are fired before the sweeper yields to other tasks.
@@ -22,12 +22,13 @@ const CHUNK: usize = 1024;
 /// What a timer does when it fires.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
-    /// Time out a RESERVED player session whose deadline passed.
-    Reservation(PlayerSessionId),
+    /// Time out the RESERVED player session (on a collision: sessions) with this handle whose
+    /// deadline passed.
+    Reservation(SessionHandle),
     /// Check a game session's heartbeat deadline.
     Heartbeat(GameSessionId),
-    /// Purge a terminal player session after the retention period.
-    PurgePlayerSession(PlayerSessionId),
+    /// Purge the terminal player session(s) with this handle after the retention period.
+    PurgePlayerSession(SessionHandle),
     /// Purge an ended game session (and what is left of its player sessions) after retention.
     PurgeGameSession(GameSessionId),
     /// Forget an idempotency key.
@@ -35,8 +36,9 @@ pub enum Timer {
 }
 
 /// Timers of player sessions (most of them) are kept apart from the rest, in heaps of
-/// 24-byte entries instead of the 32 a [`Timer`] takes with its deadline.
-type SessionHeap = BinaryHeap<Reverse<(Timestamp, PlayerSessionId)>>;
+/// 16-byte entries (the deadline and the session's 8-byte handle) instead of the 32 a
+/// [`Timer`] takes with its deadline.
+type SessionHeap = BinaryHeap<Reverse<(Timestamp, SessionHandle)>>;
 
 /// Pending timers by kind; the earliest deadline of the three heaps fires first (on a tie, in
 /// [`Timer`]'s order, as one heap of `(deadline, Timer)` would).
@@ -248,7 +250,7 @@ mod tests {
     fn timers_of_every_kind_fire_in_deadline_order() {
         let timers = Timers::default();
         let t = Timestamp::from_micros;
-        let (a, b) = (PlayerSessionId::generate(), PlayerSessionId::generate());
+        let (a, b) = (SessionHandle::for_tests(1), SessionHandle::for_tests(2));
         let g = GameSessionId::parse("g", "g1").unwrap();
         timers.schedule(t(30), Timer::PurgePlayerSession(a));
         timers.schedule(t(10), Timer::Heartbeat(g.clone()));

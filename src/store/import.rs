@@ -562,10 +562,10 @@ impl Store {
         for (status, id, deadline, end) in timers {
             match status {
                 PlayerSessionStatus::Reserved => {
-                    self.timers.schedule(deadline, Timer::Reservation(id));
+                    self.timers.schedule(deadline, self.reservation_timer(&id));
                 }
                 PlayerSessionStatus::Active => {}
-                _ => self.schedule_purge(end, Timer::PurgePlayerSession(id)),
+                _ => self.schedule_purge(end, self.purge_timer(&id)),
             }
         }
         out

@@ -24,6 +24,8 @@ mod release_health;
 mod replay;
 mod search;
 mod tables;
+
+pub use tables::SessionHandle;
 mod watch;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -114,7 +116,7 @@ impl GameSessionEntry {
     /// Adds a player session new to the store to this game session's indexes.
     fn add_player(&mut self, p: &NewPlayer) {
         if p.live {
-            self.live.insert(p.key, p.id);
+            self.live.insert(p.key, p.handle);
         }
         self.players.insert((p.created, p.id));
     }
@@ -126,58 +128,64 @@ impl GameSessionEntry {
 struct NewPlayer {
     key: u64,
     id: PlayerSessionId,
+    handle: SessionHandle,
     live: bool,
     created: Timestamp,
 }
 
-/// The seats taken in one game session: the live player session of each player, found by the
-/// player's key ([`Store::player_key`]) and checked against the session's player id, so a
-/// 64-bit collision can never pass for the same player.
+/// The seats taken in one game session: the live player session of each player, as the
+/// player's key ([`Store::player_key`]) and the session's handle ([`SessionHandle`]). Both may
+/// collide, so a seat is confirmed against the sessions it leads to (their player id, game
+/// session and status): a 64-bit collision can never pass for the same player.
 ///
-/// Two flat vectors instead of a map keyed by player id: 24 bytes a seat instead of a map slot
+/// Two flat vectors instead of a map keyed by player id: 16 bytes a seat instead of a map slot
 /// with its own copy of the key (about 68 bytes a seat in a full 1,000-seat game session). A
 /// lookup scans at most `maximum_player_session_count` (<= 1,000) contiguous keys.
 #[derive(Default)]
 struct Seats {
     keys: Vec<u64>,
-    ids: Vec<PlayerSessionId>,
+    handles: Vec<SessionHandle>,
 }
 
 impl Seats {
     fn len(&self) -> usize {
-        self.ids.len()
+        self.handles.len()
     }
     fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.handles.is_empty()
     }
-    /// The seat under `key` whose session `is_player` confirms (it is only asked when the key
-    /// matches).
-    fn of(&self, key: u64, is_player: impl Fn(PlayerSessionId) -> bool) -> Option<PlayerSessionId> {
+    /// The first session `confirm` finds behind a seat under `key` (it is only asked when the
+    /// key matches).
+    fn of(
+        &self,
+        key: u64,
+        confirm: impl Fn(SessionHandle) -> Option<PlayerSessionId>,
+    ) -> Option<PlayerSessionId> {
         self.keys
             .iter()
-            .zip(&self.ids)
+            .zip(&self.handles)
             .filter(|(k, _)| **k == key)
-            .map(|(_, id)| *id)
-            .find(|id| is_player(*id))
+            .find_map(|(_, h)| confirm(*h))
     }
-    fn insert(&mut self, key: u64, id: PlayerSessionId) {
+    fn insert(&mut self, key: u64, handle: SessionHandle) {
         self.keys.push(key);
-        self.ids.push(id);
+        self.handles.push(handle);
     }
-    /// Frees `id`'s seat (nothing if it holds none).
-    fn remove(&mut self, key: u64, id: PlayerSessionId) {
+    /// Frees one seat under `key` and `handle` (nothing if there is none; two seats with both
+    /// equal are interchangeable).
+    fn remove(&mut self, key: u64, handle: SessionHandle) {
         if let Some(i) = self
             .keys
             .iter()
-            .zip(&self.ids)
-            .position(|(k, i)| *k == key && *i == id)
+            .zip(&self.handles)
+            .position(|(k, h)| *k == key && *h == handle)
         {
             self.keys.swap_remove(i);
-            self.ids.swap_remove(i);
+            self.handles.swap_remove(i);
         }
     }
-    fn ids(&self) -> impl Iterator<Item = PlayerSessionId> + '_ {
-        self.ids.iter().copied()
+    fn handles(&self) -> impl Iterator<Item = SessionHandle> + '_ {
+        self.handles.iter().copied()
     }
 }
 
@@ -341,11 +349,39 @@ impl Store {
     /// The live player session of `player` in the game session `e` (call with `e` locked and no
     /// player session guard held).
     fn seat_of(&self, e: &GameSessionEntry, player: &str) -> Option<PlayerSessionId> {
-        e.live.of(self.player_key(player), |id| {
-            self.player_sessions
-                .get(&id)
-                .is_some_and(|p| p.player.is(player))
+        e.live.of(self.player_key(player), |h| {
+            self.seated(e, h).find(|id| {
+                self.player_sessions
+                    .get(id)
+                    .is_some_and(|p| p.player.is(player))
+            })
         })
+    }
+
+    /// The live player sessions of the game session `e` behind the seat handle `h` (one; more
+    /// only on a collision). Call with `e` locked and no player session guard held.
+    fn seated<'a>(
+        &'a self,
+        e: &'a GameSessionEntry,
+        h: SessionHandle,
+    ) -> impl Iterator<Item = PlayerSessionId> + 'a {
+        self.player_sessions
+            .ids_at(h)
+            .into_iter()
+            .filter(move |id| {
+                self.player_sessions
+                    .get(id)
+                    .is_some_and(|p| p.status.is_live() && &p.game.id == e.session.id())
+            })
+    }
+
+    /// The live player sessions of the game session `e`, each once (in id order). Call with
+    /// `e` locked and no player session guard held.
+    fn live_players(&self, e: &GameSessionEntry) -> Vec<PlayerSessionId> {
+        let mut ids: Vec<_> = e.live.handles().flat_map(|h| self.seated(e, h)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     pub fn clock(&self) -> &Clock {
@@ -514,6 +550,7 @@ impl Store {
                     .by_player
                     .get(self.player_key(pid.as_str()))
                     .into_iter()
+                    .flat_map(|h| self.player_sessions.ids_at(h))
                     .filter_map(|id| {
                         let ps = self.player_sessions.get(&id)?;
                         let pos = (ps.creation_time, ps.id);
@@ -580,11 +617,25 @@ impl Store {
             let Some(p) = self.player_session(&id) else {
                 continue;
             };
-            let indexed = self
-                .by_player
-                .contains(self.player_key(p.player_id()), p.id);
-            if !indexed {
-                return Err(format!("{} missing from the player index", p.id));
+            // One entry per session: as many (key, handle) entries as sessions with that handle
+            // and player key (more than one only on a collision).
+            let (key, h) = (
+                self.player_key(p.player_id()),
+                self.player_sessions.handle(&p.id),
+            );
+            let indexed = self.by_player.count(key, h);
+            let expected = self
+                .player_sessions
+                .ids_at(h)
+                .iter()
+                .filter_map(|id| self.player_session(id))
+                .filter(|q| self.player_key(q.player_id()) == key)
+                .count();
+            if indexed != expected || indexed == 0 {
+                return Err(format!(
+                    "{} in the player index {indexed} times, {expected} expected",
+                    p.id
+                ));
             }
             let in_game = self
                 .game_sessions
@@ -695,6 +746,16 @@ impl Store {
         Ok(ps)
     }
 
+    /// The timeout timer of the RESERVED player session `id`.
+    fn reservation_timer(&self, id: &PlayerSessionId) -> Timer {
+        Timer::Reservation(self.player_sessions.handle(id))
+    }
+
+    /// The retention purge timer of the terminal player session `id`.
+    fn purge_timer(&self, id: &PlayerSessionId) -> Timer {
+        Timer::PurgePlayerSession(self.player_sessions.handle(id))
+    }
+
     fn schedule_purge(&self, terminated_at: Timestamp, timer: Timer) {
         self.timers
             .schedule(terminated_at.saturating_add(self.config.retention), timer);
@@ -709,7 +770,7 @@ impl Store {
             return false;
         }
         e.add_player(&new);
-        self.by_player.insert(new.key, new.id);
+        self.by_player.insert(new.key, new.handle);
         true
     }
 
@@ -717,6 +778,7 @@ impl Store {
         NewPlayer {
             key: self.player_key(ps.player_id()),
             id: ps.id,
+            handle: self.player_sessions.handle(&ps.id),
             live: ps.status.is_live(),
             created: ps.creation_time,
         }
@@ -724,13 +786,18 @@ impl Store {
 
     /// Frees the seat of a player session that just became terminal.
     fn release_seat(&self, e: &mut GameSessionEntry, ps: &PlayerSession) {
-        e.live.remove(self.player_key(ps.player_id()), ps.id);
+        e.live.remove(
+            self.player_key(ps.player_id()),
+            self.player_sessions.handle(&ps.id),
+        );
         e.sync_count();
     }
 
     fn unindex_player(&self, ps: &PlayerSession) {
-        self.by_player
-            .remove(self.player_key(ps.player_id()), ps.id);
+        self.by_player.remove(
+            self.player_key(ps.player_id()),
+            self.player_sessions.handle(&ps.id),
+        );
     }
 }
 

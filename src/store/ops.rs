@@ -179,7 +179,7 @@ impl Store {
         let gsid = e.session.id().clone();
         let reason: Arc<str> = reason.into();
         let ended = EndReason::from_game_end(cause);
-        let live: Vec<PlayerSessionId> = e.live.ids().collect();
+        let live = self.live_players(e);
         let mut changes = Vec::with_capacity(1 + live.len());
         changes.push(Change::GameSessionEnded {
             id: gsid.clone(),
@@ -266,7 +266,7 @@ impl Store {
             ps.lsns.ended = lsn;
             self.release_seat(e, &ps);
             self.count_player(&ps.game.fleet_id, Some(before), Some(ps.status));
-            self.schedule_purge(at, Timer::PurgePlayerSession(psid));
+            self.schedule_purge(at, self.purge_timer(&psid));
         }
     }
 
@@ -407,7 +407,8 @@ impl Store {
         }
         drop(e);
         for ps in &created {
-            self.timers.schedule(deadline, Timer::Reservation(ps.id));
+            self.timers
+                .schedule(deadline, self.reservation_timer(&ps.id));
             tracing::debug!(
                 player_session_id = %ps.id,
                 player_id = %ps.player_id(),
@@ -554,9 +555,18 @@ impl Store {
     /// Fires one timer, re-checking the current state at `now`.
     pub fn fire(&self, timer: Timer, now: Timestamp) {
         match timer {
-            Timer::Reservation(psid) => self.time_out(psid, now),
+            // A handle may be shared (a collision): each session re-checks its own state.
+            Timer::Reservation(h) => {
+                for psid in self.player_sessions.ids_at(h) {
+                    self.time_out(psid, now);
+                }
+            }
             Timer::Heartbeat(gsid) => self.check_heartbeat(&gsid, now),
-            Timer::PurgePlayerSession(psid) => self.purge_player_session(psid, now),
+            Timer::PurgePlayerSession(h) => {
+                for psid in self.player_sessions.ids_at(h) {
+                    self.purge_player_session(psid, now);
+                }
+            }
             Timer::PurgeGameSession(gsid) => self.purge_game_session(&gsid, now),
             Timer::IdempotencyExpiry(key) => {
                 self.idempotency.remove_if(&key, |_, r| r.expires <= now);
@@ -606,7 +616,7 @@ impl Store {
             m.sweeper_expired.inc();
             m.sweeper_lag.observe(now.duration_since(at).as_secs_f64());
         }
-        self.schedule_purge(at, Timer::PurgePlayerSession(psid));
+        self.schedule_purge(at, self.purge_timer(&psid));
         tracing::debug!(player_session_id = %psid, game_session_id = %gsid, "player session timed out");
     }
 

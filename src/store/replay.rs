@@ -224,7 +224,7 @@ impl Store {
             new.iter()
                 .zip(&added)
                 .filter(|(_, added)| **added)
-                .map(|(p, _)| (p.key, p.id))
+                .map(|(p, _)| (p.key, p.handle))
                 .collect(),
         );
     }
@@ -384,13 +384,12 @@ impl Store {
                 n.player_sessions[ps_index(ps.status)] += 1;
                 match (ps.status, ps.termination_time) {
                     (PlayerSessionStatus::Reserved, _) => {
-                        timers.push((ps.reservation_deadline, Timer::Reservation(ps.id)))
+                        timers.push((ps.reservation_deadline, self.reservation_timer(&ps.id)))
                     }
                     (PlayerSessionStatus::Active, _) | (_, None) => {}
-                    (_, Some(t)) => timers.push((
-                        t.saturating_add(retention),
-                        Timer::PurgePlayerSession(ps.id),
-                    )),
+                    (_, Some(t)) => {
+                        timers.push((t.saturating_add(retention), self.purge_timer(&ps.id)))
+                    }
                 }
             }
             self.index_game_session(&e.session, &health);

@@ -2,16 +2,22 @@
 //! the by-player index. Both are sharded hashbrown tables behind reader-writer locks, holding
 //! only what they must: the session map keeps the boxed record alone (an 8-byte entry, hashed
 //! by the id inside it) instead of a copy of the id beside the box, and the by-player index a
-//! (player key, session id) pair per session with no per-player container.
+//! (player key, session handle) pair per session with no per-player container. A session's
+//! *handle* is its hash in the session map ([`SessionMap::handle`]): 8 bytes instead of the
+//! 16-byte id, and enough to find the session ([`SessionMap::ids_at`]). Two sessions may share
+//! a handle (a 64-bit collision): whoever follows a handle checks what it finds.
 //!
 //! At 1,000,000 sessions the tables are half empty just after a doubling, so each byte of an
 //! entry costs about two: the DashMaps these replace paid ~52 bytes a session for the session
-//! map (24-byte slots) and ~86 for the by-player index (40-byte slots).
+//! map (24-byte slots) and ~86 for the by-player index (40-byte slots); the by-player index
+//! now pays ~35 (16-byte entries).
 
 use hashbrown::HashTable;
 use parking_lot::{
     MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
+
+use smallvec::SmallVec;
 
 use crate::domain::{PlayerSession, PlayerSessionId};
 
@@ -92,10 +98,28 @@ impl<T> Sharded<T> {
     }
 }
 
+/// A player session's handle in the indexes: its hash in the session map. Two sessions may
+/// share one (a 64-bit collision), so whoever follows a handle ([`SessionMap::ids_at`]) checks
+/// each session it finds. Only meaningful within one process: the indexes holding handles are
+/// rebuilt at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionHandle(u64);
+
+#[cfg(test)]
+impl SessionHandle {
+    /// A handle made up (for tests of what holds handles).
+    pub(crate) const fn for_tests(h: u64) -> Self {
+        SessionHandle(h)
+    }
+}
+
 /// Player sessions by id.
 pub(super) struct SessionMap {
     table: Sharded<Box<PlayerSession>>,
     hasher: ahash::RandomState,
+    /// Tests narrow the hashes so that sessions share handles.
+    #[cfg(test)]
+    pub(super) hash_mask: u64,
 }
 
 impl Default for SessionMap {
@@ -103,13 +127,36 @@ impl Default for SessionMap {
         SessionMap {
             table: Sharded::default(),
             hasher: ahash::RandomState::new(),
+            #[cfg(test)]
+            hash_mask: u64::MAX,
         }
     }
 }
 
 impl SessionMap {
     fn hash(&self, id: &PlayerSessionId) -> u64 {
-        self.hasher.hash_one(id)
+        let h = self.hasher.hash_one(id);
+        #[cfg(test)]
+        let h = h & self.hash_mask;
+        h
+    }
+
+    /// The handle of `id`: its 64-bit hash in this map (stable while the process runs; the
+    /// indexes that hold handles are rebuilt at start-up).
+    pub fn handle(&self, id: &PlayerSessionId) -> SessionHandle {
+        SessionHandle(self.hash(id))
+    }
+
+    /// The ids of the sessions whose handle is `h`: one, none (it is gone), or on a 64-bit
+    /// collision several.
+    pub fn ids_at(&self, SessionHandle(h): SessionHandle) -> SmallVec<[PlayerSessionId; 1]> {
+        self.table
+            .shard(h)
+            .read()
+            .iter_hash(h)
+            .filter(|p| self.hash(&p.id) == h)
+            .map(|p| p.id)
+            .collect()
     }
 
     /// The session `id`, read-locked (its shard) while the guard lives.
@@ -201,26 +248,28 @@ impl SessionMap {
 }
 
 /// The player sessions of each player, by the player's 64-bit key
-/// ([`super::Store::player_key`]). Keys of two players may collide: readers check each
-/// session's player id. Listing order (creation time, then id) is restored by the reader, who
-/// sorts the few sessions one player has.
+/// ([`super::Store::player_key`]): one (key, session handle) entry per session. Keys of two
+/// players may collide, and handles of two sessions: readers follow each handle
+/// ([`SessionMap::ids_at`]) and check each session's player id. Listing order (creation time,
+/// then id) is restored by the reader, who sorts the few sessions one player has.
 #[derive(Default)]
 pub(super) struct PlayerIndex {
-    table: Sharded<(u64, PlayerSessionId)>,
+    table: Sharded<(u64, SessionHandle)>,
 }
 
 impl PlayerIndex {
-    /// Adds `id` under `key` (the caller never adds the same session twice).
-    pub fn insert(&self, key: u64, id: PlayerSessionId) {
-        Self::insert_in(&mut self.table.shard(key).write(), key, id);
+    /// Adds a session's `handle` under `key` (once per session: two sessions with one key and
+    /// one handle have two equal entries).
+    pub fn insert(&self, key: u64, handle: SessionHandle) {
+        Self::insert_in(&mut self.table.shard(key).write(), key, handle);
     }
 
-    fn insert_in(shard: &mut HashTable<(u64, PlayerSessionId)>, key: u64, id: PlayerSessionId) {
-        shard.insert_unique(key, (key, id), |e| e.0);
+    fn insert_in(shard: &mut HashTable<(u64, SessionHandle)>, key: u64, handle: SessionHandle) {
+        shard.insert_unique(key, (key, handle), |e| e.0);
     }
 
     /// [`PlayerIndex::insert`] for many sessions at once, each shard locked once.
-    pub fn insert_batch(&self, entries: Vec<(u64, PlayerSessionId)>) {
+    pub fn insert_batch(&self, entries: Vec<(u64, SessionHandle)>) {
         self.table.batched(entries, Self::insert_in);
     }
 
@@ -229,36 +278,42 @@ impl PlayerIndex {
         self.table.reserve(additional, |e| e.0);
     }
 
-    /// Removes `id` from under `key` (nothing if it is not there).
-    pub fn remove(&self, key: u64, id: PlayerSessionId) {
+    /// Removes one entry of `handle` under `key` (nothing if there is none).
+    pub fn remove(&self, key: u64, handle: SessionHandle) {
         if let Ok(e) = self
             .table
             .shard(key)
             .write()
-            .find_entry(key, |e| *e == (key, id))
+            .find_entry(key, |e| *e == (key, handle))
         {
             e.remove();
         }
     }
 
-    /// The sessions under `key`, in no particular order (another player's too on a collision).
-    pub fn get(&self, key: u64) -> Vec<PlayerSessionId> {
-        self.table
+    /// The handles under `key`, each once, in no particular order (another player's too on a
+    /// key collision).
+    pub fn get(&self, key: u64) -> SmallVec<[SessionHandle; 4]> {
+        let mut out: SmallVec<[SessionHandle; 4]> = self
+            .table
             .shard(key)
             .read()
             .iter_hash(key)
             .filter(|e| e.0 == key)
             .map(|e| e.1)
-            .collect()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
-    /// Whether `id` is under `key`.
-    pub fn contains(&self, key: u64, id: PlayerSessionId) -> bool {
+    /// Entries of `handle` under `key`.
+    pub fn count(&self, key: u64, handle: SessionHandle) -> usize {
         self.table
             .shard(key)
             .read()
-            .find(key, |e| *e == (key, id))
-            .is_some()
+            .iter_hash(key)
+            .filter(|e| **e == (key, handle))
+            .count()
     }
 
     /// Entries in all.
@@ -273,47 +328,97 @@ mod tests {
 
     #[test]
     fn batches_insert_as_one_by_one() {
-        let ids: Vec<_> = (0..300).map(|_| PlayerSessionId::generate()).collect();
         let (one, batched) = (PlayerIndex::default(), PlayerIndex::default());
         // Keys in few shards, some equal: every shard takes several entries per lock.
-        let entries: Vec<_> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| ((i as u64 % 7) << 32, *id))
+        let entries: Vec<_> = (0..300u64)
+            .map(|i| ((i % 7) << 32, SessionHandle(i * 31)))
             .collect();
-        for &(key, id) in &entries {
-            one.insert(key, id);
+        for &(key, h) in &entries {
+            one.insert(key, h);
         }
         batched.insert_batch(entries.clone());
         for k in 0..7u64 {
-            let (mut a, mut b) = (one.get(k << 32), batched.get(k << 32));
-            a.sort();
-            b.sort();
-            assert_eq!(a, b);
+            assert_eq!(one.get(k << 32), batched.get(k << 32));
         }
         assert_eq!(batched.len(), 300);
     }
 
     #[test]
-    fn a_multimap_that_survives_equal_keys() {
+    fn a_multimap_that_survives_equal_keys_and_handles() {
         let ix = PlayerIndex::default();
-        let ids: Vec<_> = (0..50).map(|_| PlayerSessionId::generate()).collect();
-        for (i, id) in ids.iter().enumerate() {
+        for h in 0..50u64 {
             // Every key equal, or two keys in one shard: both must keep the entries apart.
-            ix.insert(if i % 2 == 0 { 0 } else { 1 << 40 }, *id);
+            ix.insert(if h % 2 == 0 { 0 } else { 1 << 40 }, SessionHandle(h));
         }
-        assert_eq!(ix.len(), 50);
-        let mut zero = ix.get(0);
-        zero.sort();
-        let mut want: Vec<_> = ids.iter().copied().step_by(2).collect();
-        want.sort();
-        assert_eq!(zero, want);
-        assert!(ix.contains(1 << 40, ids[1]) && !ix.contains(0, ids[1]));
-        ix.remove(0, ids[1]);
-        assert_eq!(ix.len(), 50, "removing under the wrong key removes nothing");
-        ix.remove(1 << 40, ids[1]);
-        assert!(!ix.contains(1 << 40, ids[1]));
+        // Two sessions with one key and one handle: two entries, one handle to follow.
+        ix.insert(0, SessionHandle(4));
+        assert_eq!(ix.len(), 51);
+        assert_eq!(ix.count(0, SessionHandle(4)), 2);
+        let want: Vec<_> = (0..50).step_by(2).map(SessionHandle).collect();
+        assert_eq!(ix.get(0).to_vec(), want);
+        assert_eq!(ix.count(1 << 40, SessionHandle(1)), 1);
+        assert_eq!(ix.count(0, SessionHandle(1)), 0);
+        ix.remove(0, SessionHandle(1));
+        assert_eq!(ix.len(), 51, "removing under the wrong key removes nothing");
+        ix.remove(1 << 40, SessionHandle(1));
+        assert_eq!(ix.count(1 << 40, SessionHandle(1)), 0);
         assert_eq!(ix.get(1 << 40).len(), 24);
+        ix.remove(0, SessionHandle(4));
+        assert_eq!(
+            (ix.count(0, SessionHandle(4)), ix.get(0).len()),
+            (1, 25),
+            "one entry each"
+        );
         assert!(ix.get(7).is_empty());
+    }
+
+    fn session(id: PlayerSessionId) -> Box<PlayerSession> {
+        let game = std::sync::Arc::new(crate::domain::GameSessionInfo {
+            id: crate::domain::GameSessionId::parse("g", "gs-1").unwrap(),
+            fleet_id: crate::domain::FleetId::parse("f", "fleet-1").unwrap(),
+            ip_address: "127.0.0.1".into(),
+            port: 7777,
+        });
+        let now = crate::domain::Timestamp::from_micros(1_000_000);
+        Box::new(PlayerSession {
+            id,
+            player: crate::domain::PlayerStrings::parse("p", "player-1", None).unwrap(),
+            game,
+            status: crate::domain::PlayerSessionStatus::Reserved,
+            creation_time: now,
+            termination_time: None,
+            reservation_deadline: now,
+            accepted_at: None,
+            end_reason: None,
+            lsns: Default::default(),
+            errors: None,
+        })
+    }
+
+    #[test]
+    fn handles_find_every_session_that_shares_them() {
+        let mut map = SessionMap::default();
+        let ids: Vec<_> = (0..3).map(|_| PlayerSessionId::generate()).collect();
+        let h = map.handle(&ids[0]);
+        assert!(map.ids_at(h).is_empty());
+        assert!(map.insert_new(session(ids[0])));
+        assert_eq!(map.ids_at(h).to_vec(), vec![ids[0]]);
+        // Narrowed hashes: every session has the handle 0.
+        map = SessionMap {
+            hash_mask: 0,
+            ..SessionMap::default()
+        };
+        for id in &ids {
+            assert!(map.insert_new(session(*id)));
+            assert_eq!(map.handle(id), SessionHandle(0));
+        }
+        let mut all = map.ids_at(SessionHandle(0)).to_vec();
+        all.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(all, want);
+        map.remove(&ids[1]);
+        assert_eq!(map.ids_at(SessionHandle(0)).len(), 2);
+        assert!(map.get(&ids[1]).is_none() && map.get(&ids[2]).is_some());
     }
 }

@@ -120,12 +120,20 @@ async fn reserve_accept_remove_keeps_counts() {
     s.check_invariants().unwrap();
 }
 
-/// Players whose index keys collide (here: all of them) still have their own seats, and
-/// DescribePlayerSessions by player lists only that player's sessions.
+/// Players whose index keys collide, or sessions whose handles do (here: all of them), still
+/// have their own seats, and DescribePlayerSessions by player lists only that player's
+/// sessions, each once.
 #[tokio::test(start_paused = true)]
-async fn players_with_colliding_keys_stay_apart() {
+async fn players_with_colliding_keys_or_handles_stay_apart() {
+    for (key_mask, hash_mask) in [(0, u64::MAX), (u64::MAX, 0), (0, 0)] {
+        colliding_players(key_mask, hash_mask).await;
+    }
+}
+
+async fn colliding_players(key_mask: u64, hash_mask: u64) {
     let mut s = store();
-    s.key_mask = 0;
+    s.key_mask = key_mask;
+    s.player_sessions.hash_mask = hash_mask;
     register(&s, "gs-1", 4).await;
     register(&s, "gs-2", 4).await;
     let a = reserve(&s, "gs-1", &["a"]).await.unwrap();
@@ -667,6 +675,7 @@ proptest! {
     fn invariants_hold_for_any_sequence(
         ops in prop::collection::vec(op(), 1..80),
         key_mask in prop_oneof![Just(u64::MAX), Just(1u64), Just(0u64)],
+        hash_mask in prop_oneof![Just(u64::MAX), Just(u64::MAX), Just((1u64 << 32) | 1), Just(0u64)],
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -680,6 +689,8 @@ proptest! {
             });
             // Narrowed player keys: players share index entries and seat keys.
             s.key_mask = key_mask;
+            // Narrowed session hashes: sessions share handles in the indexes.
+            s.player_sessions.hash_mask = hash_mask;
             let s = Arc::new(s);
             register_model_games(&s).await;
             // A watcher kept up to date after every step must always match the fleet.
