@@ -24,8 +24,6 @@ mod release_health;
 mod replay;
 mod search;
 mod tables;
-
-pub use tables::SessionHandle;
 mod watch;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -39,6 +37,7 @@ pub use placement::Place;
 pub use release_health::{HealthCounts, ReleaseHealthQuery, ReleaseHealthReport};
 pub use replay::ReplayBatch;
 pub use search::{LabelSelector, PlacementStrategy, Search, SearchPage, SearchPosition};
+pub use tables::SessionHandle;
 pub use watch::{FleetEvent, FleetEventKind, FleetWatch};
 
 use crate::{
@@ -350,20 +349,18 @@ impl Store {
     /// player session guard held).
     fn seat_of(&self, e: &GameSessionEntry, player: &str) -> Option<PlayerSessionId> {
         e.live.of(self.player_key(player), |h| {
-            self.seated(e, h).find(|id| {
-                self.player_sessions
-                    .get(id)
-                    .is_some_and(|p| p.player.is(player))
-            })
+            self.seated(e, h, |p| p.player.is(player)).next()
         })
     }
 
-    /// The live player sessions of the game session `e` behind the seat handle `h` (one; more
-    /// only on a collision). Call with `e` locked and no player session guard held.
+    /// The live player sessions of the game session `e` behind the seat handle `h` that also
+    /// pass `also` (one; more only on a collision). Call with `e` locked and no player session
+    /// guard held.
     fn seated<'a>(
         &'a self,
         e: &'a GameSessionEntry,
         h: SessionHandle,
+        also: impl Fn(&PlayerSession) -> bool + 'a,
     ) -> impl Iterator<Item = PlayerSessionId> + 'a {
         self.player_sessions
             .ids_at(h)
@@ -371,14 +368,18 @@ impl Store {
             .filter(move |id| {
                 self.player_sessions
                     .get(id)
-                    .is_some_and(|p| p.status.is_live() && &p.game.id == e.session.id())
+                    .is_some_and(|p| p.status.is_live() && &p.game.id == e.session.id() && also(&p))
             })
     }
 
     /// The live player sessions of the game session `e`, each once (in id order). Call with
     /// `e` locked and no player session guard held.
     fn live_players(&self, e: &GameSessionEntry) -> Vec<PlayerSessionId> {
-        let mut ids: Vec<_> = e.live.handles().flat_map(|h| self.seated(e, h)).collect();
+        let mut ids: Vec<_> = e
+            .live
+            .handles()
+            .flat_map(|h| self.seated(e, h, |_| true))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -628,10 +629,13 @@ impl Store {
                 .player_sessions
                 .ids_at(h)
                 .iter()
-                .filter_map(|id| self.player_session(id))
-                .filter(|q| self.player_key(q.player_id()) == key)
+                .filter(|id| {
+                    self.player_sessions
+                        .get(id)
+                        .is_some_and(|q| self.player_key(q.player_id()) == key)
+                })
                 .count();
-            if indexed != expected || indexed == 0 {
+            if indexed != expected {
                 return Err(format!(
                     "{} in the player index {indexed} times, {expected} expected",
                     p.id

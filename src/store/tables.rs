@@ -16,7 +16,6 @@ use hashbrown::HashTable;
 use parking_lot::{
     MappedRwLockReadGuard, MappedRwLockWriteGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
-
 use smallvec::SmallVec;
 
 use crate::domain::{PlayerSession, PlayerSessionId};
