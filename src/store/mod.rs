@@ -125,7 +125,7 @@ impl GameSessionEntry {
 /// replay's batches), taken before the session moves into the session map.
 #[derive(Clone, Copy)]
 struct NewPlayer {
-    key: u64,
+    key: u32,
     id: PlayerSessionId,
     handle: SessionHandle,
     live: bool,
@@ -133,16 +133,16 @@ struct NewPlayer {
 }
 
 /// The seats taken in one game session: the live player session of each player, as the
-/// player's key ([`Store::player_key`]) and the session's handle ([`SessionHandle`]). Both may
+/// player's key ([`Store::player_key`]) and the session's handle ([`SessionHandle`]). Both
 /// collide, so a seat is confirmed against the sessions it leads to (their player id, game
-/// session and status): a 64-bit collision can never pass for the same player.
+/// session and status): a 32-bit collision can never pass for the same player.
 ///
-/// Two flat vectors instead of a map keyed by player id: 16 bytes a seat instead of a map slot
+/// Two flat vectors instead of a map keyed by player id: 8 bytes a seat instead of a map slot
 /// with its own copy of the key (about 68 bytes a seat in a full 1,000-seat game session). A
 /// lookup scans at most `maximum_player_session_count` (<= 1,000) contiguous keys.
 #[derive(Default)]
 struct Seats {
-    keys: Vec<u64>,
+    keys: Vec<u32>,
     handles: Vec<SessionHandle>,
 }
 
@@ -157,7 +157,7 @@ impl Seats {
     /// key matches).
     fn of(
         &self,
-        key: u64,
+        key: u32,
         confirm: impl Fn(SessionHandle) -> Option<PlayerSessionId>,
     ) -> Option<PlayerSessionId> {
         self.keys
@@ -166,13 +166,13 @@ impl Seats {
             .filter(|(k, _)| **k == key)
             .find_map(|(_, h)| confirm(*h))
     }
-    fn insert(&mut self, key: u64, handle: SessionHandle) {
+    fn insert(&mut self, key: u32, handle: SessionHandle) {
         self.keys.push(key);
         self.handles.push(handle);
     }
     /// Frees one seat under `key` and `handle` (nothing if there is none; two seats with both
     /// equal are interchangeable).
-    fn remove(&mut self, key: u64, handle: SessionHandle) {
+    fn remove(&mut self, key: u32, handle: SessionHandle) {
         if let Some(i) = self
             .keys
             .iter()
@@ -295,7 +295,7 @@ pub struct Store {
     player_keys: Hasher,
     /// Tests narrow the keys to force collisions.
     #[cfg(test)]
-    key_mask: u64,
+    key_mask: u32,
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
     fleets: Map<crate::domain::FleetId, fleets::Fleet>,
     timers: Timers,
@@ -321,7 +321,7 @@ impl Store {
             by_player: Default::default(),
             player_keys: Hasher::new(),
             #[cfg(test)]
-            key_mask: u64::MAX,
+            key_mask: u32::MAX,
             idempotency: map(),
             fleets: map(),
             timers: Timers::default(),
@@ -337,9 +337,10 @@ impl Store {
         Self::new(clock, config, Journal::disabled())
     }
 
-    /// The 64-bit key of a player in the player indexes.
-    fn player_key(&self, player: &str) -> u64 {
-        let key = self.player_keys.hash_one(player);
+    /// The 32-bit key of a player in the player indexes (players' keys collide: whoever finds
+    /// a session under a key checks its player id).
+    fn player_key(&self, player: &str) -> u32 {
+        let key = self.player_keys.hash_one(player) as u32;
         #[cfg(test)]
         let key = key & self.key_mask;
         key

@@ -3,14 +3,15 @@
 //! only what they must: the session map keeps the boxed record alone (an 8-byte entry, hashed
 //! by the id inside it) instead of a copy of the id beside the box, and the by-player index a
 //! (player key, session handle) pair per session with no per-player container. A session's
-//! *handle* is its hash in the session map ([`SessionMap::handle`]): 8 bytes instead of the
-//! 16-byte id, and enough to find the session ([`SessionMap::ids_at`]). Two sessions may share
-//! a handle (a 64-bit collision): whoever follows a handle checks what it finds.
+//! *handle* is its 32-bit hash in the session map ([`SessionMap::handle`]): 4 bytes instead of
+//! the 16-byte id, and enough to find the session ([`SessionMap::ids_at`]). Sessions do share
+//! handles (at 1,000,000 sessions about a hundred pairs do): whoever follows a handle checks
+//! what it finds.
 //!
 //! At 1,000,000 sessions the tables are half empty just after a doubling, so each byte of an
 //! entry costs about two: the DashMaps these replace paid ~52 bytes a session for the session
 //! map (24-byte slots) and ~86 for the by-player index (40-byte slots); the by-player index
-//! now pays ~35 (16-byte entries).
+//! now pays ~19 (8-byte entries).
 
 use hashbrown::HashTable;
 use parking_lot::{
@@ -27,6 +28,14 @@ const SHARDS: usize = 128;
 /// bucket and the top seven for the control byte).
 fn shard_index(hash: u64) -> usize {
     (hash >> 32) as usize % SHARDS
+}
+
+/// The table hash of a 32-bit hash (a handle or a player key): the tables rehash from their
+/// entries alone, so the 32 bits are all there is, spread over the 64 the tables and
+/// [`shard_index`] use (a multiplication by an odd constant: the low bits stay as random as
+/// the input's, the high ones mix all of it).
+fn spread(h: u32) -> u64 {
+    u64::from(h).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// A hash table split into [`SHARDS`] independently locked shards.
@@ -97,17 +106,17 @@ impl<T> Sharded<T> {
     }
 }
 
-/// A player session's handle in the indexes: its hash in the session map. Two sessions may
-/// share one (a 64-bit collision), so whoever follows a handle ([`SessionMap::ids_at`]) checks
-/// each session it finds. Only meaningful within one process: the indexes holding handles are
-/// rebuilt at start-up.
+/// A player session's handle in the indexes: its 32-bit hash in the session map. Sessions
+/// share handles (a 32-bit collision: about a hundred pairs at 1,000,000 sessions), so whoever
+/// follows a handle ([`SessionMap::ids_at`]) checks each session it finds. Only meaningful
+/// within one process: the indexes holding handles are rebuilt at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionHandle(u64);
+pub struct SessionHandle(u32);
 
 #[cfg(test)]
 impl SessionHandle {
     /// A handle made up (for tests of what holds handles).
-    pub(crate) const fn for_tests(h: u64) -> Self {
+    pub(crate) const fn for_tests(h: u32) -> Self {
         SessionHandle(h)
     }
 }
@@ -118,7 +127,7 @@ pub(super) struct SessionMap {
     hasher: ahash::RandomState,
     /// Tests narrow the hashes so that sessions share handles.
     #[cfg(test)]
-    pub(super) hash_mask: u64,
+    pub(super) hash_mask: u32,
 }
 
 impl Default for SessionMap {
@@ -127,33 +136,34 @@ impl Default for SessionMap {
             table: Sharded::default(),
             hasher: ahash::RandomState::new(),
             #[cfg(test)]
-            hash_mask: u64::MAX,
+            hash_mask: u32::MAX,
         }
     }
 }
 
 impl SessionMap {
     fn hash(&self, id: &PlayerSessionId) -> u64 {
-        let h = self.hasher.hash_one(id);
-        #[cfg(test)]
-        let h = h & self.hash_mask;
-        h
+        spread(self.handle(id).0)
     }
 
-    /// The handle of `id`: its 64-bit hash in this map (stable while the process runs; the
+    /// The handle of `id`: its 32-bit hash in this map (stable while the process runs; the
     /// indexes that hold handles are rebuilt at start-up).
     pub fn handle(&self, id: &PlayerSessionId) -> SessionHandle {
-        SessionHandle(self.hash(id))
+        let h = self.hasher.hash_one(id) as u32;
+        #[cfg(test)]
+        let h = h & self.hash_mask;
+        SessionHandle(h)
     }
 
-    /// The ids of the sessions whose handle is `h`: one, none (it is gone), or on a 64-bit
+    /// The ids of the sessions whose handle is `h`: one, none (it is gone), or on a 32-bit
     /// collision several.
-    pub fn ids_at(&self, SessionHandle(h): SessionHandle) -> SmallVec<[PlayerSessionId; 1]> {
+    pub fn ids_at(&self, h: SessionHandle) -> SmallVec<[PlayerSessionId; 1]> {
+        let hash = spread(h.0);
         self.table
-            .shard(h)
+            .shard(hash)
             .read()
-            .iter_hash(h)
-            .filter(|p| self.hash(&p.id) == h)
+            .iter_hash(hash)
+            .filter(|p| self.handle(&p.id) == h)
             .map(|p| p.id)
             .collect()
     }
@@ -246,73 +256,81 @@ impl SessionMap {
     }
 }
 
-/// The player sessions of each player, by the player's 64-bit key
-/// ([`super::Store::player_key`]): one (key, session handle) entry per session. Keys of two
-/// players may collide, and handles of two sessions: readers follow each handle
+/// The player sessions of each player, by the player's 32-bit key
+/// ([`super::Store::player_key`]): one (key, session handle) entry per session, 8 bytes. Keys
+/// of two players collide, and handles of two sessions: readers follow each handle
 /// ([`SessionMap::ids_at`]) and check each session's player id. Listing order (creation time,
 /// then id) is restored by the reader, who sorts the few sessions one player has.
 #[derive(Default)]
 pub(super) struct PlayerIndex {
-    table: Sharded<(u64, SessionHandle)>,
+    table: Sharded<(u32, SessionHandle)>,
 }
 
 impl PlayerIndex {
     /// Adds a session's `handle` under `key` (once per session: two sessions with one key and
     /// one handle have two equal entries).
-    pub fn insert(&self, key: u64, handle: SessionHandle) {
-        Self::insert_in(&mut self.table.shard(key).write(), key, handle);
+    pub fn insert(&self, key: u32, handle: SessionHandle) {
+        Self::insert_in(&mut self.table.shard(spread(key)).write(), key, handle);
     }
 
-    fn insert_in(shard: &mut HashTable<(u64, SessionHandle)>, key: u64, handle: SessionHandle) {
-        shard.insert_unique(key, (key, handle), |e| e.0);
+    fn insert_in(shard: &mut HashTable<(u32, SessionHandle)>, key: u32, handle: SessionHandle) {
+        shard.insert_unique(spread(key), (key, handle), |e| spread(e.0));
     }
 
     /// [`PlayerIndex::insert`] for many sessions at once, each shard locked once.
-    pub fn insert_batch(&self, entries: Vec<(u64, SessionHandle)>) {
-        self.table.batched(entries, Self::insert_in);
+    pub fn insert_batch(&self, entries: Vec<(u32, SessionHandle)>) {
+        let items = entries.into_iter().map(|e| (spread(e.0), e)).collect();
+        self.table.batched(items, |shard, _, (key, handle)| {
+            Self::insert_in(shard, key, handle)
+        });
     }
 
     /// Makes room for `additional` more entries.
     pub fn reserve(&self, additional: usize) {
-        self.table.reserve(additional, |e| e.0);
+        self.table.reserve(additional, |e| spread(e.0));
     }
 
     /// Removes one entry of `handle` under `key` (nothing if there is none).
-    pub fn remove(&self, key: u64, handle: SessionHandle) {
+    pub fn remove(&self, key: u32, handle: SessionHandle) {
+        let hash = spread(key);
         if let Ok(e) = self
             .table
-            .shard(key)
+            .shard(hash)
             .write()
-            .find_entry(key, |e| *e == (key, handle))
+            .find_entry(hash, |e| *e == (key, handle))
         {
             e.remove();
         }
     }
 
+    /// The entries under `key` that pass `pick`, mapped by it.
+    fn under<T>(
+        &self,
+        key: u32,
+        pick: impl Fn(&(u32, SessionHandle)) -> Option<T>,
+    ) -> SmallVec<[T; 4]> {
+        let hash = spread(key);
+        self.table
+            .shard(hash)
+            .read()
+            .iter_hash(hash)
+            .filter_map(pick)
+            .collect()
+    }
+
     /// The handles under `key`, each once, in no particular order (another player's too on a
     /// key collision).
-    pub fn get(&self, key: u64) -> SmallVec<[SessionHandle; 4]> {
-        let mut out: SmallVec<[SessionHandle; 4]> = self
-            .table
-            .shard(key)
-            .read()
-            .iter_hash(key)
-            .filter(|e| e.0 == key)
-            .map(|e| e.1)
-            .collect();
+    pub fn get(&self, key: u32) -> SmallVec<[SessionHandle; 4]> {
+        let mut out = self.under(key, |e| (e.0 == key).then_some(e.1));
         out.sort_unstable();
         out.dedup();
         out
     }
 
     /// Entries of `handle` under `key`.
-    pub fn count(&self, key: u64, handle: SessionHandle) -> usize {
-        self.table
-            .shard(key)
-            .read()
-            .iter_hash(key)
-            .filter(|e| **e == (key, handle))
-            .count()
+    pub fn count(&self, key: u32, handle: SessionHandle) -> usize {
+        self.under(key, |e| (*e == (key, handle)).then_some(()))
+            .len()
     }
 
     /// Entries in all.
@@ -329,15 +347,15 @@ mod tests {
     fn batches_insert_as_one_by_one() {
         let (one, batched) = (PlayerIndex::default(), PlayerIndex::default());
         // Keys in few shards, some equal: every shard takes several entries per lock.
-        let entries: Vec<_> = (0..300u64)
-            .map(|i| ((i % 7) << 32, SessionHandle(i * 31)))
+        let entries: Vec<_> = (0..300u32)
+            .map(|i| ((i % 7) * 128, SessionHandle(i * 31)))
             .collect();
         for &(key, h) in &entries {
             one.insert(key, h);
         }
         batched.insert_batch(entries.clone());
-        for k in 0..7u64 {
-            assert_eq!(one.get(k << 32), batched.get(k << 32));
+        for k in 0..7u32 {
+            assert_eq!(one.get(k * 128), batched.get(k * 128));
         }
         assert_eq!(batched.len(), 300);
     }
@@ -345,9 +363,12 @@ mod tests {
     #[test]
     fn a_multimap_that_survives_equal_keys_and_handles() {
         let ix = PlayerIndex::default();
-        for h in 0..50u64 {
+        let other = (1..)
+            .find(|k| shard_index(spread(*k)) == shard_index(spread(0)))
+            .unwrap();
+        for h in 0..50u32 {
             // Every key equal, or two keys in one shard: both must keep the entries apart.
-            ix.insert(if h % 2 == 0 { 0 } else { 1 << 40 }, SessionHandle(h));
+            ix.insert(if h % 2 == 0 { 0 } else { other }, SessionHandle(h));
         }
         // Two sessions with one key and one handle: two entries, one handle to follow.
         ix.insert(0, SessionHandle(4));
@@ -355,13 +376,13 @@ mod tests {
         assert_eq!(ix.count(0, SessionHandle(4)), 2);
         let want: Vec<_> = (0..50).step_by(2).map(SessionHandle).collect();
         assert_eq!(ix.get(0).to_vec(), want);
-        assert_eq!(ix.count(1 << 40, SessionHandle(1)), 1);
+        assert_eq!(ix.count(other, SessionHandle(1)), 1);
         assert_eq!(ix.count(0, SessionHandle(1)), 0);
         ix.remove(0, SessionHandle(1));
         assert_eq!(ix.len(), 51, "removing under the wrong key removes nothing");
-        ix.remove(1 << 40, SessionHandle(1));
-        assert_eq!(ix.count(1 << 40, SessionHandle(1)), 0);
-        assert_eq!(ix.get(1 << 40).len(), 24);
+        ix.remove(other, SessionHandle(1));
+        assert_eq!(ix.count(other, SessionHandle(1)), 0);
+        assert_eq!(ix.get(other).len(), 24);
         ix.remove(0, SessionHandle(4));
         assert_eq!(
             (ix.count(0, SessionHandle(4)), ix.get(0).len()),
