@@ -505,7 +505,7 @@ mod tests {
             accepted_at: None,
             end_reason: None,
             lsns: SessionLsns::default(),
-            errors: None,
+            error_count: 0,
         };
         let r = parse(event(&Change::Reserved(ps), 7, game, pl));
         assert_eq!(r["event"], "Player Session Reserved");

@@ -12,6 +12,11 @@ use super::{
 /// Log sequence number of a journal record: strictly increasing, 1-based (0 = none).
 pub type Lsn = u64;
 
+/// The largest LSN: records keep LSNs in 48 bits ([`super::SessionLsns`]). 281 trillion
+/// records, nine years of a million a second; the journal refuses appends beyond it and
+/// recovery treats a larger LSN as corruption.
+pub const LSN_MAX: Lsn = (1 << 48) - 1;
+
 /// Why a game session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndCause {

@@ -110,7 +110,7 @@ impl HealthUpdate {
             sequence,
             timestamp: at,
             started: ps.creation_time,
-            init: sequence == ps.lsns.reserved,
+            init: sequence == ps.lsns.reserved(),
             duration: status
                 .is_terminal()
                 .then(|| at.duration_since(ps.creation_time)),
@@ -169,11 +169,8 @@ mod tests {
             reservation_deadline: Timestamp::from_micros(61_000_000),
             accepted_at: None,
             end_reason: None,
-            lsns: SessionLsns {
-                reserved: 10,
-                ..SessionLsns::default()
-            },
-            errors: None,
+            lsns: SessionLsns::new(10, 0, 0),
+            error_count: 0,
         }
     }
 
@@ -199,9 +196,10 @@ mod tests {
         assert_eq!(u.status, HealthStatus::Ok);
 
         let ended = |reason: EndReason, errors: u32| {
-            let mut ps = accepted.clone();
+            let (mut ps, mut log) = (accepted.clone(), super::super::ErrorLog::default());
             for i in 0..errors {
                 ps.record_error(
+                    &mut log,
                     20 + u64::from(i),
                     Timestamp::from_micros(3_000_000),
                     "e".into(),

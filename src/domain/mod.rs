@@ -11,7 +11,7 @@ pub mod limits;
 mod player_session;
 mod time;
 
-pub use change::{Change, EndCause, EndReason, ImportProgress, Lsn};
+pub use change::{Change, EndCause, EndReason, ImportProgress, Lsn, LSN_MAX};
 pub use error::{Error, Result};
 pub use filter::{available_seats, Filter, Operand, Sort, SortValue};
 pub use game_session::{

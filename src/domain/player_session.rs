@@ -9,7 +9,9 @@
 
 use std::{fmt, sync::Arc};
 
-use super::{EndReason, Error, GameSessionInfo, Lsn, PlayerId, PlayerSessionId, Result, Timestamp};
+use super::{
+    EndReason, Error, GameSessionInfo, Lsn, PlayerId, PlayerSessionId, Result, Timestamp, LSN_MAX,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PlayerSessionStatus {
@@ -76,9 +78,10 @@ pub struct PlayerSession {
     pub end_reason: Option<EndReason>,
     /// The journal records of this session (for its history).
     pub lsns: SessionLsns,
-    /// Errors reported for the session (ReportPlayerSessionError); `None` until the first one,
-    /// so a session without errors pays one pointer.
-    pub errors: Option<Box<ErrorLog>>,
+    /// Errors reported for the session (ReportPlayerSessionError). Their log (the recent
+    /// reports, for the history) is kept beside the record, by the store: most sessions never
+    /// report one, and a pointer here would cost every session a larger allocation.
+    pub error_count: u32,
 }
 
 /// A player session's player id and optional player data, kept in one heap allocation: the
@@ -147,11 +150,10 @@ impl fmt::Debug for PlayerStrings {
     }
 }
 
-/// Errors reported for one player session.
+/// The errors reported for one player session (their count is the record's
+/// [`PlayerSession::error_count`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorLog {
-    /// Every error reported.
-    pub count: u32,
     /// LSN of the last report (replay applies a report only once).
     pub last_lsn: Lsn,
     /// The most recent reports, at most [`ErrorLog::KEPT`], oldest first.
@@ -171,12 +173,65 @@ pub struct ErrorReport {
     pub message: Arc<str>,
 }
 
-/// LSNs of the journal records of one player session (0 = no such record).
+/// LSNs of the journal records of one player session (0 = no such record), 48 bits each
+/// ([`LSN_MAX`]): 18 bytes instead of 24, which with the rest of [`PlayerSession`] is what
+/// keeps the record in a 96-byte allocation instead of a 112-byte one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionLsns {
-    pub reserved: Lsn,
-    pub accepted: Lsn,
-    pub ended: Lsn,
+    /// The reservation's, acceptance's and end's LSNs, three 16-bit words each, high word
+    /// first (16-bit words, so the struct aligns to 2 and takes 18 bytes, not 20).
+    words: [u16; 9],
+}
+
+impl SessionLsns {
+    /// A session's LSNs (each at most [`LSN_MAX`]; the journal never assigns a larger one).
+    pub fn new(reserved: Lsn, accepted: Lsn, ended: Lsn) -> Self {
+        let mut lsns = SessionLsns::default();
+        lsns.set(0, reserved);
+        lsns.set(1, accepted);
+        lsns.set(2, ended);
+        lsns
+    }
+
+    fn get(&self, i: usize) -> Lsn {
+        self.words[3 * i..3 * i + 3]
+            .iter()
+            .fold(0, |lsn, w| lsn << 16 | Lsn::from(*w))
+    }
+
+    fn set(&mut self, i: usize, lsn: Lsn) {
+        debug_assert!(lsn <= LSN_MAX, "LSN {lsn} beyond 48 bits");
+        for (j, w) in self.words[3 * i..3 * i + 3].iter_mut().enumerate() {
+            *w = (lsn >> (32 - 16 * j)) as u16;
+        }
+    }
+
+    /// The reservation's record.
+    pub fn reserved(&self) -> Lsn {
+        self.get(0)
+    }
+
+    /// The acceptance's record (0: not accepted).
+    pub fn accepted(&self) -> Lsn {
+        self.get(1)
+    }
+
+    /// The record that ended the session (0: not ended).
+    pub fn ended(&self) -> Lsn {
+        self.get(2)
+    }
+
+    pub fn set_reserved(&mut self, lsn: Lsn) {
+        self.set(0, lsn);
+    }
+
+    pub fn set_accepted(&mut self, lsn: Lsn) {
+        self.set(1, lsn);
+    }
+
+    pub fn set_ended(&mut self, lsn: Lsn) {
+        self.set(2, lsn);
+    }
 }
 
 /// Outcome of a state-machine step.
@@ -228,7 +283,7 @@ impl PlayerSession {
 
     /// Errors reported so far.
     pub fn error_count(&self) -> u32 {
-        self.errors.as_ref().map_or(0, |e| e.count)
+        self.error_count
     }
 
     /// Checks an error may be reported: only while RESERVED or ACTIVE (nothing follows a
@@ -243,14 +298,20 @@ impl PlayerSession {
         Ok(())
     }
 
-    /// Records an error journaled at `lsn`; a report at or before the last one applied is
-    /// ignored (replay over a snapshot that already has it). Returns whether it counted.
-    pub fn record_error(&mut self, lsn: Lsn, at: Timestamp, message: Arc<str>) -> bool {
-        let log = self.errors.get_or_insert_with(Box::default);
+    /// Records an error journaled at `lsn` in the session's `log`; a report at or before the
+    /// last one applied is ignored (replay over a snapshot that already has it). Returns
+    /// whether it counted.
+    pub fn record_error(
+        &mut self,
+        log: &mut ErrorLog,
+        lsn: Lsn,
+        at: Timestamp,
+        message: Arc<str>,
+    ) -> bool {
         if lsn != 0 && lsn <= log.last_lsn {
             return false;
         }
-        log.count = log.count.saturating_add(1);
+        self.error_count = self.error_count.saturating_add(1);
         log.last_lsn = lsn;
         if log.recent.len() == ErrorLog::KEPT {
             log.recent.remove(0);
@@ -317,7 +378,7 @@ mod tests {
             accepted_at: None,
             end_reason: None,
             lsns: SessionLsns::default(),
-            errors: None,
+            error_count: 0,
         }
     }
 
@@ -333,27 +394,52 @@ mod tests {
         assert!(nul.is("player-1") && !nul.is("player-"));
         let e = PlayerStrings::parse("player_id", "a\0b", None).unwrap_err();
         assert!(e.to_string().contains("player_id"), "{e}");
-        assert_eq!(std::mem::size_of::<PlayerSession>(), 112);
+        assert_eq!(std::mem::size_of::<PlayerSession>(), 96);
+    }
+
+    #[test]
+    fn lsns_keep_48_bits_each() {
+        let all = [
+            0,
+            1,
+            0xFFFF,
+            0x1_0000,
+            0xFFFF_FFFF,
+            0x1_0000_0000,
+            0x1234_5678_9ABC,
+            LSN_MAX,
+        ];
+        for &r in &all {
+            for &a in &all {
+                let mut l = SessionLsns::new(r, a, LSN_MAX - r);
+                assert_eq!((l.reserved(), l.accepted(), l.ended()), (r, a, LSN_MAX - r));
+                l.set_ended(a);
+                l.set_accepted(r);
+                l.set_reserved(0);
+                assert_eq!((l.reserved(), l.accepted(), l.ended()), (0, r, a));
+            }
+        }
+        assert_eq!(std::mem::size_of::<SessionLsns>(), 18);
     }
 
     #[test]
     fn errors_count_once_per_record_and_keep_the_recent_ones() {
-        let mut s = session();
+        let (mut s, mut log) = (session(), ErrorLog::default());
         assert_eq!(s.error_count(), 0);
         for lsn in 1..=20 {
             assert!(s.record_error(
+                &mut log,
                 lsn,
                 Timestamp::from_micros(lsn as i64),
                 format!("e{lsn}").into()
             ));
         }
         assert!(
-            !s.record_error(20, Timestamp::from_micros(20), "again".into()),
+            !s.record_error(&mut log, 20, Timestamp::from_micros(20), "again".into()),
             "replayed"
         );
-        assert!(!s.record_error(7, Timestamp::from_micros(7), "older".into()));
-        let log = s.errors.as_ref().unwrap();
-        assert_eq!(log.count, 20);
+        assert!(!s.record_error(&mut log, 7, Timestamp::from_micros(7), "older".into()));
+        assert_eq!((s.error_count(), log.last_lsn), (20, 20));
         assert_eq!(log.recent.len(), ErrorLog::KEPT);
         assert_eq!(&*log.recent[0].message, "e5");
         s.check_can_report_error().unwrap();

@@ -220,8 +220,9 @@ impl PlayerSessionService for PlayerSessions {
             let id = psid(&req.get_ref().player_session_id)?;
             Caller::of(&req).player_session(&self.store, id)?;
             let ps = self.store.get_player_session(id)?;
+            let errors = self.store.error_log(&id);
             Ok(Response::new(proto::GetPlayerSessionHistoryResponse {
-                records: crate::journal::records::history(&ps),
+                records: crate::journal::records::history(&ps, errors.as_ref()),
             }))
         })
         .await

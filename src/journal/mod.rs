@@ -229,6 +229,11 @@ impl Journal {
             ));
         }
         let first = p.next_lsn;
+        if first + n - 1 > crate::domain::LSN_MAX {
+            return Err(Error::Unavailable(
+                "the journal has used every LSN (2^48 - 1); start over on a fresh data dir".into(),
+            ));
+        }
         p.next_lsn += n;
         p.buffered_last = p.next_lsn - 1;
         p.records += n;

@@ -23,7 +23,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     domain::{
-        Change, CreationPolicy, EndCause, EndReason, FleetId, GameSession, GameSessionId,
+        Change, CreationPolicy, EndCause, EndReason, ErrorLog, FleetId, GameSession, GameSessionId,
         GameSessionInfo, GameSessionStatus, IdempotencyKey, ImportProgress, Lsn, PlayerSession,
         PlayerSessionId, PlayerSessionStatus, PlayerStrings, SessionLsns, Timestamp,
     },
@@ -693,11 +693,8 @@ fn decode_callback(
                 reservation_deadline: deadline,
                 accepted_at: None,
                 end_reason: None,
-                lsns: SessionLsns {
-                    reserved: lsn,
-                    ..SessionLsns::default()
-                },
-                errors: None,
+                lsns: SessionLsns::new(lsn, 0, 0),
+                error_count: 0,
             })
         }
         A::Succeed => Change::Accepted {
@@ -772,11 +769,12 @@ pub fn game_session_from(
 }
 
 /// The operation updates journaled for one player session, reconstructed from the fields each
-/// of them set (every record is a function of the session's state; see `docs/journal.md`).
-pub fn history(ps: &PlayerSession) -> Vec<OperationRecord> {
+/// of them set (every record is a function of the session's state and its error log; see
+/// `docs/journal.md`).
+pub fn history(ps: &PlayerSession, errors: Option<&ErrorLog>) -> Vec<OperationRecord> {
     let mut reserved = ps.clone();
     reserved.status = PlayerSessionStatus::Reserved;
-    let mut out = vec![encode(&Change::Reserved(reserved), ps.lsns.reserved)];
+    let mut out = vec![encode(&Change::Reserved(reserved), ps.lsns.reserved())];
     let gs = ps.game.id.clone();
     if let Some(at) = ps.accepted_at {
         out.push(encode(
@@ -785,10 +783,10 @@ pub fn history(ps: &PlayerSession) -> Vec<OperationRecord> {
                 game_session_id: gs.clone(),
                 at,
             },
-            ps.lsns.accepted,
+            ps.lsns.accepted(),
         ));
     }
-    for e in ps.errors.iter().flat_map(|log| &log.recent) {
+    for e in errors.iter().flat_map(|log| &log.recent) {
         out.push(encode(
             &Change::ErrorReported {
                 id: ps.id,
@@ -808,7 +806,7 @@ pub fn history(ps: &PlayerSession) -> Vec<OperationRecord> {
                     game_session_id: gs,
                     at,
                 },
-                ps.lsns.ended,
+                ps.lsns.ended(),
             ));
         }
         (PlayerSessionStatus::Completed, Some(at)) => out.push(encode(
@@ -818,7 +816,7 @@ pub fn history(ps: &PlayerSession) -> Vec<OperationRecord> {
                 reason: ps.end_reason.unwrap_or(EndReason::Removed),
                 at,
             },
-            ps.lsns.ended,
+            ps.lsns.ended(),
         )),
         _ => {}
     }

@@ -19,7 +19,7 @@ use prost::Message;
 
 use super::{frame, io_err, protowire, records, segment, snapshot, JournalConfig, JournalError};
 use crate::{
-    domain::{GameSessionInfo, Lsn},
+    domain::{GameSessionInfo, Lsn, LSN_MAX},
     storage::Checkpoint,
     store::{ReplayBatch, Store},
 };
@@ -276,6 +276,9 @@ fn read_and_route(
                     let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
                     if first != expected {
                         break Some("LSN sequence broken");
+                    }
+                    if first.saturating_add(n - 1) > LSN_MAX {
+                        break Some("LSN beyond 2^48 - 1");
                     }
                     let body_at = offset + frame::HEADER;
                     for (i, span) in spans.iter().enumerate() {

@@ -7,6 +7,7 @@
 //! sessions forward, so records already reflected in the snapshot change nothing.
 
 use std::{
+    collections::HashMap,
     fs::{self, File},
     io::{BufReader, BufWriter, Read, Write},
     path::{Path, PathBuf},
@@ -20,7 +21,7 @@ use crate::{
     domain::{
         CreationPolicy, EndCause, EndReason, ErrorLog, ErrorReport, GameSession, GameSessionId,
         GameSessionInfo, GameSessionStatus, IdempotencyKey, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, PlayerStrings, SessionLsns, Timestamp,
+        PlayerSessionStatus, PlayerStrings, SessionLsns, Timestamp, LSN_MAX,
     },
     storage::{
         snapshot_item::Item, ErrorReportState, GameSessionState, IdempotencyState, ImportJobState,
@@ -72,7 +73,7 @@ fn end_reason_code(r: Option<EndReason>) -> u32 {
     }
 }
 
-fn player_state(p: &PlayerSession) -> PlayerSessionState {
+fn player_state(p: &PlayerSession, log: Option<&ErrorLog>) -> PlayerSessionState {
     PlayerSessionState {
         id: p.id.uuid().as_bytes().to_vec(),
         player_id: p.player_id().to_string(),
@@ -81,16 +82,14 @@ fn player_state(p: &PlayerSession) -> PlayerSessionState {
         termination_micros: p.termination_time.map_or(0, Timestamp::as_micros),
         deadline_micros: p.reservation_deadline.as_micros(),
         player_data: p.player_data().unwrap_or_default().to_string(),
-        reserved_lsn: p.lsns.reserved,
-        accepted_lsn: p.lsns.accepted,
+        reserved_lsn: p.lsns.reserved(),
+        accepted_lsn: p.lsns.accepted(),
         accepted_micros: p.accepted_at.map_or(0, Timestamp::as_micros),
-        ended_lsn: p.lsns.ended,
+        ended_lsn: p.lsns.ended(),
         end_reason: end_reason_code(p.end_reason),
         errors: p.error_count(),
-        last_error_lsn: p.errors.as_ref().map_or(0, |e| e.last_lsn),
-        error_reports: p
-            .errors
-            .as_ref()
+        last_error_lsn: log.map_or(0, |e| e.last_lsn),
+        error_reports: log
             .map(|e| {
                 e.recent
                     .iter()
@@ -105,7 +104,11 @@ fn player_state(p: &PlayerSession) -> PlayerSessionState {
     }
 }
 
-fn game_state(g: &GameSession, players: &[PlayerSession]) -> GameSessionState {
+fn game_state(
+    g: &GameSession,
+    players: &[PlayerSession],
+    logs: &HashMap<PlayerSessionId, ErrorLog>,
+) -> GameSessionState {
     GameSessionState {
         game_session_id: g.id().to_string(),
         definition: Some(records::definition(g)),
@@ -131,7 +134,10 @@ fn game_state(g: &GameSession, players: &[PlayerSession]) -> GameSessionState {
             Some(EndCause::Crashed) => 2,
             Some(EndCause::HeartbeatLost) => 3,
         },
-        player_sessions: players.iter().map(player_state).collect(),
+        player_sessions: players
+            .iter()
+            .map(|p| player_state(p, logs.get(&p.id)))
+            .collect(),
     }
 }
 
@@ -163,10 +169,10 @@ pub fn take(store: &Store, journal: &Journal, dir: &Path) -> Result<SnapshotStat
         }),
     )?;
     for id in store.game_session_ids() {
-        if let Some((g, players)) = store.export_game_session(&id) {
+        if let Some((g, players, logs)) = store.export_game_session_with_errors(&id) {
             stats.game_sessions += 1;
             stats.player_sessions += players.len() as u64;
-            write(&mut w, Item::GameSession(game_state(&g, &players)))?;
+            write(&mut w, Item::GameSession(game_state(&g, &players, &logs)))?;
         }
     }
     for job in store.import_jobs() {
@@ -389,8 +395,8 @@ pub fn load(store: &Store, path: &Path) -> Result<SnapshotStats, JournalError> {
                     loop {
                         let next = rx.lock().map_err(|_| "loader poisoned")?.recv();
                         let Ok(g) = next else { return Ok(()) };
-                        let (game, players) = restore_game(g)?;
-                        store.restore_game_session(game, players);
+                        let (game, players, logs) = restore_game(g)?;
+                        store.restore_game_session(game, players, logs);
                     }
                 })
             })
@@ -439,6 +445,9 @@ fn read_items(
                         path,
                         format!("unknown format version {}", h.format_version),
                     ));
+                }
+                if h.replay_from_lsn > LSN_MAX + 1 {
+                    return Err(bad(path, "LSN beyond 2^48 - 1"));
                 }
                 stats.replay_from = h.replay_from_lsn;
                 if h.analytics_next_lsn > 0 {
@@ -494,7 +503,14 @@ fn uuid_of(b: &[u8]) -> Option<uuid::Uuid> {
     uuid::Uuid::from_slice(b).ok()
 }
 
-fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>), String> {
+/// A game session from a snapshot, with its player sessions and their error logs.
+type Restored = (
+    GameSession,
+    Vec<PlayerSession>,
+    Vec<(PlayerSessionId, ErrorLog)>,
+);
+
+fn restore_game(g: GameSessionState) -> Result<Restored, String> {
     let id =
         GameSessionId::parse("game_session_id", &g.game_session_id).map_err(|e| e.to_string())?;
     let def = g.definition.ok_or("game session without definition")?;
@@ -518,11 +534,12 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
         _ => None,
     };
     let info: Arc<GameSessionInfo> = game.info.clone();
+    let mut logs = Vec::new();
     let players = g
         .player_sessions
         .into_iter()
         .map(|p| {
-            Ok(PlayerSession {
+            let ps = PlayerSession {
                 id: PlayerSessionId::from_uuid(uuid_of(&p.id).ok_or("bad player session id")?),
                 player: PlayerStrings::parse("player_id", &p.player_id, Some(&p.player_data))
                     .map_err(|e| e.to_string())?,
@@ -545,14 +562,19 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
                     5 => Some(EndReason::PlayerCrashed),
                     _ => None,
                 },
-                lsns: SessionLsns {
-                    reserved: p.reserved_lsn,
-                    accepted: p.accepted_lsn,
-                    ended: p.ended_lsn,
+                lsns: {
+                    let lsns = [p.reserved_lsn, p.accepted_lsn, p.ended_lsn];
+                    if lsns.iter().any(|l| *l > LSN_MAX) {
+                        return Err("LSN beyond 2^48 - 1".into());
+                    }
+                    SessionLsns::new(lsns[0], lsns[1], lsns[2])
                 },
-                errors: (p.errors > 0).then(|| {
-                    Box::new(ErrorLog {
-                        count: p.errors,
+                error_count: p.errors,
+            };
+            if p.errors > 0 {
+                logs.push((
+                    ps.id,
+                    ErrorLog {
                         last_lsn: p.last_error_lsn,
                         recent: p
                             .error_reports
@@ -563,12 +585,13 @@ fn restore_game(g: GameSessionState) -> Result<(GameSession, Vec<PlayerSession>)
                                 message: r.message.as_str().into(),
                             })
                             .collect(),
-                    })
-                }),
-            })
+                    },
+                ));
+            }
+            Ok(ps)
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok((game, players))
+    Ok((game, players, logs))
 }
 
 /// Newest snapshot in `dir`, if any.

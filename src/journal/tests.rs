@@ -92,7 +92,7 @@ fn dump(s: &Store) -> Vec<String> {
                 p.accepted_at,
                 p.end_reason,
                 p.lsns,
-                p.errors
+                (p.error_count, s.error_log(&p.id))
             ));
         }
     }
@@ -233,7 +233,8 @@ async fn every_change_round_trips_and_history_matches_the_journal() {
             .filter(|r| r.operation_id == id.to_string())
             .cloned()
             .collect();
-        assert_eq!(records::history(&ps), from_journal, "{id}");
+        let errors = s.error_log(&id);
+        assert_eq!(records::history(&ps, errors.as_ref()), from_journal, "{id}");
     }
 }
 
@@ -932,4 +933,71 @@ mod reader {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// Records keep LSNs in 48 bits: the journal refuses an append past the last one (the call
+/// fails and changes nothing), and recovery does not take a record beyond it (at the tail: a
+/// warning and the record dropped, as a torn one).
+#[test]
+fn lsns_stop_at_48_bits() {
+    use crate::domain::LSN_MAX;
+    let delivered = |through| Change::AnalyticsDelivered {
+        through,
+        sink: "segment".into(),
+        at: Timestamp::from_micros(1),
+    };
+    let j = Journal::disabled();
+    let near_the_end = recovery::Recovered {
+        next_lsn: LSN_MAX - 1,
+        ..recovery::Recovered::fresh()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    j.start(
+        &jconfig(dir.path()),
+        &near_the_end,
+        Arc::new(|m| panic!("{m}")),
+    )
+    .unwrap();
+    assert!(matches!(
+        j.append(&[delivered(1), delivered(2), delivered(3)]),
+        Err(crate::domain::Error::Unavailable(_))
+    ));
+    assert_eq!(j.last_lsn(), LSN_MAX - 2, "a refused append takes no LSN");
+    assert_eq!(
+        j.append(&[delivered(1), delivered(2)]).unwrap(),
+        LSN_MAX - 1
+    );
+    assert!(j.append(&[delivered(3)]).is_err());
+
+    // A snapshot that the journal continues from near the end, and a segment after it whose
+    // second checkpoint goes past the last LSN.
+    let first = LSN_MAX - 2;
+    let before = Journal::disabled();
+    let at_first = recovery::Recovered {
+        next_lsn: first,
+        ..recovery::Recovered::fresh()
+    };
+    before
+        .start(&jconfig(dir.path()), &at_first, Arc::new(|m| panic!("{m}")))
+        .unwrap();
+    let empty = Store::in_memory(Clock::starting_at(Timestamp::from_micros(T0)), config());
+    snapshot::take(&empty, &before, dir.path()).unwrap();
+    let cp = |first_lsn, n| {
+        let c = Checkpoint {
+            first_lsn,
+            records: (0..n).map(|i| records::encode(&delivered(i), 0)).collect(),
+        };
+        let mut out = Vec::new();
+        frame::put(&mut out, &c.encode_to_vec());
+        out
+    };
+    let mut bytes = cp(first, 2);
+    bytes.extend(cp(first + 2, 2));
+    std::fs::write(segment::segment_path(dir.path(), first), bytes).unwrap();
+    let s = open(dir.path(), &jconfig(dir.path())).unwrap();
+    assert_eq!(
+        s.journal().last_lsn(),
+        LSN_MAX - 1,
+        "the record past the end is dropped"
+    );
 }

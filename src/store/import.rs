@@ -470,7 +470,7 @@ impl Store {
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns::default(),
-                errors: None,
+                error_count: 0,
             };
             let offset = changes.len();
             changes.push(Change::Reserved(ps.clone()));
@@ -522,21 +522,21 @@ impl Store {
         for (i, mut ps, status, end, offset) in planned {
             // The same steps replay takes for these records.
             let at = first + offset as Lsn;
-            ps.lsns.reserved = at;
+            ps.lsns.set_reserved(at);
             let created = ps.creation_time;
             match status {
                 PlayerSessionStatus::Reserved => {}
                 PlayerSessionStatus::Active => {
                     let _ = ps.accept(created);
-                    ps.lsns.accepted = at + 1;
+                    ps.lsns.set_accepted(at + 1);
                 }
                 PlayerSessionStatus::Completed => {
                     ps.complete(end, EndReason::Removed);
-                    ps.lsns.ended = at + 1;
+                    ps.lsns.set_ended(at + 1);
                 }
                 PlayerSessionStatus::TimedOut => {
                     ps.time_out(end);
-                    ps.lsns.ended = at + 1;
+                    ps.lsns.set_ended(at + 1);
                 }
             }
             let records = if status == PlayerSessionStatus::Reserved {

@@ -42,9 +42,9 @@ pub use watch::{FleetEvent, FleetEventKind, FleetWatch};
 
 use crate::{
     domain::{
-        limits, Clock, Error, GameSession, GameSessionId, GameSessionInfo, IdempotencyKey,
-        PlayerId, PlayerSession, PlayerSessionId, PlayerSessionStatus, PlayerStrings, Result,
-        Timestamp,
+        limits, Clock, Error, ErrorLog, GameSession, GameSessionId, GameSessionInfo,
+        IdempotencyKey, Lsn, PlayerId, PlayerSession, PlayerSessionId, PlayerSessionStatus,
+        PlayerStrings, Result, Timestamp,
     },
     journal::Journal,
     sweeper::{Timer, Timers},
@@ -296,6 +296,9 @@ pub struct Store {
     /// Tests narrow the keys to force collisions.
     #[cfg(test)]
     key_mask: u32,
+    /// The error logs of the player sessions that reported errors (most never do, so the
+    /// records keep only a count).
+    error_logs: Map<PlayerSessionId, ErrorLog>,
     idempotency: Map<IdempotencyKey, IdempotencyRecord>,
     fleets: Map<crate::domain::FleetId, fleets::Fleet>,
     timers: Timers,
@@ -322,6 +325,7 @@ impl Store {
             player_keys: Hasher::new(),
             #[cfg(test)]
             key_mask: u32::MAX,
+            error_logs: map(),
             idempotency: map(),
             fleets: map(),
             timers: Timers::default(),
@@ -652,6 +656,16 @@ impl Store {
             if p.status.is_terminal() != p.termination_time.is_some() {
                 return Err(format!("{}: termination time does not match status", p.id));
             }
+            if (p.error_count > 0) != self.error_logs.contains_key(&p.id) {
+                return Err(format!("{}: error count and error log disagree", p.id));
+            }
+        }
+        if let Some(orphan) = self
+            .error_logs
+            .iter()
+            .find(|l| !self.player_sessions.contains_key(l.key()))
+        {
+            return Err(format!("error log of {}, which is gone", orphan.key()));
         }
         let mut scanned: HashMap<crate::domain::FleetId, FleetCounts> = HashMap::new();
         for e in self.game_sessions.iter() {
@@ -803,6 +817,28 @@ impl Store {
             self.player_key(ps.player_id()),
             self.player_sessions.handle(&ps.id),
         );
+        if ps.error_count > 0 {
+            self.error_logs.remove(&ps.id);
+        }
+    }
+
+    /// The errors reported for the player session `id` (`None`: it reported none).
+    pub fn error_log(&self, id: &PlayerSessionId) -> Option<ErrorLog> {
+        self.error_logs.get(id).map(|l| l.clone())
+    }
+
+    /// Records an error of the player session `id` journaled at `lsn` (call with its game
+    /// session locked: reports of one session are applied in order, and snapshots read the
+    /// logs under that lock).
+    fn record_error(&self, id: &PlayerSessionId, lsn: Lsn, at: Timestamp, message: Arc<str>) {
+        if let Some(mut ps) = self.player_sessions.get_mut(id) {
+            ps.record_error(
+                &mut self.error_logs.entry(*id).or_default(),
+                lsn,
+                at,
+                message,
+            );
+        }
     }
 }
 

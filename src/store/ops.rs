@@ -263,7 +263,7 @@ impl Store {
         };
         let before = ps.status;
         if ps.complete(at, reason) == Step::Changed {
-            ps.lsns.ended = lsn;
+            ps.lsns.set_ended(lsn);
             self.release_seat(e, &ps);
             self.count_player(&ps.game.fleet_id, Some(before), Some(ps.status));
             self.schedule_purge(at, self.purge_timer(&psid));
@@ -359,7 +359,7 @@ impl Store {
                 accepted_at: None,
                 end_reason: None,
                 lsns: SessionLsns::default(),
-                errors: None,
+                error_count: 0,
             })
             .collect();
         let mut changes: Vec<Change> = created.iter().cloned().map(Change::Reserved).collect();
@@ -375,12 +375,12 @@ impl Store {
         // Every check passed; from here on nothing fails once the journal took the changes.
         let first = self.journal.append(&changes)?;
         for (i, ps) in created.iter_mut().enumerate() {
-            ps.lsns.reserved = first + i as Lsn;
+            ps.lsns.set_reserved(first + i as Lsn);
             self.index_player(&mut e, ps.clone());
         }
         e.sync_count();
         for ps in &created {
-            self.emit_health(&e.session, ps, ps.lsns.reserved, now);
+            self.emit_health(&e.session, ps, ps.lsns.reserved(), now);
         }
         let n = created.len() as u64;
         self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
@@ -442,7 +442,7 @@ impl Store {
                         game_session_id: gsid.clone(),
                         at,
                     }])?;
-                    next.lsns.accepted = lsn;
+                    next.lsns.set_accepted(lsn);
                     *ps = next.clone();
                     drop(ps);
                     self.emit_health(&e.session, &next, lsn, at);
@@ -483,7 +483,7 @@ impl Store {
                     }])?;
                     drop(ps);
                     self.complete_locked(&mut e, psid, at, EndReason::Removed, lsn);
-                    next.lsns.ended = lsn;
+                    next.lsns.set_ended(lsn);
                     self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
                         f.counts.transitions[Transition::Completed as usize] += 1;
                         f.health.ended(&e.session, &next);
@@ -529,9 +529,7 @@ impl Store {
             }
             let first = self.journal.append(&changes)?;
             drop(ps);
-            if let Some(mut ps) = self.player_sessions.get_mut(&psid) {
-                ps.record_error(first, at, message);
-            }
+            self.record_error(&psid, first, at, message);
             if crashed {
                 self.complete_locked(&mut e, psid, at, EndReason::PlayerCrashed, first + 1);
             }
@@ -594,7 +592,7 @@ impl Store {
             game_session_id: gsid.clone(),
             at,
         }]) {
-            Ok(lsn) => next.lsns.ended = lsn,
+            Ok(lsn) => next.lsns.set_ended(lsn),
             Err(e) => {
                 tracing::warn!(player_session_id = %psid, error = %e, "cannot time out");
                 return;
@@ -603,7 +601,7 @@ impl Store {
         *ps = next.clone();
         self.release_seat(&mut e, &next);
         drop(ps);
-        self.emit_health(&e.session, &next, next.lsns.ended, at);
+        self.emit_health(&e.session, &next, next.lsns.ended(), at);
         self.fleet_changed(&e.session, FleetEventKind::Updated, |f| {
             let c = &mut f.counts;
             let r = &mut c.player_sessions[ps_index(PlayerSessionStatus::Reserved)];

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     domain::{
-        Change, FleetId, GameSession, GameSessionId, IdempotencyKey, Lsn, PlayerSession,
+        Change, ErrorLog, FleetId, GameSession, GameSessionId, IdempotencyKey, Lsn, PlayerSession,
         PlayerSessionId, PlayerSessionStatus, Step, Timestamp,
     },
     sweeper::Timer,
@@ -105,7 +105,7 @@ impl Store {
                 };
                 if let Some(mut ps) = self.player_sessions.get_mut(id) {
                     if ps.accept(*at) == Ok(Step::Changed) {
-                        ps.lsns.accepted = lsn;
+                        ps.lsns.set_accepted(lsn);
                     }
                 }
             }
@@ -121,7 +121,7 @@ impl Store {
                     return;
                 };
                 if ps.status == PlayerSessionStatus::Reserved && ps.time_out(*at) == Step::Changed {
-                    ps.lsns.ended = lsn;
+                    ps.lsns.set_ended(lsn);
                     self.release_seat(&mut e, &ps);
                 }
             }
@@ -144,9 +144,7 @@ impl Store {
                 let Some(_e) = self.game_sessions.get_mut(game_session_id) else {
                     return;
                 };
-                if let Some(mut ps) = self.player_sessions.get_mut(id) {
-                    ps.record_error(lsn, *at, message.clone());
-                }
+                self.record_error(id, lsn, *at, message.clone());
             }
             Change::AnalyticsDelivered { through, .. } => self.note_analytics_delivered(*through),
             Change::AnalyticsRetry { .. } => {}
@@ -169,7 +167,7 @@ impl Store {
     pub fn apply_batched(&self, batch: &mut ReplayBatch, change: Change, lsn: Lsn) {
         match change {
             Change::Reserved(mut ps) => {
-                ps.lsns.reserved = lsn;
+                ps.lsns.set_reserved(lsn);
                 batch.pending.push(ps);
                 if batch.pending.len() >= ReplayBatch::SIZE {
                     self.flush_replay(batch);
@@ -232,7 +230,7 @@ impl Store {
     fn apply_reserved(&self, mut ps: PlayerSession, lsn: Lsn) {
         if let Some(mut e) = self.game_sessions.get_mut(&ps.game.id) {
             ps.game = e.session.info.clone();
-            ps.lsns.reserved = lsn;
+            ps.lsns.set_reserved(lsn);
             // Already there (the snapshot has it): nothing changes.
             if self.index_player(&mut e, ps) {
                 e.sync_count();
@@ -241,11 +239,19 @@ impl Store {
     }
 
     /// Inserts a game session and its player sessions from a snapshot.
-    pub fn restore_game_session(&self, game: GameSession, players: Vec<PlayerSession>) {
+    pub fn restore_game_session(
+        &self,
+        game: GameSession,
+        players: Vec<PlayerSession>,
+        error_logs: Vec<(PlayerSessionId, ErrorLog)>,
+    ) {
         let id = game.id().clone();
         let mut entry = GameSessionEntry::new(game);
         for ps in players {
             self.index_player(&mut entry, ps);
+        }
+        for (psid, log) in error_logs {
+            self.error_logs.insert(psid, log);
         }
         entry.sync_count();
         self.game_sessions.insert(id, entry);
@@ -279,13 +285,33 @@ impl Store {
         &self,
         id: &GameSessionId,
     ) -> Option<(GameSession, Vec<PlayerSession>)> {
+        self.export_game_session_with_errors(id)
+            .map(|(g, players, _)| (g, players))
+    }
+
+    /// [`Store::export_game_session`] with the error logs of its player sessions that
+    /// reported errors, read under the game session's lock as reports are applied (so a
+    /// snapshot's counts and logs agree).
+    pub fn export_game_session_with_errors(
+        &self,
+        id: &GameSessionId,
+    ) -> Option<(
+        GameSession,
+        Vec<PlayerSession>,
+        HashMap<PlayerSessionId, ErrorLog>,
+    )> {
         let e = self.game_sessions.get(id)?;
-        let players = e
+        let players: Vec<_> = e
             .players
             .iter()
             .filter_map(|(_, p)| self.player_session(p))
             .collect();
-        Some((e.snapshot(), players))
+        let logs = players
+            .iter()
+            .filter(|p| p.error_count > 0)
+            .filter_map(|p| Some((p.id, self.error_log(&p.id)?)))
+            .collect();
+        Some((e.snapshot(), players, logs))
     }
 
     /// Every remembered idempotency key: (key, fingerprint, sessions, expiry).

@@ -411,7 +411,7 @@ mod tests {
             accepted_at: None,
             end_reason: None,
             lsns: Default::default(),
-            errors: None,
+            error_count: 0,
         })
     }
 
