@@ -660,12 +660,13 @@ impl Store {
                 return Err(format!("{}: error count and error log disagree", p.id));
             }
         }
-        if let Some(orphan) = self
-            .error_logs
+        // Copied first: the lock order puts player_sessions before error_logs.
+        let logged: Vec<PlayerSessionId> = self.error_logs.iter().map(|l| *l.key()).collect();
+        if let Some(orphan) = logged
             .iter()
-            .find(|l| !self.player_sessions.contains_key(l.key()))
+            .find(|id| !self.player_sessions.contains_key(id))
         {
-            return Err(format!("error log of {}, which is gone", orphan.key()));
+            return Err(format!("error log of {orphan}, which is gone"));
         }
         let mut scanned: HashMap<crate::domain::FleetId, FleetCounts> = HashMap::new();
         for e in self.game_sessions.iter() {
