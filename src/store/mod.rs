@@ -7,7 +7,7 @@
 //!   (`game_sessions.get_mut`): the seat count, the seats taken and the player session change
 //!   together, so N racing reservers for the last seat see exactly one winner.
 //! - Lock order: `game_sessions` -> `idempotency` -> journal append -> `player_sessions` ->
-//!   `by_player` -> timer heap. Code that needs a player session's game session first reads the
+//!   `error_logs` -> `by_player` -> timer heap. Code that needs a player session's game session first reads the
 //!   id and drops the guard.
 //! - Every mutation validates first, then appends its changes to the journal (still under the
 //!   game session's lock, so LSN order is the order of application), then applies them; after
@@ -287,8 +287,8 @@ pub struct Store {
     /// Boxed records alone in the table (8-byte entries, hashed by the id inside), so the
     /// table, half empty after each doubling, costs little and a rehash moves pointers.
     player_sessions: tables::SessionMap,
-    /// Player sessions of each player, by the player's key ([`Store::player_key`]): an
-    /// 8-byte key instead of a copy of the id. Two players whose keys collide share a key;
+    /// Player sessions of each player, by the player's key ([`Store::player_key`]): a
+    /// 4-byte key instead of a copy of the id. Two players whose keys collide share a key;
     /// readers filter by player id.
     by_player: tables::PlayerIndex,
     /// Seeds [`Store::player_key`] (random per process, so keys cannot be aimed at).
