@@ -7,8 +7,8 @@
 //!   (`game_sessions.get_mut`): the seat count, the seats taken and the player session change
 //!   together, so N racing reservers for the last seat see exactly one winner.
 //! - Lock order: `game_sessions` -> `idempotency` -> journal append -> `player_sessions` ->
-//!   `error_logs` -> `by_player` -> timer heap. Code that needs a player session's game session first reads the
-//!   id and drops the guard.
+//!   `error_logs` -> `by_player` -> timer heap. Code that needs a player session's game
+//!   session first reads the id and drops the guard.
 //! - Every mutation validates first, then appends its changes to the journal (still under the
 //!   game session's lock, so LSN order is the order of application), then applies them; after
 //!   releasing every lock the caller waits until the records are durable. A failed call changes
