@@ -783,6 +783,14 @@ async fn daemon_rss(admin: std::net::SocketAddr) -> anyhow::Result<u64> {
         .context("no process_resident_memory_bytes in /metrics")
 }
 
+/// [`daemon_rss`] when there is an admin port to read it from.
+async fn maybe_rss(admin: Option<std::net::SocketAddr>) -> anyhow::Result<Option<u64>> {
+    match admin {
+        Some(a) => Ok(Some(daemon_rss(a).await?)),
+        None => Ok(None),
+    }
+}
+
 /// `growth`: grows the live RESERVED sessions through `--growth-steps` (64-byte player data
 /// by default) and runs `cycle` at each step: per-call cost must stay flat. RSS growth per
 /// session is measured across the preloads only (not the cycle runs in between).
@@ -801,24 +809,26 @@ async fn growth(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let mut rows = Vec::new();
     let mut last = None;
     for step in steps {
-        let before = match ctx.admin {
-            Some(a) => Some(daemon_rss(a).await?),
-            None => None,
-        };
+        let before = maybe_rss(ctx.admin).await?;
         ctx.preload(&games, live, step - live, 0).await?;
         live = step;
-        if let (Some(a), Some(before)) = (ctx.admin, before) {
-            rss_growth += daemon_rss(a).await? as i64 - before as i64;
+        let after = maybe_rss(ctx.admin).await?;
+        if let (Some(after), Some(before)) = (after, before) {
+            rss_growth += after as i64 - before as i64;
         }
         let w = cycle_load(ctx, cycle_games.clone(), 1)
             .measure(ctx.warmup(), ctx.args.duration)
             .await?;
+        let after_cycle = maybe_rss(ctx.admin).await?;
         rows.push(json!({
             "live_sessions": step,
             "cycle_calls_per_sec": w.ops_per_sec(),
             "p50_us": w.quantile_us(0.5),
             "p99_us": w.quantile_us(0.99),
             "rss_growth_per_session_bytes": ctx.admin.map(|_| rss_growth as f64 / step as f64),
+            "rss_before_preload_bytes": before,
+            "rss_after_preload_bytes": after,
+            "rss_after_cycle_bytes": after_cycle,
         }));
         last = Some(w);
     }

@@ -284,8 +284,8 @@ pub struct Store {
     config: StoreConfig,
     journal: Journal,
     game_sessions: Map<GameSessionId, GameSessionEntry>,
-    /// Boxed records alone in the table (8-byte entries, hashed by the id inside), so the
-    /// table, half empty after each doubling, costs little and a rehash moves pointers.
+    /// Records in per-shard slabs and 4-byte slot numbers in the tables (hashed by the id
+    /// inside the record), so a table, half empty after each doubling, costs little.
     player_sessions: tables::SessionMap,
     /// Player sessions of each player, by the player's key ([`Store::player_key`]): a
     /// 4-byte key instead of a copy of the id. Two players whose keys collide share a key;
@@ -480,7 +480,7 @@ impl Store {
             .ok_or(Error::PlayerSessionNotFound(id))
     }
 
-    /// A copy of player session `id` (the map holds it boxed).
+    /// A copy of player session `id` (the map holds it in its slab).
     fn player_session(&self, id: &PlayerSessionId) -> Option<PlayerSession> {
         self.player_sessions
             .get(id)
@@ -786,7 +786,7 @@ impl Store {
     /// nothing (replay over a snapshot that has it); returns whether it was added.
     fn index_player(&self, e: &mut GameSessionEntry, ps: PlayerSession) -> bool {
         let new = self.new_player(&ps);
-        if !self.player_sessions.insert_new(Box::new(ps)) {
+        if !self.player_sessions.insert_new(ps) {
             return false;
         }
         e.add_player(&new);
