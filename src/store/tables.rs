@@ -141,10 +141,16 @@ impl Shard for SlabShard {
     }
 }
 
+/// Where `slot` is: (chunk, place in the chunk).
+fn place(slot: u32) -> (usize, usize) {
+    let s = slot as usize;
+    (s / SLAB_CHUNK, s % SLAB_CHUNK)
+}
+
 /// The record in `slot` of `chunks`.
 fn slot_of(chunks: &[Vec<PlayerSession>], slot: u32) -> &PlayerSession {
-    let s = slot as usize;
-    &chunks[s / SLAB_CHUNK][s % SLAB_CHUNK]
+    let (c, i) = place(slot);
+    &chunks[c][i]
 }
 
 impl SlabShard {
@@ -160,8 +166,8 @@ impl SlabShard {
     }
 
     fn at_mut(&mut self, slot: u32) -> &mut PlayerSession {
-        let s = slot as usize;
-        &mut self.chunks[s / SLAB_CHUNK][s % SLAB_CHUNK]
+        let (c, i) = place(slot);
+        &mut self.chunks[c][i]
     }
 
     /// Records held (slots in use).
@@ -179,6 +185,7 @@ impl SlabShard {
         ps: PlayerSession,
         hash: impl Fn(&PlayerSessionId) -> u64,
     ) -> bool {
+        // A shard would need 400 GB of records to pass u32::MAX slots.
         let slot = self.records() as u32;
         let SlabShard { index, chunks } = self;
         match index.entry(
@@ -205,16 +212,15 @@ impl SlabShard {
         id: &PlayerSessionId,
         hash: impl Fn(&PlayerSessionId) -> u64,
     ) -> Option<PlayerSession> {
+        let last_slot = self.records().checked_sub(1)?;
         let SlabShard { index, chunks } = self;
         let slot = index
             .find_entry(h, |&s| slot_of(chunks, s).id == *id)
             .ok()?
             .remove()
             .0;
-        let full = (chunks.len() - 1) * SLAB_CHUNK;
         let last = chunks.last_mut().expect("a record to remove");
         let tail = last.pop().expect("chunks are not empty");
-        let last_slot = full + last.len();
         if last.is_empty() {
             chunks.pop();
         }
