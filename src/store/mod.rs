@@ -111,14 +111,15 @@ impl GameSessionEntry {
     fn sync_count(&mut self) {
         self.session.current_player_session_count = self.live.len() as u32;
     }
+}
 
-    /// Adds a player session new to the store to this game session's indexes.
-    fn add_player(&mut self, p: &NewPlayer) {
-        if p.live {
-            self.live.insert(p.key, p.handle);
-        }
-        self.players.insert((p.created, p.id));
-    }
+/// Which sessions of the session map a game session's listing does not hold yet
+/// ([`Store::listed`]).
+type Unlisted<'a> = &'a dyn Fn(&PlayerSessionId) -> bool;
+
+/// [`Unlisted`] when every session in the map is listed.
+fn all_listed(_: &PlayerSessionId) -> bool {
+    false
 }
 
 /// What the indexes keep of a player session being added ([`Store::index_player`] and
@@ -350,6 +351,49 @@ impl Store {
         key
     }
 
+    /// What finds the player sessions behind listing positions of the game session `gsid`
+    /// (see [`positions`]): its sessions created at a time with a handle, but for those
+    /// `unlisted` (in the session map, not yet in the listing: a replay batch's later ones).
+    fn listed<'a>(
+        &'a self,
+        gsid: &'a GameSessionId,
+        unlisted: Unlisted<'a>,
+    ) -> impl positions::Resolve + 'a {
+        move |t, h| {
+            let mut ids = self
+                .player_sessions
+                .ids_at_where(h, |p| p.creation_time == t && &p.game.id == gsid);
+            if ids.len() > 1 {
+                // A 32-bit handle collision: only then can an unlisted session be among them.
+                ids.retain(|id| !unlisted(id));
+            }
+            ids
+        }
+    }
+
+    /// The player sessions of the game session `e` in listing order, after `after` (all for
+    /// `None`). Call with `e` locked and no player session guard held.
+    fn listing<'a>(
+        &'a self,
+        e: &'a GameSessionEntry,
+        after: Option<(Timestamp, PlayerSessionId)>,
+    ) -> impl Iterator<Item = PlayerSessionId> + 'a {
+        e.players
+            .after(after, self.listed(e.session.id(), &all_listed))
+            .map(|(_, id)| id)
+    }
+
+    /// Adds a player session new to the store (and already in the session map) to the
+    /// indexes of its game session `e`; `unlisted` are the sessions in the map that will be
+    /// added after it.
+    fn add_player(&self, e: &mut GameSessionEntry, p: &NewPlayer, unlisted: Unlisted<'_>) {
+        if p.live {
+            e.live.insert(p.key, p.handle);
+        }
+        let resolve = self.listed(e.session.id(), unlisted);
+        e.players.insert((p.created, p.id), p.handle, resolve);
+    }
+
     /// The live player session of `player` in the game session `e` (call with `e` locked and no
     /// player session guard held).
     fn seat_of(&self, e: &GameSessionEntry, player: &str) -> Option<PlayerSessionId> {
@@ -517,8 +561,8 @@ impl Store {
         };
         let mut out = Vec::with_capacity(limit.min(64));
         let mut next = None;
-        let mut take = |pos: (Timestamp, PlayerSessionId), out: &mut Vec<PlayerSession>| -> bool {
-            if let Some(ps) = self.player_sessions.get(&pos.1) {
+        let mut take = |id: PlayerSessionId, out: &mut Vec<PlayerSession>| -> bool {
+            if let Some(ps) = self.player_sessions.get(&id) {
                 if matches(&ps) {
                     if out.len() == limit {
                         next = out.last().map(|p: &PlayerSession| (p.creation_time, p.id));
@@ -543,8 +587,8 @@ impl Store {
                     .game_sessions
                     .get(gsid)
                     .ok_or_else(|| Error::GameSessionNotFound(gsid.clone()))?;
-                for pos in e.players.after(q.after) {
-                    if !take(*pos, &mut out) {
+                for id in self.listing(&e, q.after) {
+                    if !take(id, &mut out) {
                         break;
                     }
                 }
@@ -552,7 +596,7 @@ impl Store {
             DescribeBy::Player(pid) => {
                 // The index is unordered (and copied, so no index lock is held while reading
                 // sessions): sort this player's positions after the cursor.
-                let mut positions: Vec<_> = self
+                let mut positions: Vec<(Timestamp, PlayerSessionId)> = self
                     .by_player
                     .get(self.player_key(pid.as_str()))
                     .into_iter()
@@ -565,8 +609,8 @@ impl Store {
                     })
                     .collect();
                 positions.sort_unstable();
-                for pos in positions {
-                    if !take(pos, &mut out) {
+                for (_, id) in positions {
+                    if !take(id, &mut out) {
                         break;
                     }
                 }
@@ -582,12 +626,21 @@ impl Store {
     /// debugging: it locks each game session in turn, so call it when the store is quiet.
     #[doc(hidden)]
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let mut retained: HashMap<GameSessionId, usize> = HashMap::new();
+        for id in self.player_sessions.ids() {
+            if let Some(p) = self.player_session(&id) {
+                *retained.entry(p.game.id.clone()).or_default() += 1;
+            }
+        }
         for e in self.game_sessions.iter() {
             let g = &e.session;
-            let live_sessions: Vec<PlayerSession> = e
-                .players
+            e.players
+                .check(self.listed(g.id(), &all_listed))
+                .map_err(|err| format!("{}: listing: {err}", g.id()))?;
+            let listed: Vec<PlayerSessionId> = self.listing(&e, None).collect();
+            let live_sessions: Vec<PlayerSession> = listed
                 .iter()
-                .filter_map(|(_, id)| self.player_session(id))
+                .filter_map(|id| self.player_session(id))
                 .filter(|p| p.status.is_live())
                 .collect();
             if g.current_player_session_count as usize != e.live.len()
@@ -612,11 +665,13 @@ impl Store {
                     return Err(format!("{}: live map misses {}", g.id(), p.id));
                 }
             }
-            for (t, id) in &e.players {
-                match self.player_sessions.get(id) {
-                    Some(p) if p.creation_time == *t && &p.game.id == g.id() => {}
-                    _ => return Err(format!("{}: index entry {id} is stale", g.id())),
-                }
+            let retained = retained.get(g.id()).copied().unwrap_or(0);
+            if listed.len() != retained {
+                return Err(format!(
+                    "{}: {} listed, {retained} player sessions",
+                    g.id(),
+                    listed.len()
+                ));
             }
         }
         for id in self.player_sessions.ids() {
@@ -646,10 +701,10 @@ impl Store {
                     p.id
                 ));
             }
-            let in_game = self
-                .game_sessions
-                .get(&p.game.id)
-                .is_some_and(|e| e.players.contains(&(p.creation_time, p.id)));
+            let in_game = self.game_sessions.get(&p.game.id).is_some_and(|e| {
+                let resolve = self.listed(&p.game.id, &all_listed);
+                e.players.contains(&(p.creation_time, p.id), h, resolve)
+            });
             if !in_game {
                 return Err(format!("{} missing from its game session's index", p.id));
             }
@@ -694,8 +749,8 @@ impl Store {
             HashMap::new();
         for e in self.game_sessions.iter() {
             let h = health.entry(e.session.fleet_id().clone()).or_default();
-            for (_, id) in &e.players {
-                if let Some(p) = self.player_sessions.get(id) {
+            for id in self.listing(&e, None) {
+                if let Some(p) = self.player_sessions.get(&id) {
                     h.restore(&e.session, release_health::retained(&p));
                 }
             }
@@ -789,7 +844,7 @@ impl Store {
         if !self.player_sessions.insert_new(ps) {
             return false;
         }
-        e.add_player(&new);
+        self.add_player(e, &new, &all_listed);
         self.by_player.insert(new.key, new.handle);
         true
     }

@@ -662,7 +662,11 @@ impl Store {
                 .as_ref()
                 .map(|e| (e.session.release.clone(), e.session.environment.clone()));
             if let Some(mut e) = e {
-                e.players.remove(&(ps.creation_time, psid));
+                e.players.remove(
+                    (ps.creation_time, psid),
+                    self.player_sessions.handle(&psid),
+                    self.listed(&gsid, &super::all_listed),
+                );
             }
             self.forget_player(&ps, release);
             self.unindex_player(&ps);
@@ -681,7 +685,8 @@ impl Store {
         if let Some((_, e)) = self.game_sessions.remove(gsid) {
             self.count_game_removed(&e.session);
             let release = (e.session.release.clone(), e.session.environment.clone());
-            for (_, psid) in e.players {
+            let listed: Vec<_> = self.listing(&e, None).collect();
+            for psid in listed {
                 if let Some(ps) = self.player_sessions.remove(&psid) {
                     self.forget_player(&ps, Some(release.clone()));
                     self.unindex_player(&ps);

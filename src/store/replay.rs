@@ -203,8 +203,13 @@ impl Store {
             i += run;
             match self.game_sessions.get_mut(&game.id) {
                 Some(mut e) => {
+                    let end = range.end;
                     for j in range.filter(|&j| added[j]) {
-                        e.add_player(&new[j]);
+                        // Later ones of the run are in the map already, not yet listed.
+                        let later = |id: &PlayerSessionId| {
+                            (j + 1..end).any(|k| added[k] && new[k].id == *id)
+                        };
+                        self.add_player(&mut e, &new[j], &later);
                     }
                     e.sync_count();
                 }
@@ -301,10 +306,9 @@ impl Store {
         HashMap<PlayerSessionId, ErrorLog>,
     )> {
         let e = self.game_sessions.get(id)?;
-        let players: Vec<_> = e
-            .players
-            .iter()
-            .filter_map(|(_, p)| self.player_session(p))
+        let players: Vec<_> = self
+            .listing(&e, None)
+            .filter_map(|p| self.player_session(&p))
             .collect();
         let logs = players
             .iter()
@@ -402,8 +406,8 @@ impl Store {
                 n.maximum_player_session_count += u64::from(e.session.maximum_player_session_count);
             }
             let mut health = Vec::new();
-            for (_, psid) in &e.players {
-                let Some(ps) = self.player_sessions.get(psid) else {
+            for psid in self.listing(&e, None) {
+                let Some(ps) = self.player_sessions.get(&psid) else {
                     continue;
                 };
                 health.push(super::release_health::retained(&ps));

@@ -288,13 +288,22 @@ impl SessionMap {
     /// The ids of the sessions whose handle is `h`: one, none (it is gone), or on a 32-bit
     /// collision several.
     pub fn ids_at(&self, h: SessionHandle) -> SmallVec<[PlayerSessionId; 1]> {
+        self.ids_at_where(h, |_| true)
+    }
+
+    /// [`SessionMap::ids_at`], of the sessions that pass `also` (one shard lock, one probe).
+    pub fn ids_at_where(
+        &self,
+        h: SessionHandle,
+        also: impl Fn(&PlayerSession) -> bool,
+    ) -> SmallVec<[PlayerSessionId; 1]> {
         let hash = spread(h.0);
         let shard = self.table.shard(hash).read();
         shard
             .index
             .iter_hash(hash)
             .map(|&s| shard.at(s))
-            .filter(|p| self.handle(&p.id) == h)
+            .filter(|p| self.handle(&p.id) == h && also(p))
             .map(|p| p.id)
             .collect()
     }

@@ -175,6 +175,72 @@ async fn colliding_players(key_mask: u32, hash_mask: u32) {
     s.check_invariants().unwrap();
 }
 
+/// Sessions of one game session created in one microsecond (a batch) whose handles all
+/// collide list in (creation time, id) order, page by page, before and after removals.
+#[tokio::test(start_paused = true)]
+async fn ties_in_time_and_handle_list_in_id_order() {
+    // Ids are random: a few rounds meet the orders that matter (a session of a new handle
+    // replayed between two that share one).
+    for hash_mask in [[0, 1, u32::MAX], [3; 3], [7; 3]]
+        .into_iter()
+        .flatten()
+        .cycle()
+        .take(40)
+    {
+        let mut s = store_with(StoreConfig {
+            retention: Duration::from_secs(600),
+            ..StoreConfig::default()
+        });
+        s.player_sessions.hash_mask = hash_mask;
+        let game = register(&s, "gs-1", 10).await;
+        let mut made = reserve(&s, "gs-1", &["a", "b", "c", "d", "e"])
+            .await
+            .unwrap();
+        made.extend(reserve(&s, "gs-1", &["f", "g", "h"]).await.unwrap());
+        let listed = |s: &Store| {
+            describe_all(s, DescribeBy::GameSession(gs("gs-1")), 2)
+                .into_iter()
+                .map(|p| (p.creation_time, p.id))
+                .collect::<Vec<_>>()
+        };
+        let mut want: Vec<_> = made.iter().map(|p| (p.creation_time, p.id)).collect();
+        want.sort_unstable();
+        assert_eq!(listed(&s), want, "hash mask {hash_mask:#x}");
+        s.check_invariants().unwrap();
+        // Replayed in two batches (sessions in the map before they are listed, ties across
+        // batches): the same listing.
+        let mut replayed = store();
+        replayed.player_sessions.hash_mask = hash_mask;
+        replayed.apply(Change::GameSessionStarted(game), 1);
+        let mut batch = ReplayBatch::default();
+        for (i, ps) in made.iter().enumerate() {
+            replayed.apply_batched(&mut batch, Change::Reserved(ps.clone()), i as Lsn + 2);
+            if i == 0 || i == 4 {
+                replayed.flush_replay(&mut batch);
+            }
+        }
+        replayed.flush_replay(&mut batch);
+        assert_eq!(
+            listed(&replayed),
+            want,
+            "replayed, hash mask {hash_mask:#x}"
+        );
+        replayed.check_invariants().unwrap();
+        for gone in [made[0].id, made[6].id, made[3].id] {
+            s.remove(&gs("gs-1"), gone).await.unwrap();
+        }
+        tokio::time::advance(Duration::from_secs(601)).await;
+        sweeper::fire_due(&s);
+        want.retain(|(_, id)| ![made[0].id, made[6].id, made[3].id].contains(id));
+        assert_eq!(
+            listed(&s),
+            want,
+            "hash mask {hash_mask:#x}, after purging three"
+        );
+        s.check_invariants().unwrap();
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn batch_is_all_or_nothing() {
     let s = store();
