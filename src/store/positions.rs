@@ -162,13 +162,23 @@ impl Positions {
     /// that are not listed yet). Appends resolve nothing; a tie in creation time resolves
     /// the handle once and the ties the binary search meets.
     pub fn insert(&mut self, (t, id): Position, h: SessionHandle, resolve: impl Resolve) {
+        let entry = Entry::new(t, h);
+        let last = self.chunks.last().and_then(|c| c.last()).map(|e| e.time());
+        let whole_last = self.whole.as_ref().and_then(|w| w.last()).map(|p| p.0);
+        if last.is_none_or(|l| l < t) && whole_last.is_none_or(|l| l < t) {
+            // An append (the common case): later than everything, nothing to resolve.
+            match self.chunks.last_mut() {
+                Some(c) if c.len() < CHUNK => c.push(entry),
+                _ => self.chunks.push(chunk_with(entry)),
+            }
+            return;
+        }
         if self.has_time(t) && resolve(t, h).len() > 1 {
             // Another listed session has this time and handle: an entry could not tell
             // them apart.
             self.whole.get_or_insert_default().insert((t, id));
             return;
         }
-        let entry = Entry::new(t, h);
         if self.chunks.is_empty() {
             self.chunks.push(chunk_with(entry));
             return;
@@ -533,7 +543,9 @@ mod tests {
     #[test]
     fn appends_fill_whole_chunks() {
         let mut p = Positions::default();
-        let none = |_, _| SmallVec::new();
+        let none = |_: Timestamp, _: SessionHandle| -> SmallVec<[PlayerSessionId; 1]> {
+            unreachable!("an append resolves nothing")
+        };
         for t in 0..(CHUNK * 10) as i64 {
             p.insert(
                 (Timestamp::from_micros(t), id(1)),
