@@ -9,9 +9,10 @@
 //! session's sessions created at that time with that handle). A binary search resolves only
 //! the tied entries it meets, so an insert, lookup or removal among n ties resolves
 //! O(log n) of them, and an append (no tie) none. A session that shares its creation time
-//! and 32-bit handle with another listed session of its game session (about one pair in a
-//! store of 1,000,000 sessions made in batches of 25) is kept whole, (time, id), in a side
-//! set that is almost always absent. So each entry stands for exactly one session: the one
+//! and 32-bit handle with another listed session of its game session (one tied pair in 2^32:
+//! a store of 1,000,000 sessions made in batches of 25 holds 12,000,000 tied pairs, so about
+//! one such pair in 360 stores) is kept whole, (time, id), in a side set that is almost
+//! always absent. So each entry stands for exactly one session: the one
 //! its resolver finds that is not in the side set.
 //!
 //! Positions almost always arrive in order (a new session is created now) or nearly so (ties
@@ -70,8 +71,9 @@ impl Entry {
 pub(super) struct Positions {
     /// Sorted, non-empty, and each chunk's entries precede the next chunk's.
     chunks: Vec<Vec<Entry>>,
-    /// Positions whose time and handle an entry has already: kept whole. Boxed so the field
-    /// costs a game session 8 bytes, not 24: it is almost always absent.
+    /// Positions of sessions that share their time and handle with another listed session
+    /// of this game session, kept whole (no entry stands for them). Boxed so the field costs
+    /// a game session 8 bytes, not 24: it is almost always absent.
     #[allow(clippy::box_collection)]
     whole: Option<Box<BTreeSet<Position>>>,
 }
