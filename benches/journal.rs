@@ -69,7 +69,7 @@ fn main() {
         .unwrap();
     let sessions = env_u64("SB_BENCH_SESSIONS", 1_000_000);
     let secs = env_u64("SB_BENCH_SECS", 5);
-    // SB_BENCH_ONLY=rpc|append|replay runs one section (for profiling).
+    // SB_BENCH_ONLY=rpc|rpc-memory|rpc-sync|append|replay runs one section (for profiling).
     let only = std::env::var("SB_BENCH_ONLY").unwrap_or_default();
     let run = move |section: &str| only.is_empty() || only == section;
     rt.block_on(async move {
@@ -81,12 +81,21 @@ fn main() {
             let sync = common::rpc_throughput(common::config(Some(JournalConfig::new(dir.path()))), 64, secs).await;
             println!("rpc CreatePlayerSession, 64 clients: memory {mem:.0}/s, sync journal {sync:.0}/s, ratio {:.2}", sync / mem);
         }
+        if run("rpc-memory") {
+            let mem = common::rpc_throughput(common::config(None), 64, secs).await;
+            println!("rpc CreatePlayerSession, 64 clients, in memory {mem:.0}/s");
+        }
         if run("rpc-sync") {
             let dir = match std::env::var("SB_BENCH_DIR") {
                 Ok(d) => tempfile::tempdir_in(d).unwrap(),
                 Err(_) => tempfile::tempdir().unwrap(),
             };
-            let sync = common::rpc_throughput(common::config(Some(JournalConfig::new(dir.path()))), 64, secs).await;
+            let mut jc = JournalConfig::new(dir.path());
+            // SB_BENCH_COMMIT_DELAY_US: the writer's commit delay (default: the daemon's).
+            if let Ok(us) = std::env::var("SB_BENCH_COMMIT_DELAY_US") {
+                jc.commit_delay = Duration::from_micros(us.parse().unwrap());
+            }
+            let sync = common::rpc_throughput(common::config(Some(jc)), 64, secs).await;
             println!("rpc CreatePlayerSession, 64 clients, sync journal {sync:.0}/s");
         }
         if run("append") {

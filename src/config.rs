@@ -73,6 +73,17 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_JOURNAL_TRUNCATE_CORRUPT")]
     pub journal_truncate_corrupt: bool,
 
+    /// Sync durability under load: how long the journal writer lets a group of changes gather
+    /// before it writes and syncs them (at most 10ms; 0 never waits). Only when at least
+    /// --journal-commit-siblings changes arrived during the previous sync.
+    #[arg(long, env = "SESSION_BROKER_JOURNAL_COMMIT_DELAY", default_value = "200us", value_parser = parse_duration)]
+    pub journal_commit_delay: Duration,
+
+    /// Changes that must have arrived during the previous sync for the writer to wait
+    /// --journal-commit-delay (a lone caller never waits).
+    #[arg(long, env = "SESSION_BROKER_JOURNAL_COMMIT_SIBLINGS", default_value_t = crate::journal::DEFAULT_COMMIT_SIBLINGS)]
+    pub journal_commit_siblings: u32,
+
     /// Default time a reservation waits for AcceptPlayerSession before it times out
     /// (game sessions may set their own).
     #[arg(long, env = "SESSION_BROKER_RESERVATION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -342,6 +353,10 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_truncate_corrupt: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_commit_delay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_commit_siblings: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
@@ -466,6 +481,8 @@ pub fn layer_file(
     layer!(snapshot_every_bytes, |v: &String| parse_bytes(v));
     layer!(snapshot_every_records, |v: &u64| Ok::<_, String>(*v));
     layer!(journal_truncate_corrupt, |v: &bool| Ok::<_, String>(*v));
+    layer!(journal_commit_delay, |v: &String| parse_duration(v));
+    layer!(journal_commit_siblings, |v: &u32| Ok::<_, String>(*v));
     layer!(reservation_timeout, |v: &String| parse_duration(v));
     layer!(retention, |v: &String| parse_duration(v));
     layer!(idempotency_ttl, |v: &String| parse_duration(v));
@@ -560,6 +577,9 @@ impl Config {
         if a.segment_size < 4096 {
             return Err(bad("segment_size", "must be at least 4KiB"));
         }
+        if a.journal_commit_delay > crate::journal::MAX_COMMIT_DELAY {
+            return Err(bad("journal_commit_delay", "must be at most 10ms"));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&a.log_level) {
             return Err(bad("log_level", e));
         }
@@ -605,6 +625,8 @@ impl Config {
                 snapshot_every_bytes: a.snapshot_every_bytes.max(1),
                 snapshot_every_records: a.snapshot_every_records.max(1),
                 truncate_corrupt: a.journal_truncate_corrupt,
+                commit_delay: a.journal_commit_delay,
+                commit_siblings: a.journal_commit_siblings.max(1),
             }),
             store: StoreConfig {
                 reservation_timeout: a.reservation_timeout,
@@ -732,6 +754,8 @@ pub fn effective_file(
         snapshot_every_bytes: Some(a.snapshot_every_bytes.to_string()),
         snapshot_every_records: Some(a.snapshot_every_records),
         journal_truncate_corrupt: Some(a.journal_truncate_corrupt),
+        journal_commit_delay: Some(d(a.journal_commit_delay)),
+        journal_commit_siblings: Some(a.journal_commit_siblings),
         reservation_timeout: Some(d(a.reservation_timeout)),
         retention: Some(d(a.retention)),
         idempotency_ttl: Some(d(a.idempotency_ttl)),

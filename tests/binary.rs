@@ -445,6 +445,57 @@ fn bench_compares_a_secure_daemon_with_a_plain_one() {
     }
 }
 
+/// `--versus-arg`: an A/B run of two daemons whose flags differ, loaded in turns, the second
+/// reported as ratios to the first; `--daemon-arg` reaches both (a bad flag stops the run).
+#[test]
+fn bench_compares_two_daemon_configurations() {
+    let report = bench(&[
+        "--scenario",
+        "reserve",
+        "--turn",
+        "100ms",
+        "--daemon-arg=--journal-commit-siblings=2",
+        "--versus-arg=--journal-commit-delay=0s",
+    ]);
+    assert_eq!(report["turn_secs"], 0.1);
+    assert_eq!(
+        report["daemon_args"],
+        serde_json::json!(["--journal-commit-siblings=2"])
+    );
+    assert_eq!(
+        report["versus_args"],
+        serde_json::json!(["--journal-commit-delay=0s"])
+    );
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "reserve", "reserve+versus"]);
+    assert_eq!(scenarios[2]["errors"], 0);
+    assert!(scenarios[2]["throughput_vs_plain"].as_f64().unwrap() > 0.0);
+    assert!(scenarios[2]["p99_vs_plain"].as_f64().unwrap() > 0.0);
+
+    for flag in [
+        "--versus-arg=--journal-commit-delay=1s",
+        "--daemon-arg=--no-such-flag",
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "bench",
+                "--scenario",
+                "reserve",
+                "--duration",
+                "1s",
+                "--json",
+                flag,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{flag} accepted");
+    }
+}
+
 /// `--target` loads a daemon someone else started, and ends the game sessions it registered.
 #[test]
 fn bench_loads_a_running_daemon_with_target() {

@@ -80,6 +80,7 @@ fn file_then_environment_then_flags() {
         "flag over environment"
     );
     assert_eq!(value(&out, "retention"), "\"7days\"", "file value kept");
+    assert_eq!(value(&out, "journal_commit_delay"), "\"200us\"", "default");
 
     // The config file itself can come from the environment.
     let (ok, out, _) = print(&[], &[("SESSION_BROKER_CONFIG", f)]);
@@ -102,6 +103,10 @@ fn bad_files_and_values_are_rejected_at_start() {
         ),
         ("reservation_timeout = \"0s\"\n", "--reservation-timeout"),
         ("max_in_flight = 0\n", "--max-in-flight"),
+        (
+            "journal_commit_delay = \"20ms\"\n",
+            "--journal-commit-delay: must be at most 10ms",
+        ),
         (
             "max_watch_streams_per_token = 0\n",
             "--max-watch-streams-per-token",

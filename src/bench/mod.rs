@@ -168,6 +168,30 @@ pub struct BenchArgs {
     #[arg(long, env = "SESSION_BROKER_BENCH_TURN", default_value = "500ms", value_parser = parse_duration)]
     pub turn: Duration,
 
+    /// Extra flags for the daemons the bench starts itself, space-separated or repeated, e.g.
+    /// `--daemon-arg=--journal-commit-delay=0`.
+    #[arg(
+        long = "daemon-arg",
+        env = "SESSION_BROKER_BENCH_DAEMON_ARGS",
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        value_delimiter = ' '
+    )]
+    pub daemon_args: Vec<String>,
+
+    /// An A/B run: each scenario also gets a second daemon with these flags added
+    /// (space-separated or repeated, e.g. `--versus-arg=--journal-commit-delay=0`), loaded in
+    /// turns with the first like `--security both`; its rows are `<scenario>+versus`, with
+    /// throughput and p99 as ratios to the first daemon's. Not with `--security`, `sweep` or `growth`.
+    #[arg(
+        long = "versus-arg",
+        env = "SESSION_BROKER_BENCH_VERSUS_ARGS",
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        value_delimiter = ' '
+    )]
+    pub versus_args: Vec<String>,
+
     /// Token and TLS settings for `--target`.
     #[command(flatten)]
     pub credentials: crate::cli::Credentials,
@@ -215,12 +239,24 @@ fn report(scenario: Scenario, out: &Outcome, echo: Option<&Outcome>) -> Value {
     Value::Object(v)
 }
 
-/// A report row's name: the scenario, `+secure` on a secure daemon.
-fn label(s: Scenario, secure: bool) -> String {
-    if secure {
-        format!("{}+secure", s.name())
-    } else {
-        s.name()
+/// Which of a scenario's daemons a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The bench's own daemon as configured (or `--target`).
+    Base,
+    /// `--security secure|both`: TLS on both ports and an auth file.
+    Secure,
+    /// `--versus-arg`: the second daemon of an A/B run.
+    Versus,
+}
+
+/// A report row's name: the scenario, `+secure` on a secure daemon, `+versus` on an A/B run's
+/// second daemon.
+fn label(s: Scenario, variant: Variant) -> String {
+    match variant {
+        Variant::Base => s.name(),
+        Variant::Secure => format!("{}+secure", s.name()),
+        Variant::Versus => format!("{}+versus", s.name()),
     }
 }
 
@@ -237,6 +273,23 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
         {
             anyhow::bail!("--security secure|both: not for sweep and growth (they read the admin port over plain HTTP)");
         }
+    }
+    if !args.versus_args.is_empty() {
+        if args.target.is_some() || args.security != Security::Plain {
+            anyhow::bail!(
+                "--versus-arg starts two plain daemons of its own: not with --target or --security"
+            );
+        }
+        if args
+            .scenario
+            .iter()
+            .any(|s| matches!(s, Scenario::Sweep | Scenario::Growth))
+        {
+            anyhow::bail!("--versus-arg: not for sweep and growth (they do not take turns)");
+        }
+    }
+    if args.target.is_some() && !args.daemon_args.is_empty() {
+        anyhow::bail!("--daemon-arg is for the bench's own daemons: not with --target");
     }
     use crate::domain::limits::PLAYER_DATA_MAX;
     if args.concurrency == 0 || args.connections == 0 {
@@ -286,17 +339,24 @@ fn plan(requested: &[Scenario]) -> Vec<Scenario> {
 }
 
 /// Runs one daemon scenario against `--target`, or against a fresh daemon of its own (secured
-/// with `files`), measuring in `turn`'s slices if given.
+/// with `files`, with `versus` flags added), measuring in `turn`'s slices if given.
 async fn run_daemon_scenario(
     args: &BenchArgs,
     scenario: Scenario,
     files: Option<&secure::Secure>,
+    versus: bool,
     turn: Option<load::Turn>,
 ) -> anyhow::Result<Outcome> {
     // A fresh daemon per scenario, so one's sessions and timers do not load the next.
     let own = match &args.target {
         Some(_) => None,
-        None => Some(OwnServer::daemon(&args.data_dir, args.durability, &[], files).await?),
+        None => {
+            let mut extra: Vec<&str> = args.daemon_args.iter().map(String::as_str).collect();
+            if versus {
+                extra.extend(args.versus_args.iter().map(String::as_str));
+            }
+            Some(OwnServer::daemon(&args.data_dir, args.durability, &extra, files).await?)
+        }
     };
     let url = args
         .target
@@ -337,37 +397,48 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             uuid::Uuid::new_v4()
         )))?),
     };
-    // (scenario, secure?, outcome)
-    let mut outcomes: Vec<(Scenario, bool, Outcome)> = Vec::new();
+    let mut outcomes: Vec<(Scenario, Variant, Outcome)> = Vec::new();
     for scenario in plan {
-        let done: Vec<(bool, Outcome)> = if scenario == Scenario::Echo {
-            vec![(false, scenarios::echo(&args, &echo_url).await?)]
+        let done: Vec<(Variant, Outcome)> = if scenario == Scenario::Echo {
+            vec![(Variant::Base, scenarios::echo(&args, &echo_url).await?)]
         } else {
             match (args.security, &secure_files) {
                 // Both daemons at once, taking turns (see `load::Turns`).
                 (Security::Both, Some(files)) => {
                     let [plain_turn, secure_turn] = load::Turns::pair(args.turn);
                     let (plain, secure) = tokio::try_join!(
-                        run_daemon_scenario(&args, scenario, None, Some(plain_turn)),
-                        run_daemon_scenario(&args, scenario, Some(files), Some(secure_turn)),
+                        run_daemon_scenario(&args, scenario, None, false, Some(plain_turn)),
+                        run_daemon_scenario(&args, scenario, Some(files), false, Some(secure_turn)),
                     )?;
-                    vec![(false, plain), (true, secure)]
+                    vec![(Variant::Base, plain), (Variant::Secure, secure)]
+                }
+                _ if !args.versus_args.is_empty() => {
+                    let [base_turn, versus_turn] = load::Turns::pair(args.turn);
+                    let (base, versus) = tokio::try_join!(
+                        run_daemon_scenario(&args, scenario, None, false, Some(base_turn)),
+                        run_daemon_scenario(&args, scenario, None, true, Some(versus_turn)),
+                    )?;
+                    vec![(Variant::Base, base), (Variant::Versus, versus)]
                 }
                 (_, files) => vec![(
-                    files.is_some(),
-                    run_daemon_scenario(&args, scenario, files.as_ref(), None).await?,
+                    if files.is_some() {
+                        Variant::Secure
+                    } else {
+                        Variant::Base
+                    },
+                    run_daemon_scenario(&args, scenario, files.as_ref(), false, None).await?,
                 )],
             }
         };
-        for (secure, outcome) in done {
+        for (variant, outcome) in done {
             if !args.json {
                 eprintln!(
                     "{:<9} done: {:.0} calls/s",
-                    label(scenario, secure),
+                    label(scenario, variant),
                     outcome.window.ops_per_sec()
                 );
             }
-            outcomes.push((scenario, secure, outcome));
+            outcomes.push((scenario, variant, outcome));
         }
     }
     if let Some(f) = &secure_files {
@@ -381,22 +452,25 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         .map(|(_, _, o)| o);
     let reserve = outcomes
         .iter()
-        .find(|(s, secure, _)| *s == Scenario::Reserve && !secure)
+        .find(|(s, variant, _)| *s == Scenario::Reserve && *variant == Variant::Base)
         .map(|(_, _, o)| o);
     let mut reports: Vec<Value> = outcomes
         .iter()
-        .map(|(s, secure, o)| {
+        .map(|(s, variant, o)| {
             let mut r = report(*s, o, echo);
-            r["scenario"] = json!(label(*s, *secure));
-            r["secure"] = json!(secure);
-            // The secure run against the plain run of the same scenario.
+            r["scenario"] = json!(label(*s, *variant));
+            r["secure"] = json!(*variant == Variant::Secure);
+            // A secure or versus run against the first daemon's run of the same scenario.
             let plain = outcomes
                 .iter()
-                .find(|(s2, sec2, _)| s2 == s && !sec2)
+                .find(|(s2, v2, _)| s2 == s && *v2 == Variant::Base)
                 .map(|(_, _, p)| p);
-            if let (true, Some(p)) = (*secure, plain) {
+            if let (true, Some(p)) = (*variant != Variant::Base, plain) {
                 r["throughput_vs_plain"] =
                     json!(o.window.ops_per_sec() / p.window.ops_per_sec().max(f64::MIN_POSITIVE));
+                r["p99_vs_plain"] = json!(
+                    o.window.quantile_us(0.99) / p.window.quantile_us(0.99).max(f64::MIN_POSITIVE)
+                );
             }
             r
         })
@@ -424,7 +498,9 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "warmup_secs": args.warmup.as_secs_f64(),
         "player_data_bytes": args.player_data_bytes,
         "security": format!("{:?}", args.security).to_lowercase(),
-        "turn_secs": (args.security == Security::Both).then_some(args.turn.as_secs_f64()),
+        "turn_secs": (args.security == Security::Both || !args.versus_args.is_empty()).then_some(args.turn.as_secs_f64()),
+        "daemon_args": args.daemon_args,
+        "versus_args": args.versus_args,
         "scenarios": reports,
     });
     if args.json {
@@ -478,9 +554,15 @@ fn table(run: &Value) -> String {
             let _ = writeln!(s, "          last error: {e}");
         }
         if let Some(x) = r["throughput_vs_plain"].as_f64() {
+            let what = if r["secure"].as_bool() == Some(true) {
+                "with auth + TLS"
+            } else {
+                "with the --versus-arg flags"
+            };
+            let p99 = r["p99_vs_plain"].as_f64().unwrap_or(0.0);
             let _ = writeln!(
                 s,
-                "          with auth + TLS: {x:.2}x the plain daemon's calls/s"
+                "          {what}: {x:.2}x the first daemon's calls/s, {p99:.2}x its p99"
             );
         }
         match r["scenario"].as_str() {

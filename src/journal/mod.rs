@@ -62,6 +62,13 @@ pub struct JournalConfig {
     pub snapshot_every_records: u64,
     /// Truncate the journal at a corrupt record instead of refusing to start (loses what follows).
     pub truncate_corrupt: bool,
+    /// Sync mode, under load: how long the writer lets a group gather before it writes it
+    /// (zero: never waits). See [`JournalConfig::commit_siblings`].
+    pub commit_delay: std::time::Duration,
+    /// The writer only waits [`JournalConfig::commit_delay`] when at least this many
+    /// checkpoints arrived while its last sync ran (concurrent callers, so waiting groups
+    /// them); a lone caller never waits.
+    pub commit_siblings: u32,
 }
 
 impl JournalConfig {
@@ -73,9 +80,22 @@ impl JournalConfig {
             snapshot_every_bytes: 256 << 20,
             snapshot_every_records: 1_000_000,
             truncate_corrupt: false,
+            commit_delay: DEFAULT_COMMIT_DELAY,
+            commit_siblings: DEFAULT_COMMIT_SIBLINGS,
         }
     }
 }
+
+/// Default [`JournalConfig::commit_delay`]: on the project machine it doubles the records per
+/// sync under 64 concurrent callers and raises their throughput (see `docs/performance.md`).
+pub const DEFAULT_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Default [`JournalConfig::commit_siblings`].
+pub const DEFAULT_COMMIT_SIBLINGS: u32 = 4;
+
+/// The longest [`JournalConfig::commit_delay`] accepted: a group never waits longer than this
+/// for company (it is latency every caller of the group pays).
+pub const MAX_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Why the journal could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +140,10 @@ struct Pending {
     closed: bool,
     /// The writer waits for a first record (nothing written is waiting for a sync).
     writer_idle: bool,
+    /// The writer lets a group gather (sync mode's commit delay): only a full group wakes it.
+    writer_gathering: bool,
+    /// Checkpoints in `buf`.
+    checkpoints: u32,
 }
 
 impl Inner {
@@ -183,6 +207,8 @@ impl Journal {
                 records: 0,
                 closed: false,
                 writer_idle: false,
+                writer_gathering: false,
+                checkpoints: 0,
             }),
             wake_writer: Condvar::new(),
             durable: watch::channel(0).0,
@@ -249,10 +275,16 @@ impl Journal {
         frame::put_with(&mut p.buf, |b| {
             checkpoint.encode(b).expect("Vec grows");
         });
-        // Sync mode wakes the writer for every group; async mode only when it is idle or the
-        // buffer is large (it writes and syncs on its own every 100 ms meanwhile).
-        let wake =
-            self.0.mode == Mode::Sync || p.writer_idle || p.buf.len() >= writer::ASYNC_WAKE_BYTES;
+        p.checkpoints = p.checkpoints.saturating_add(1);
+        // The writer sleeps only while it waits for a first record, lets a group gather (sync),
+        // or waits for its next sync (async, which writes and syncs on its own every 100 ms);
+        // otherwise it is writing or syncing and takes the buffer when it is done. So only a
+        // first record or a full buffer wakes it.
+        let wake = p.writer_idle
+            || match self.0.mode {
+                Mode::Sync => p.writer_gathering && p.buf.len() >= writer::GROUP_FULL_BYTES,
+                _ => p.buf.len() >= writer::ASYNC_WAKE_BYTES,
+            };
         if wake {
             p.writer_idle = false;
         }
