@@ -406,11 +406,8 @@ impl Store {
                 n.maximum_player_session_count += u64::from(e.session.maximum_player_session_count);
             }
             let mut health = Vec::new();
-            for psid in self.listing(&e, None) {
-                let Some(ps) = self.player_sessions.get(&psid) else {
-                    continue;
-                };
-                health.push(super::release_health::retained(&ps));
+            let mut visit = |ps: &PlayerSession| {
+                health.push(super::release_health::retained(ps));
                 n.player_sessions[ps_index(ps.status)] += 1;
                 match (ps.status, ps.termination_time) {
                     (PlayerSessionStatus::Reserved, _) => {
@@ -420,6 +417,24 @@ impl Store {
                     (_, Some(t)) => {
                         timers.push((t.saturating_add(retention), self.purge_timer(&ps.id)))
                     }
+                }
+            };
+            // Every listed session once, in no particular order: each entry's record found
+            // by its handle in one probe (not the handle's id and then the id's record).
+            let sessions = &self.player_sessions;
+            let mut whole = Vec::new();
+            e.players.for_each_unresolved(
+                |t, h, is_whole| {
+                    let ours = |p: &PlayerSession| {
+                        p.creation_time == t && p.game.id == *id && !is_whole(&(t, p.id))
+                    };
+                    sessions.for_each_at(h, ours, &mut visit);
+                },
+                |&(_, psid)| whole.push(psid),
+            );
+            for psid in whole {
+                if let Some(ps) = sessions.get(&psid) {
+                    visit(&ps);
                 }
             }
             self.index_game_session(&e.session, &health);

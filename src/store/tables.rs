@@ -308,6 +308,25 @@ impl SessionMap {
             .collect()
     }
 
+    /// Calls `f` with each session whose handle is `h` and that passes `also`, under one
+    /// shard read lock and one probe: for walks that follow handles to the records themselves
+    /// (a handle to an id and then the id to its record would probe twice).
+    pub fn for_each_at(
+        &self,
+        h: SessionHandle,
+        also: impl Fn(&PlayerSession) -> bool,
+        mut f: impl FnMut(&PlayerSession),
+    ) {
+        let hash = spread(h.0);
+        let shard = self.table.shard(hash).read();
+        for &s in shard.index.iter_hash(hash) {
+            let p = shard.at(s);
+            if self.handle(&p.id) == h && also(p) {
+                f(p);
+            }
+        }
+    }
+
     /// The session `id`, read-locked (its shard) while the guard lives.
     pub fn get(&self, id: &PlayerSessionId) -> Option<MappedRwLockReadGuard<'_, PlayerSession>> {
         let h = self.hash(id);
