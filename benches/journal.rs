@@ -157,10 +157,12 @@ fn main() {
         );
         let d = dir.path().to_path_buf();
         let s2 = store.clone();
+        let t = Instant::now();
         let stats = tokio::task::spawn_blocking(move || snapshot::take(&s2, s2.journal(), &d))
             .await
             .unwrap()
             .unwrap();
+        println!("snapshot of {} live sessions taken in {:.2}s", store.len().1, t.elapsed().as_secs_f64());
         store.journal().close();
         drop(store);
         let (store, took) = reopen(dir.path()).await;

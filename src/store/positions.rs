@@ -291,6 +291,17 @@ impl Positions {
         self.whole.iter().flat_map(|w| w.iter()).for_each(whole);
     }
 
+    /// The entries in listing order, unresolved, if no position is kept whole (then each
+    /// entry stands for the one session of this game session created at its time with its
+    /// handle, and the entries are the whole listing); `None` otherwise.
+    pub fn in_order_unresolved(
+        &self,
+    ) -> Option<impl Iterator<Item = (Timestamp, SessionHandle)> + '_> {
+        self.whole
+            .is_none()
+            .then(|| self.entries_from((0, 0)).map(|e| (e.time(), e.handle())))
+    }
+
     /// Every position, in order.
     pub fn iter<R: Resolve>(&self, resolve: R) -> Listing<'_, R> {
         self.after(None, resolve)

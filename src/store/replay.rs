@@ -306,10 +306,23 @@ impl Store {
         HashMap<PlayerSessionId, ErrorLog>,
     )> {
         let e = self.game_sessions.get(id)?;
-        let players: Vec<_> = self
-            .listing(&e, None)
-            .filter_map(|p| self.player_session(&p))
-            .collect();
+        let players: Vec<_> = match e.players.in_order_unresolved() {
+            // Each entry's record read by its handle in one probe, in listing order.
+            Some(entries) => {
+                let mut players = Vec::new();
+                for (t, h) in entries {
+                    let ours = |p: &PlayerSession| p.creation_time == t && p.game.id == *id;
+                    self.player_sessions
+                        .for_each_at(h, ours, |p| players.push(p.clone()));
+                }
+                players
+            }
+            // Some positions are kept whole: the listing merges them in.
+            None => self
+                .listing(&e, None)
+                .filter_map(|p| self.player_session(&p))
+                .collect(),
+        };
         let logs = players
             .iter()
             .filter(|p| p.error_count > 0)

@@ -207,6 +207,15 @@ async fn ties_in_time_and_handle_list_in_id_order() {
         want.sort_unstable();
         assert_eq!(listed(&s), want, "hash mask {hash_mask:#x}");
         s.check_invariants().unwrap();
+        // A snapshot's copy of the game session lists its sessions in the same order.
+        let exported = |s: &Store| {
+            let (_, players) = s.export_game_session(&gs("gs-1")).unwrap();
+            players
+                .iter()
+                .map(|p| (p.creation_time, p.id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(exported(&s), want, "exported, hash mask {hash_mask:#x}");
         // Replayed in two batches (sessions in the map before they are listed, ties across
         // batches): the same listing.
         let mut replayed = store();
@@ -235,6 +244,11 @@ async fn ties_in_time_and_handle_list_in_id_order() {
             "hash mask {hash_mask:#x}"
         );
         replayed.check_invariants().unwrap();
+        assert_eq!(
+            exported(&replayed),
+            want,
+            "exported after replay, hash mask {hash_mask:#x}"
+        );
         for gone in [made[0].id, made[6].id, made[3].id] {
             s.remove(&gs("gs-1"), gone).await.unwrap();
         }
