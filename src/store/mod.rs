@@ -113,6 +113,12 @@ impl GameSessionEntry {
     }
 }
 
+/// Whether a session is one of the game session `gsid` created at `t`: what a listing entry
+/// of that time finds behind its handle (see [`positions`]).
+fn created_at(gsid: &GameSessionId, t: Timestamp) -> impl Fn(&PlayerSession) -> bool + '_ {
+    move |p| p.creation_time == t && &p.game.id == gsid
+}
+
 /// Which sessions of the session map a game session's listing does not hold yet
 /// ([`Store::listed`]).
 type Unlisted<'a> = &'a dyn Fn(&PlayerSessionId) -> bool;
@@ -360,9 +366,7 @@ impl Store {
         unlisted: Unlisted<'a>,
     ) -> impl positions::Resolve + 'a {
         move |t, h| {
-            let mut ids = self
-                .player_sessions
-                .ids_at_where(h, |p| p.creation_time == t && &p.game.id == gsid);
+            let mut ids = self.player_sessions.ids_at_where(h, created_at(gsid, t));
             if ids.len() > 1 {
                 // A 32-bit handle collision: only then can an unlisted session be among them.
                 ids.retain(|id| !unlisted(id));
@@ -381,6 +385,29 @@ impl Store {
         e.players
             .after(after, self.listed(e.session.id(), &all_listed))
             .map(|(_, id)| id)
+    }
+
+    /// Calls `f` with each player session of the game session `e`, in listing order: each
+    /// entry's record read by its handle in one probe of the session map, or, when some
+    /// positions are kept whole, through the resolving listing (a handle to its id, then the
+    /// id to its record). Call with `e` locked and no player session guard held; `f` runs
+    /// under a session map shard's read lock.
+    fn for_each_listed(&self, e: &GameSessionEntry, mut f: impl FnMut(&PlayerSession)) {
+        match e.players.in_order_unresolved() {
+            Some(entries) => {
+                for (t, h) in entries {
+                    self.player_sessions
+                        .for_each_at(h, created_at(e.session.id(), t), &mut f);
+                }
+            }
+            None => {
+                for psid in self.listing(e, None) {
+                    if let Some(ps) = self.player_sessions.get(&psid) {
+                        f(&ps);
+                    }
+                }
+            }
+        }
     }
 
     /// Adds a player session new to the store (and already in the session map) to the

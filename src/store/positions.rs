@@ -275,22 +275,6 @@ impl Positions {
         }
     }
 
-    /// Every position unresolved, for walks that visit each session once in no particular
-    /// order: `entry(t, h, is_whole)` for each entry (it stands for the one session of this
-    /// game session created at `t` with handle `h` for which `is_whole` is false), then
-    /// `whole(p)` for each position kept whole.
-    pub fn for_each_unresolved(
-        &self,
-        mut entry: impl FnMut(Timestamp, SessionHandle, &dyn Fn(&Position) -> bool),
-        whole: impl FnMut(&Position),
-    ) {
-        let is_whole = |p: &Position| self.in_whole(p);
-        for e in self.entries_from((0, 0)) {
-            entry(e.time(), e.handle(), &is_whole);
-        }
-        self.whole.iter().flat_map(|w| w.iter()).for_each(whole);
-    }
-
     /// The entries in listing order, unresolved, if no position is kept whole (then each
     /// entry stands for the one session of this game session created at its time with its
     /// handle, and the entries are the whole listing); `None` otherwise.

@@ -306,23 +306,8 @@ impl Store {
         HashMap<PlayerSessionId, ErrorLog>,
     )> {
         let e = self.game_sessions.get(id)?;
-        let players: Vec<_> = match e.players.in_order_unresolved() {
-            // Each entry's record read by its handle in one probe, in listing order.
-            Some(entries) => {
-                let mut players = Vec::new();
-                for (t, h) in entries {
-                    let ours = |p: &PlayerSession| p.creation_time == t && p.game.id == *id;
-                    self.player_sessions
-                        .for_each_at(h, ours, |p| players.push(p.clone()));
-                }
-                players
-            }
-            // Some positions are kept whole: the listing merges them in.
-            None => self
-                .listing(&e, None)
-                .filter_map(|p| self.player_session(&p))
-                .collect(),
-        };
+        let mut players = Vec::new();
+        self.for_each_listed(&e, |p| players.push(p.clone()));
         let logs = players
             .iter()
             .filter(|p| p.error_count > 0)
@@ -419,7 +404,7 @@ impl Store {
                 n.maximum_player_session_count += u64::from(e.session.maximum_player_session_count);
             }
             let mut health = Vec::new();
-            let mut visit = |ps: &PlayerSession| {
+            self.for_each_listed(&e, |ps| {
                 health.push(super::release_health::retained(ps));
                 n.player_sessions[ps_index(ps.status)] += 1;
                 match (ps.status, ps.termination_time) {
@@ -431,25 +416,7 @@ impl Store {
                         timers.push((t.saturating_add(retention), self.purge_timer(&ps.id)))
                     }
                 }
-            };
-            // Every listed session once, in no particular order: each entry's record found
-            // by its handle in one probe (not the handle's id and then the id's record).
-            let sessions = &self.player_sessions;
-            let mut whole = Vec::new();
-            e.players.for_each_unresolved(
-                |t, h, is_whole| {
-                    let ours = |p: &PlayerSession| {
-                        p.creation_time == t && p.game.id == *id && !is_whole(&(t, p.id))
-                    };
-                    sessions.for_each_at(h, ours, &mut visit);
-                },
-                |&(_, psid)| whole.push(psid),
-            );
-            for psid in whole {
-                if let Some(ps) = sessions.get(&psid) {
-                    visit(&ps);
-                }
-            }
+            });
             self.index_game_session(&e.session, &health);
             match (e.session.is_active(), e.session.heartbeat_timeout) {
                 (true, Some(t)) => {

@@ -297,15 +297,9 @@ impl SessionMap {
         h: SessionHandle,
         also: impl Fn(&PlayerSession) -> bool,
     ) -> SmallVec<[PlayerSessionId; 1]> {
-        let hash = spread(h.0);
-        let shard = self.table.shard(hash).read();
-        shard
-            .index
-            .iter_hash(hash)
-            .map(|&s| shard.at(s))
-            .filter(|p| self.handle(&p.id) == h && also(p))
-            .map(|p| p.id)
-            .collect()
+        let mut ids = SmallVec::new();
+        self.for_each_at(h, also, |p| ids.push(p.id));
+        ids
     }
 
     /// Calls `f` with each session whose handle is `h` and that passes `also`, under one
