@@ -80,7 +80,7 @@ pub struct ServeArgs {
     pub journal_commit_delay: Duration,
 
     /// Changes that must have arrived during the previous sync for the writer to wait
-    /// --journal-commit-delay (a lone caller never waits).
+    /// --journal-commit-delay (a lone caller never waits; 0 counts as 1).
     #[arg(long, env = "SESSION_BROKER_JOURNAL_COMMIT_SIBLINGS", default_value_t = crate::journal::DEFAULT_COMMIT_SIBLINGS)]
     pub journal_commit_siblings: u32,
 
@@ -626,7 +626,7 @@ impl Config {
                 snapshot_every_records: a.snapshot_every_records.max(1),
                 truncate_corrupt: a.journal_truncate_corrupt,
                 commit_delay: a.journal_commit_delay,
-                commit_siblings: a.journal_commit_siblings.max(1),
+                commit_siblings: a.journal_commit_siblings,
             }),
             store: StoreConfig {
                 reservation_timeout: a.reservation_timeout,

@@ -1016,7 +1016,8 @@ fn syncs(m: &crate::metrics::Metrics) -> u64 {
 }
 
 /// Sync mode's commit delay: concurrent callers are grouped into fewer syncs, and every
-/// acknowledged change is durable and replays.
+/// acknowledged change replays. (That an acknowledged change is on disk before the reply,
+/// with the default delay, is what `tests/crash.rs`'s kill -9 runs check.)
 #[test]
 fn concurrent_callers_share_syncs_through_the_commit_delay_and_nothing_is_lost() {
     let rt = tokio::runtime::Builder::new_multi_thread()
