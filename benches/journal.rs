@@ -6,7 +6,9 @@
 //! 3. Replay rate: recovery of a journal of 1,000,000 reservations, no snapshot.
 //! 4. Start-up time with 1,000,000 live sessions from a snapshot.
 //!
-//! `SB_BENCH_SESSIONS` overrides the 1,000,000; `SB_BENCH_SECS` the seconds per throughput run.
+//! `SB_BENCH_SESSIONS` overrides the 1,000,000; `SB_BENCH_SECS` the seconds per throughput run;
+//! `SB_BENCH_REPLAYS` replays the same journal that many times; `SB_BENCH_DIR` keeps the
+//! journal there (a later run replays it in a fresh process, like a daemon start).
 
 use std::{
     sync::{
@@ -153,21 +155,50 @@ fn main() {
         }
 
         // Replay rate and start-up with `sessions` live reservations.
-        let dir = tempfile::tempdir().unwrap();
-        let (store, _) = open(dir.path(), Durability::Async);
-        let t = Instant::now();
-        fill(&store, sessions).await;
-        println!("filled {sessions} reservations in {:.1}s", t.elapsed().as_secs_f64());
-        let records = store.journal().last_lsn();
-        store.journal().close();
-        drop(store);
-        let (store, took) = reopen(dir.path()).await;
-        println!(
-            "replay without snapshot: {records} records in {:.2}s = {:.0} records/s",
-            took.as_secs_f64(),
-            records as f64 / took.as_secs_f64()
-        );
-        let d = dir.path().to_path_buf();
+        // SB_BENCH_DIR keeps the journal in that directory: a later run replays it in a fresh
+        // process, as the daemon starts, and leaves it as it is (no snapshot section).
+        let kept = std::env::var_os("SB_BENCH_DIR").map(std::path::PathBuf::from);
+        let temp = tempfile::tempdir().unwrap();
+        let dir = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
+        let filled = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+        if !filled {
+            let (store, _) = open(&dir, Durability::Async);
+            let t = Instant::now();
+            fill(&store, sessions).await;
+            println!("filled {sessions} reservations in {:.1}s", t.elapsed().as_secs_f64());
+            store.journal().close();
+            drop(store);
+            // A guard: the fill wrote in `async` mode, so its dirty pages are flushed here
+            // rather than by the kernel's writeback during the timed replay.
+            let t = Instant::now();
+            for f in std::fs::read_dir(&dir).unwrap() {
+                std::fs::File::open(f.unwrap().path()).unwrap().sync_all().unwrap();
+            }
+            println!("synced the fill's segments in {:.1}s", t.elapsed().as_secs_f64());
+        }
+        // SB_BENCH_REPLAYS=n replays the same journal n times (to compare or profile replay alone).
+        let mut store = None;
+        for _ in 0..env_u64("SB_BENCH_REPLAYS", 1).max(1) {
+            if let Some(s) = store.take() {
+                let s: Arc<Store> = s;
+                s.journal().close();
+                drop(s);
+            }
+            let (s, took) = reopen(&dir).await;
+            let records = s.journal().last_lsn();
+            println!(
+                "replay without snapshot: {records} records in {:.2}s = {:.0} records/s",
+                took.as_secs_f64(),
+                records as f64 / took.as_secs_f64()
+            );
+            store = Some(s);
+        }
+        let store = store.expect("replayed at least once");
+        if kept.is_some() {
+            store.journal().close();
+            return;
+        }
+        let d = dir.clone();
         let s2 = store.clone();
         let t = Instant::now();
         let stats = tokio::task::spawn_blocking(move || snapshot::take(&s2, s2.journal(), &d))
@@ -177,7 +208,7 @@ fn main() {
         println!("snapshot of {} live sessions taken in {:.2}s", store.len().1, t.elapsed().as_secs_f64());
         store.journal().close();
         drop(store);
-        let (store, took) = reopen(dir.path()).await;
+        let (store, took) = reopen(&dir).await;
         println!(
             "start-up from snapshot ({} MiB) with {} live sessions: {:.2}s",
             stats.bytes >> 20,

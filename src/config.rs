@@ -627,6 +627,7 @@ impl Config {
                 truncate_corrupt: a.journal_truncate_corrupt,
                 commit_delay: a.journal_commit_delay,
                 commit_siblings: a.journal_commit_siblings,
+                ..JournalConfig::new(PathBuf::new())
             }),
             store: StoreConfig {
                 reservation_timeout: a.reservation_timeout,

@@ -69,6 +69,9 @@ pub struct JournalConfig {
     /// checkpoints arrived while its last sync ran (concurrent callers, so waiting groups
     /// them); a lone caller never waits.
     pub commit_siblings: u32,
+    /// Recovery reads segments this many bytes at a time (a frame longer than that is read
+    /// whole), so its memory for reading stays a few chunks whatever the journal's size.
+    pub replay_chunk: usize,
 }
 
 impl JournalConfig {
@@ -82,6 +85,7 @@ impl JournalConfig {
             truncate_corrupt: false,
             commit_delay: DEFAULT_COMMIT_DELAY,
             commit_siblings: DEFAULT_COMMIT_SIBLINGS,
+            replay_chunk: DEFAULT_REPLAY_CHUNK,
         }
     }
 }
@@ -90,6 +94,9 @@ impl JournalConfig {
 /// sync under 64 concurrent callers from ~8 to ~13 and raises their throughput (see
 /// `docs/performance.md`).
 pub const DEFAULT_COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Default [`JournalConfig::replay_chunk`].
+pub const DEFAULT_REPLAY_CHUNK: usize = 4 << 20;
 
 /// Default [`JournalConfig::commit_siblings`].
 pub const DEFAULT_COMMIT_SIBLINGS: u32 = 4;

@@ -49,12 +49,16 @@ impl Recovered {
     }
 }
 
+/// Past the last non-zero byte of a segment there is only preallocated space: a frame reaching
+/// more than this many bytes into it is not one that was written (and checking it would CRC
+/// megabytes of zeros for every candidate offset of a torn record).
+const TRAILING_ZEROS: usize = 64;
+
+/// Chunks kept for reuse while replaying (more are in flight only while workers hold them).
+const SPARE_BUFFERS: usize = 8;
+
 /// Is there a valid frame (continuing the LSN sequence) anywhere in `buf`?
 fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
-    // Past the last non-zero byte there is only preallocated space: a frame reaching more than
-    // a few bytes into it is not one that was written (and checking it would CRC megabytes of
-    // zeros for every candidate offset of a torn record).
-    const TRAILING_ZEROS: usize = 64;
     let data_end = buf.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
     let mut i = 1;
     while i < data_end {
@@ -225,8 +229,9 @@ fn read_and_route(
         workers,
         pending: (0..workers.len()).map(|_| Vec::new()).collect(),
     };
-    // Segment buffers are reused once the workers are done with them: their pages are
-    // faulted in once, not once per segment.
+    // Segments are read a chunk at a time into buffers reused once the workers are done with
+    // them: a few chunks' pages are faulted in once, not the whole journal's.
+    let chunk = config.replay_chunk.max(frame::HEADER);
     let mut spare: Vec<Arc<Vec<u8>>> = Vec::new();
     let mut spans = Vec::new();
     for (index, (first_lsn, path)) in segments.iter().enumerate() {
@@ -238,47 +243,76 @@ fn read_and_route(
                 continue;
             }
         }
-        let mut segment = match spare.iter_mut().position(|b| Arc::get_mut(b).is_some()) {
-            Some(i) => spare.swap_remove(i),
-            None => Arc::default(),
-        };
-        {
-            let buf = Arc::make_mut(&mut segment);
-            buf.clear();
-            fs::File::open(path)
-                .and_then(|mut f| std::io::Read::read_to_end(&mut f, buf))
-                .map_err(io_err(path))?;
-        }
-        let buf: &[u8] = &segment;
+        let mut file = fs::File::open(path).map_err(io_err(path))?;
+        // The segment is read a chunk at a time; `base` is the file offset of the chunk.
+        let mut segment = take_buffer(&mut spare, chunk);
+        let mut eof = fill(&mut file, &mut segment, chunk).map_err(io_err(path))?;
+        let mut base = 0u64;
         let mut offset = 0usize;
         let problem = loop {
-            match frame::next(&buf[offset..]) {
+            let buf: &[u8] = &segment;
+            let next = frame::next(&buf[offset..]);
+            if !eof && matches!(next, frame::Next::End | frame::Next::Truncated) {
+                // The frame goes on in the next chunk: carry its start over (a batch never
+                // spans two chunks, so the workers get this chunk's records now).
+                router.flush(&segment, index);
+                let carried = &buf[offset..];
+                // A frame longer than a chunk is read whole (its length is checked once
+                // its header is in: an impossible one is corrupt, not a huge buffer).
+                let need = carried.get(..4).map_or(0, |l| {
+                    u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize
+                });
+                let want = chunk.max(frame::HEADER + need.min(frame::MAX_BODY));
+                let mut more = take_buffer(&mut spare, want);
+                Arc::make_mut(&mut more).extend_from_slice(carried);
+                eof = fill(&mut file, &mut more, want).map_err(io_err(path))?;
+                base += offset as u64;
+                offset = 0;
+                spare.push(std::mem::replace(&mut segment, more));
+                spare.truncate(SPARE_BUFFERS);
+                continue;
+            }
+            match next {
                 frame::Next::End => break None,
                 // The preallocated rest of the segment: the end, unless records follow.
                 frame::Next::Zeros => {
                     let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-                    if valid_frame_after(&buf[offset..], expected) {
-                        break Some("zeroed bytes where records should be");
+                    let rest =
+                        rest_of_file(&mut file, &buf[offset..], chunk).map_err(io_err(path))?;
+                    if valid_frame_after(&rest, expected) {
+                        break Some(("zeroed bytes where records should be", rest));
                     }
                     break None;
                 }
-                frame::Next::Truncated => break Some("torn record (file ends inside it)"),
-                frame::Next::Corrupt(why) => break Some(why),
+                frame::Next::Truncated => {
+                    break Some(("torn record (file ends inside it)", buf[offset..].to_vec()))
+                }
+                frame::Next::Corrupt(why) => {
+                    let rest =
+                        rest_of_file(&mut file, &buf[offset..], chunk).map_err(io_err(path))?;
+                    break Some((why, rest));
+                }
                 frame::Next::Frame { body, len } => {
                     spans.clear();
-                    let Ok(first) = protowire::split_checkpoint(body, &mut spans) else {
-                        break Some("undecodable checkpoint");
-                    };
+                    let parsed = protowire::split_checkpoint(body, &mut spans);
+                    let first = *parsed.as_ref().unwrap_or(&0);
                     let n = spans.len() as Lsn;
-                    if n == 0 {
-                        break Some("empty checkpoint");
-                    }
                     let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-                    if first != expected {
-                        break Some("LSN sequence broken");
-                    }
-                    if first.saturating_add(n - 1) > LSN_MAX {
-                        break Some("LSN beyond 2^48 - 1");
+                    let why = if parsed.is_err() {
+                        Some("undecodable checkpoint")
+                    } else if n == 0 {
+                        Some("empty checkpoint")
+                    } else if first != expected {
+                        Some("LSN sequence broken")
+                    } else if first.saturating_add(n - 1) > LSN_MAX {
+                        Some("LSN beyond 2^48 - 1")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        let rest =
+                            rest_of_file(&mut file, &buf[offset..], chunk).map_err(io_err(path))?;
+                        break Some((why, rest));
                     }
                     let body_at = offset + frame::HEADER;
                     for (i, span) in spans.iter().enumerate() {
@@ -290,7 +324,7 @@ fn read_and_route(
                         let record = Routed {
                             bytes: body_at + span.bytes.start..body_at + span.bytes.end,
                             lsn,
-                            frame: offset as u64,
+                            frame: base + offset as u64,
                         };
                         router.route(&segment, index, shard, record);
                         out.records_replayed += 1;
@@ -302,10 +336,10 @@ fn read_and_route(
         };
         // A batch never spans two segments.
         router.flush(&segment, index);
-        let valid_len = offset as u64;
-        if let Some(reason) = problem {
+        let valid_len = base + offset as u64;
+        if let Some((reason, rest)) = problem {
             let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-            let before_tail = !is_last || valid_frame_after(&buf[offset..], expected);
+            let before_tail = !is_last || valid_frame_after(&rest, expected);
             if before_tail && !config.truncate_corrupt {
                 return Err(JournalError::Corrupt {
                     path: path.clone(),
@@ -330,9 +364,8 @@ fn read_and_route(
         if is_last {
             out.active_segment = Some((path.clone(), valid_len));
         }
-        if spare.len() < 4 {
-            spare.push(segment);
-        }
+        spare.push(segment);
+        spare.truncate(SPARE_BUFFERS);
     }
     if let Some(l) = last_lsn {
         out.next_lsn = out.next_lsn.max(l + 1);
@@ -352,6 +385,62 @@ fn records_ahead(segments: &[(Lsn, PathBuf)], replay_from: Lsn) -> usize {
     let total: u64 = full.iter().sum();
     let last = total.checked_div(full.len() as u64).unwrap_or(0);
     usize::try_from(total + last).unwrap_or(0)
+}
+
+/// An empty buffer for at least `need` bytes: a spare one the workers are done with, or a
+/// new one.
+fn take_buffer(spare: &mut Vec<Arc<Vec<u8>>>, need: usize) -> Arc<Vec<u8>> {
+    let free = spare
+        .iter_mut()
+        .position(|b| Arc::get_mut(b).is_some_and(|v| v.capacity() >= need));
+    match free {
+        Some(i) => {
+            let mut b = spare.swap_remove(i);
+            Arc::get_mut(&mut b).expect("not shared").clear();
+            b
+        }
+        None => Arc::new(Vec::with_capacity(need)),
+    }
+}
+
+/// Reads from `file` until `buf` (from [`take_buffer`]) holds `want` bytes or the file ends;
+/// true when it ended.
+fn fill(file: &mut fs::File, buf: &mut Arc<Vec<u8>>, want: usize) -> std::io::Result<bool> {
+    use std::io::Read;
+    let buf = Arc::get_mut(buf).expect("a buffer from take_buffer is not shared");
+    let asked = want.saturating_sub(buf.len());
+    buf.reserve(asked);
+    let read = file.by_ref().take(asked as u64).read_to_end(buf)?;
+    Ok(read < asked)
+}
+
+/// `head` (the unread part of the current chunk) and the rest of `file`, without the zeros
+/// after its last non-zero byte but [`TRAILING_ZEROS`]: all [`valid_frame_after`] looks at.
+/// The preallocated end of the last segment is read a chunk at a time, not kept.
+fn rest_of_file(file: &mut fs::File, head: &[u8], chunk: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = head.to_vec();
+    let chunk = chunk.max(64 << 10);
+    let mut scratch = Vec::with_capacity(chunk);
+    // Zeros read and not yet appended: only kept if data follows them.
+    let mut zeros = 0usize;
+    loop {
+        scratch.clear();
+        let n = file.by_ref().take(chunk as u64).read_to_end(&mut scratch)?;
+        if n == 0 {
+            break;
+        }
+        match scratch.iter().rposition(|&b| b != 0) {
+            None => zeros += n,
+            Some(last) => {
+                out.resize(out.len() + zeros, 0);
+                out.extend_from_slice(&scratch[..=last]);
+                zeros = n - last - 1;
+            }
+        }
+    }
+    out.resize(out.len() + zeros.min(TRAILING_ZEROS), 0);
+    Ok(out)
 }
 
 /// Records per batch sent to a worker.
