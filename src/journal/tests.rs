@@ -376,8 +376,17 @@ async fn corruption_before_the_tail_refuses_to_start() {
     let seg = segment_file(dir.path());
     let bytes = std::fs::read(&seg).unwrap();
     let b = boundaries(&bytes);
-    // Flip one bit inside the second frame: valid frames follow it.
-    for pos in [b[1] + 2, b[1] + 9, (b[1] + b[2]) / 2] {
+    // Flip one bit inside the second frame: valid frames follow it. Whatever the read chunk,
+    // the error names the same offset.
+    let chunks = [7, 256, DEFAULT_REPLAY_CHUNK];
+    for (pos, replay_chunk) in [b[1] + 2, b[1] + 9, (b[1] + b[2]) / 2]
+        .into_iter()
+        .flat_map(|p| chunks.map(|c| (p, c)))
+    {
+        let jc = JournalConfig {
+            replay_chunk,
+            ..jc.clone()
+        };
         let mut bad = bytes.clone();
         bad[pos] ^= 0x10;
         std::fs::write(&seg, &bad).unwrap();
