@@ -177,10 +177,9 @@ fn main() {
             println!("synced the fill's segments in {:.1}s", t.elapsed().as_secs_f64());
         }
         // SB_BENCH_REPLAYS=n replays the same journal n times (to compare or profile replay alone).
-        let mut store = None;
+        let mut store: Option<Arc<Store>> = None;
         for _ in 0..env_u64("SB_BENCH_REPLAYS", 1).max(1) {
             if let Some(s) = store.take() {
-                let s: Arc<Store> = s;
                 s.journal().close();
                 drop(s);
             }

@@ -40,6 +40,12 @@ pub enum Next<'a> {
     Corrupt(&'static str),
 }
 
+/// The body length the header at the start of `buf` claims (`None`: fewer than 4 bytes).
+pub fn claimed_len(buf: &[u8]) -> Option<usize> {
+    let l = buf.get(..4)?;
+    Some(u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize)
+}
+
 /// Reads the frame at the start of `buf`.
 pub fn next(buf: &[u8]) -> Next<'_> {
     if buf.is_empty() {
@@ -48,7 +54,7 @@ pub fn next(buf: &[u8]) -> Next<'_> {
     if buf.len() < HEADER {
         return Next::Truncated;
     }
-    let len = u32::from_le_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
+    let len = claimed_len(buf).expect("a whole header");
     let crc = u32::from_le_bytes(buf[4..8].try_into().expect("4 bytes"));
     if len == 0 && crc == 0 {
         return Next::Zeros;

@@ -68,9 +68,7 @@ fn valid_frame_after(buf: &[u8], expected_lsn: Lsn) -> bool {
             Some(nz) if nz > 3 => i += nz - 3,
             Some(_) => {}
         }
-        let claimed = buf.get(i..i + 4).map_or(usize::MAX, |l| {
-            u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize
-        });
+        let claimed = frame::claimed_len(&buf[i..]).unwrap_or(usize::MAX);
         if claimed.saturating_add(i + frame::HEADER) > data_end + TRAILING_ZEROS {
             i += 1;
             continue;
@@ -249,7 +247,7 @@ fn read_and_route(
         let mut eof = fill(&mut file, &mut segment, chunk).map_err(io_err(path))?;
         let mut base = 0u64;
         let mut offset = 0usize;
-        let problem = loop {
+        let stop = loop {
             let buf: &[u8] = &segment;
             let next = frame::next(&buf[offset..]);
             if !eof && matches!(next, frame::Next::End | frame::Next::Truncated) {
@@ -259,9 +257,7 @@ fn read_and_route(
                 let carried = &buf[offset..];
                 // A frame longer than a chunk is read whole (its length is checked once
                 // its header is in: an impossible one is corrupt, not a huge buffer).
-                let need = carried.get(..4).map_or(0, |l| {
-                    u32::from_le_bytes(l.try_into().expect("4 bytes")) as usize
-                });
+                let need = frame::claimed_len(carried).unwrap_or(0);
                 let want = chunk.max(frame::HEADER + need.min(frame::MAX_BODY));
                 let mut more = take_buffer(&mut spare, want);
                 Arc::make_mut(&mut more).extend_from_slice(carried);
@@ -273,46 +269,26 @@ fn read_and_route(
                 continue;
             }
             match next {
-                frame::Next::End => break None,
+                frame::Next::End => break Stop::End,
                 // The preallocated rest of the segment: the end, unless records follow.
-                frame::Next::Zeros => {
-                    let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-                    let rest =
-                        rest_of_file(&mut file, &buf[offset..], chunk).map_err(io_err(path))?;
-                    if valid_frame_after(&rest, expected) {
-                        break Some(("zeroed bytes where records should be", rest));
-                    }
-                    break None;
-                }
-                frame::Next::Truncated => {
-                    break Some(("torn record (file ends inside it)", buf[offset..].to_vec()))
-                }
-                frame::Next::Corrupt(why) => {
-                    let rest =
-                        rest_of_file(&mut file, &buf[offset..], chunk).map_err(io_err(path))?;
-                    break Some((why, rest));
-                }
+                frame::Next::Zeros => break Stop::Zeros,
+                frame::Next::Truncated => break Stop::Bad("torn record (file ends inside it)"),
+                frame::Next::Corrupt(why) => break Stop::Bad(why),
                 frame::Next::Frame { body, len } => {
                     spans.clear();
-                    let parsed = protowire::split_checkpoint(body, &mut spans);
-                    let first = *parsed.as_ref().unwrap_or(&0);
-                    let n = spans.len() as Lsn;
-                    let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-                    let why = if parsed.is_err() {
-                        Some("undecodable checkpoint")
-                    } else if n == 0 {
-                        Some("empty checkpoint")
-                    } else if first != expected {
-                        Some("LSN sequence broken")
-                    } else if first.saturating_add(n - 1) > LSN_MAX {
-                        Some("LSN beyond 2^48 - 1")
-                    } else {
-                        None
+                    let Ok(first) = protowire::split_checkpoint(body, &mut spans) else {
+                        break Stop::Bad("undecodable checkpoint");
                     };
-                    if let Some(why) = why {
-                        let rest =
-                            rest_of_file(&mut file, &buf[offset..], chunk).map_err(io_err(path))?;
-                        break Some((why, rest));
+                    let n = spans.len() as Lsn;
+                    if n == 0 {
+                        break Stop::Bad("empty checkpoint");
+                    }
+                    let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
+                    if first != expected {
+                        break Stop::Bad("LSN sequence broken");
+                    }
+                    if first.saturating_add(n - 1) > LSN_MAX {
+                        break Stop::Bad("LSN beyond 2^48 - 1");
                     }
                     let body_at = offset + frame::HEADER;
                     for (i, span) in spans.iter().enumerate() {
@@ -337,9 +313,18 @@ fn read_and_route(
         // A batch never spans two segments.
         router.flush(&segment, index);
         let valid_len = base + offset as u64;
-        if let Some((reason, rest)) = problem {
-            let expected = last_lsn.map_or(*first_lsn, |l| l + 1);
-            let before_tail = !is_last || valid_frame_after(&rest, expected);
+        // Anything but the clean end: does a valid frame follow in the rest of the file?
+        let followed = !matches!(stop, Stop::End) && {
+            let rest = rest_of_file(&mut file, &segment[offset..]).map_err(io_err(path))?;
+            valid_frame_after(&rest, last_lsn.map_or(*first_lsn, |l| l + 1))
+        };
+        let problem = match stop {
+            Stop::End => None,
+            Stop::Zeros => followed.then_some("zeroed bytes where records should be"),
+            Stop::Bad(why) => Some(why),
+        };
+        if let Some(reason) = problem {
+            let before_tail = !is_last || followed;
             if before_tail && !config.truncate_corrupt {
                 return Err(JournalError::Corrupt {
                     path: path.clone(),
@@ -387,6 +372,16 @@ fn records_ahead(segments: &[(Lsn, PathBuf)], replay_from: Lsn) -> usize {
     usize::try_from(total + last).unwrap_or(0)
 }
 
+/// Where reading a segment stopped.
+enum Stop {
+    /// The file ends after a whole frame.
+    End,
+    /// An all-zero header: the preallocated end, unless a valid frame follows.
+    Zeros,
+    /// A torn or corrupt frame, or one that does not continue the journal.
+    Bad(&'static str),
+}
+
 /// An empty buffer for at least `need` bytes: a spare one the workers are done with, or a
 /// new one.
 fn take_buffer(spare: &mut Vec<Arc<Vec<u8>>>, need: usize) -> Arc<Vec<u8>> {
@@ -416,17 +411,17 @@ fn fill(file: &mut fs::File, buf: &mut Arc<Vec<u8>>, want: usize) -> std::io::Re
 
 /// `head` (the unread part of the current chunk) and the rest of `file`, without the zeros
 /// after its last non-zero byte but [`TRAILING_ZEROS`]: all [`valid_frame_after`] looks at.
-/// The preallocated end of the last segment is read a chunk at a time, not kept.
-fn rest_of_file(file: &mut fs::File, head: &[u8], chunk: usize) -> std::io::Result<Vec<u8>> {
+/// The preallocated end of the last segment is read 64 KiB at a time, not kept.
+fn rest_of_file(file: &mut fs::File, head: &[u8]) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
+    const READ: usize = 64 << 10;
     let mut out = head.to_vec();
-    let chunk = chunk.max(64 << 10);
-    let mut scratch = Vec::with_capacity(chunk);
+    let mut scratch = Vec::with_capacity(READ);
     // Zeros read and not yet appended: only kept if data follows them.
     let mut zeros = 0usize;
     loop {
         scratch.clear();
-        let n = file.by_ref().take(chunk as u64).read_to_end(&mut scratch)?;
+        let n = file.by_ref().take(READ as u64).read_to_end(&mut scratch)?;
         if n == 0 {
             break;
         }
