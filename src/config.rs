@@ -226,6 +226,17 @@ pub struct ServeArgs {
     )]
     pub max_concurrent_streams: u32,
 
+    /// Batch the replies of concurrent calls into one write per gRPC connection (a connection
+    /// with calls in flight yields once before it writes); `false`: one write per reply.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_GRPC_BATCH_WRITES",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub grpc_batch_writes: bool,
+
     /// Calls handled at once across all connections; beyond it calls fail at once with
     /// UNAVAILABLE (health checks are never shed).
     #[arg(long, env = "SESSION_BROKER_MAX_IN_FLIGHT", default_value_t = 4096)]
@@ -299,6 +310,8 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     /// `/metrics` needs a token.
     pub metrics_require_auth: bool,
+    /// Batch concurrent replies into one write per gRPC connection.
+    pub grpc_batch_writes: bool,
     /// `None`: plain TCP.
     pub tls: Option<crate::security::tls::TlsConfig>,
     pub limits: crate::security::Limits,
@@ -413,6 +426,8 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_batch_writes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_watch_streams_per_token: Option<usize>,
@@ -520,6 +535,7 @@ pub fn layer_file(
     layer!(tls_client_ca, path_of);
     layer!(max_request_bytes, |v: &String| parse_bytes(v));
     layer!(max_concurrent_streams, |v: &u32| Ok::<_, String>(*v));
+    layer!(grpc_batch_writes, |v: &bool| Ok::<_, String>(*v));
     layer!(max_in_flight, |v: &usize| Ok::<_, String>(*v));
     layer!(max_watch_streams_per_token, |v: &usize| Ok::<_, String>(*v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
@@ -645,6 +661,7 @@ impl Config {
             auth_file: a.auth_file,
             allow_unauthenticated: a.allow_unauthenticated,
             metrics_require_auth: a.metrics_require_auth,
+            grpc_batch_writes: a.grpc_batch_writes,
             tls,
             limits,
         })
@@ -667,6 +684,7 @@ impl Config {
             auth_file: None,
             allow_unauthenticated: false,
             metrics_require_auth: false,
+            grpc_batch_writes: true,
             tls: None,
             limits: crate::security::Limits::default(),
         }
@@ -795,6 +813,7 @@ pub fn effective_file(
         tls_client_ca: a.tls_client_ca.as_ref().map(|p| p.display().to_string()),
         max_request_bytes: Some(a.max_request_bytes.to_string()),
         max_concurrent_streams: Some(a.max_concurrent_streams),
+        grpc_batch_writes: Some(a.grpc_batch_writes),
         max_in_flight: Some(a.max_in_flight),
         max_watch_streams_per_token: Some(a.max_watch_streams_per_token),
         shutdown_grace: Some(d(a.shutdown_grace)),

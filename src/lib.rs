@@ -11,8 +11,9 @@
 //!   player) and every state transition, under short, non-async locks.
 //! - [`sweeper`]: the single deadline-ordered task that times out reservations, ends game
 //!   sessions that stopped heartbeating, and purges history after the retention period.
-//! - [`grpc`]: tonic services (one file per service), proto <-> domain conversion, and the one
-//!   `impl From<domain::Error> for tonic::Status`.
+//! - [`grpc`]: tonic services (one file per service), proto <-> domain conversion, the one
+//!   `impl From<domain::Error> for tonic::Status`, and the listener's write batching (the
+//!   replies of concurrent calls share one write per connection).
 //! - [`health`]: session health updates (Sentry release-health semantics): the hub the store
 //!   publishes to and its readers.
 //! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
@@ -366,7 +367,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         grpc_tls,
     )
     .await
-    .with_context(|| format!("cannot listen on {}", config.listen))?;
+    .with_context(|| format!("cannot listen on {}", config.listen))?
+    .batch_writes(config.grpc_batch_writes);
     let grpc_addr = server.local_addr()?;
 
     let mut background = Vec::new();

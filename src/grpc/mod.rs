@@ -1,6 +1,7 @@
 //! The gRPC front: one file per service, `convert` for message <-> domain, `status` for the one
 //! error mapping. Also serves `grpc.health.v1.Health` and server reflection (v1 and v1alpha).
 
+mod batched_io;
 mod convert;
 mod fleets;
 mod game_sessions;
@@ -155,6 +156,7 @@ pub struct GrpcServer {
     metrics: Arc<Metrics>,
     security: Arc<Security>,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    batch_writes: bool,
     health: HealthReporter,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
@@ -180,9 +182,16 @@ impl GrpcServer {
             metrics,
             security,
             tls,
+            batch_writes: true,
             health,
             health_service,
         })
+    }
+
+    /// Whether replies of concurrent calls share writes (see [`batched_io`]); on by default.
+    pub fn batch_writes(mut self, on: bool) -> Self {
+        self.batch_writes = on;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -242,7 +251,11 @@ impl GrpcServer {
             .set_serving::<PlayerSessionServiceServer<PlayerSessions>>()
             .await;
 
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
+        use futures::StreamExt;
+        let in_flight = self.batch_writes.then(|| self.security.clone());
+        let incoming = TcpIncoming::from(self.listener)
+            .with_nodelay(Some(true))
+            .map(move |r| r.map(|s| batched_io::BatchedIo::new(s, in_flight.clone())));
         let health = self.health.clone();
         let stop = shutdown.clone();
         let limits = &self.security.limits;

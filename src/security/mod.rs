@@ -161,6 +161,11 @@ impl Security {
     }
 
     /// Takes an in-flight slot, or fails with UNAVAILABLE at the limit.
+    /// Calls admitted and not yet answered (health checks are not counted).
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     pub fn enter(self: &Arc<Self>) -> Result<InFlight, Error> {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let slot = InFlight(self.clone());
