@@ -22,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::security::Security;
 
-/// Buffered bytes that are written out before more are taken, flush or not.
+/// Most bytes kept for a flush; a write that would pass it sends what is kept first, and a
+/// write this large goes straight through (the buffer never grows past it).
 const HIGH_WATER: usize = 64 << 10;
 
 /// A connection whose replies are batched (see the module docs).
@@ -94,8 +95,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for BatchedIo<S> {
         if this.calls.is_none() {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
-        if this.buf.len() >= HIGH_WATER {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.buf.len() + len > HIGH_WATER {
+            // Large replies (exports, big pages) are not copied: what is kept goes first.
             ready!(this.poll_drain(cx))?;
+            if len >= HIGH_WATER {
+                return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+            }
         }
         let mut n = 0;
         for b in bufs {
@@ -243,7 +249,9 @@ mod tests {
             peer.read_to_end(&mut got).await.unwrap();
             got
         });
-        for chunk in data.chunks(5000) {
+        // Small writes that gather, and writes past the high-water mark that go straight through.
+        let (small, large) = data.split_at(data.len() / 2);
+        for chunk in small.chunks(5000).chain(large.chunks(HIGH_WATER + 10)) {
             io.write_all(chunk).await.unwrap();
             if chunk[0] % 3 == 0 {
                 io.flush().await.unwrap();
