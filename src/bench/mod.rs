@@ -106,13 +106,12 @@ pub struct BenchArgs {
     #[arg(long, env = "SESSION_BROKER_BENCH_DATA_DIR", default_value_os_t = std::env::temp_dir())]
     pub data_dir: PathBuf,
 
-    /// Game sessions (of 1000 seats) the reserving scenarios spread over.
-    #[arg(
-        long,
-        env = "SESSION_BROKER_BENCH_GAME_SESSIONS",
-        default_value_t = 1000
-    )]
-    pub game_sessions: u64,
+    /// Game sessions (of 1000 seats) the reserving scenarios spread over (`batch`: four times
+    /// as many) [default: 1000; for `reserve` and `batch`, whose seats stay taken, at least
+    /// enough seats for 150,000 reservations (20,000 batches of 25) a second over warm-up and
+    /// duration, so a long run never fills them]
+    #[arg(long, env = "SESSION_BROKER_BENCH_GAME_SESSIONS")]
+    pub game_sessions: Option<u64>,
 
     /// Game sessions in the one fleet `place` and `search` work on (200-1000 seats each).
     #[arg(
@@ -295,7 +294,7 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.connections == 0 {
         anyhow::bail!("--concurrency and --connections must be at least 1");
     }
-    if args.game_sessions == 0 || args.fleet_game_sessions == 0 {
+    if args.game_sessions == Some(0) || args.fleet_game_sessions == 0 {
         anyhow::bail!("--game-sessions and --fleet-game-sessions must be at least 1");
     }
     if args.player_data_bytes > PLAYER_DATA_MAX {
@@ -551,7 +550,11 @@ fn table(run: &Value) -> String {
             r["errors"],
         );
         if let Some(e) = r["last_error"].as_str() {
-            let _ = writeln!(s, "          last error: {e}");
+            let _ = writeln!(
+                s,
+                "          {} calls failed (calls/s counts successes only); last error: {e}",
+                r["errors"]
+            );
         }
         if let Some(x) = r["throughput_vs_plain"].as_f64() {
             let what = if r["secure"].as_bool() == Some(true) {
@@ -631,6 +634,35 @@ mod tests {
             let err = validate(&args(flags)).unwrap_err().to_string();
             assert!(err.contains(named), "{flags:?}: {err}");
         }
+    }
+
+    #[test]
+    fn reserving_scenarios_get_seats_for_the_whole_run() {
+        use scenarios::{game_sessions, BATCH_SEATS_PER_SEC, RESERVE_SEATS_PER_SEC};
+        let default = args(&[]);
+        assert_eq!(
+            game_sessions(&default, 1, 0.0),
+            1000,
+            "cycle frees its seats"
+        );
+        // 12 s at 150,000 reservations/s: 1.8M seats in game sessions of 1000.
+        assert_eq!(game_sessions(&default, 1, RESERVE_SEATS_PER_SEC), 1800);
+        assert_eq!(game_sessions(&default, 4, BATCH_SEATS_PER_SEC), 6000);
+        let long = args(&["--duration", "30s"]);
+        assert_eq!(game_sessions(&long, 1, RESERVE_SEATS_PER_SEC), 4800);
+        let short = args(&["--duration", "1s", "--warmup", "0s"]);
+        assert_eq!(
+            game_sessions(&short, 1, RESERVE_SEATS_PER_SEC),
+            1000,
+            "at least"
+        );
+        let told = args(&["--game-sessions", "20", "--duration", "60s"]);
+        assert_eq!(
+            game_sessions(&told, 1, RESERVE_SEATS_PER_SEC),
+            20,
+            "as told"
+        );
+        assert_eq!(game_sessions(&told, 4, BATCH_SEATS_PER_SEC), 80);
     }
 
     #[test]
