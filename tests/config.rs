@@ -82,6 +82,36 @@ fn file_then_environment_then_flags() {
     assert_eq!(value(&out, "retention"), "\"7days\"", "file value kept");
     assert_eq!(value(&out, "journal_commit_delay"), "\"200us\"", "default");
 
+    // A boolean setting layers the same way.
+    let bools = dir.path().join("bools.toml");
+    std::fs::write(&bools, "grpc_batch_writes = false\n").unwrap();
+    let b = bools.to_str().unwrap();
+    let (ok, out, _) = print(&[], &[]);
+    assert!(ok);
+    assert_eq!(value(&out, "grpc_batch_writes"), "true", "default");
+    let (ok, out, _) = print(&["--config", b], &[]);
+    assert!(ok);
+    assert_eq!(
+        value(&out, "grpc_batch_writes"),
+        "false",
+        "file over default"
+    );
+    let env = [("SESSION_BROKER_GRPC_BATCH_WRITES", "true")];
+    let (ok, out, _) = print(&["--config", b], &env);
+    assert!(ok);
+    assert_eq!(
+        value(&out, "grpc_batch_writes"),
+        "true",
+        "environment over file"
+    );
+    let (ok, out, _) = print(&["--config", b, "--grpc-batch-writes=false"], &env);
+    assert!(ok);
+    assert_eq!(
+        value(&out, "grpc_batch_writes"),
+        "false",
+        "flag over environment"
+    );
+
     // The config file itself can come from the environment.
     let (ok, out, _) = print(&[], &[("SESSION_BROKER_CONFIG", f)]);
     assert!(ok);

@@ -160,12 +160,12 @@ impl Security {
         Ok(Some(slot))
     }
 
-    /// Takes an in-flight slot, or fails with UNAVAILABLE at the limit.
     /// Calls admitted and not yet answered (health checks are not counted).
     pub fn calls_in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Takes an in-flight slot, or fails with UNAVAILABLE at the limit.
     pub fn enter(self: &Arc<Self>) -> Result<InFlight, Error> {
         let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let slot = InFlight(self.clone());
