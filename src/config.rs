@@ -250,6 +250,24 @@ pub struct ServeArgs {
     )]
     pub max_watch_streams_per_token: usize,
 
+    /// Open connections on the gRPC port; a connection beyond it is closed at once (counted
+    /// in `session_broker_connections_refused_total`).
+    #[arg(long, env = "SESSION_BROKER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Open connections on the admin port (probes, scrapes, operators), likewise.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_MAX_ADMIN_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_admin_connections: usize,
+
+    /// A new connection on either port must send its first bytes and, with TLS, finish its
+    /// handshake within this; otherwise it is closed.
+    #[arg(long, env = "SESSION_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -432,6 +450,12 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_watch_streams_per_token: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_admin_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
@@ -538,6 +562,9 @@ pub fn layer_file(
     layer!(grpc_batch_writes, |v: &bool| Ok::<_, String>(*v));
     layer!(max_in_flight, |v: &usize| Ok::<_, String>(*v));
     layer!(max_watch_streams_per_token, |v: &usize| Ok::<_, String>(*v));
+    layer!(max_connections, |v: &usize| Ok::<_, String>(*v));
+    layer!(max_admin_connections, |v: &usize| Ok::<_, String>(*v));
+    layer!(handshake_timeout, |v: &String| parse_duration(v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -612,6 +639,9 @@ impl Config {
             (Some(_), None) => return Err(bad("tls_cert", "needs --tls-key")),
             (None, Some(_)) => return Err(bad("tls_key", "needs --tls-cert")),
         };
+        if !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&a.handshake_timeout) {
+            return Err(bad("handshake_timeout", "must be between 10ms and 10m"));
+        }
         if !(1024..=(64 << 20)).contains(&a.max_request_bytes) {
             return Err(bad("max_request_bytes", "must be between 1KiB and 64MiB"));
         }
@@ -619,6 +649,8 @@ impl Config {
             ("max_concurrent_streams", a.max_concurrent_streams as usize),
             ("max_in_flight", a.max_in_flight),
             ("max_watch_streams_per_token", a.max_watch_streams_per_token),
+            ("max_connections", a.max_connections),
+            ("max_admin_connections", a.max_admin_connections),
         ] {
             if value == 0 {
                 return Err(bad(flag, "must be at least 1"));
@@ -629,6 +661,9 @@ impl Config {
             max_concurrent_streams: a.max_concurrent_streams,
             max_in_flight: a.max_in_flight,
             max_watch_streams_per_token: a.max_watch_streams_per_token,
+            max_connections: a.max_connections,
+            max_admin_connections: a.max_admin_connections,
+            handshake_timeout: a.handshake_timeout,
             ..crate::security::Limits::default()
         };
         Ok(Config {
@@ -816,6 +851,9 @@ pub fn effective_file(
         grpc_batch_writes: Some(a.grpc_batch_writes),
         max_in_flight: Some(a.max_in_flight),
         max_watch_streams_per_token: Some(a.max_watch_streams_per_token),
+        max_connections: Some(a.max_connections),
+        max_admin_connections: Some(a.max_admin_connections),
+        handshake_timeout: Some(d(a.handshake_timeout)),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

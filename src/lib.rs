@@ -19,8 +19,8 @@
 //! - [`journal`]: the durable journal (operation-update records, group commit, snapshots,
 //!   recovery); see `docs/journal.md`.
 //! - [`security`]: the auth file (SHA-256 tokens, roles, fleet scopes, rate limits), the tower
-//!   guard in front of the gRPC services (authentication, roles, shedding), TLS configs; see
-//!   `docs/security.md`.
+//!   guard in front of the gRPC services (authentication, roles, shedding), TLS configs, the
+//!   connection limits and handshake deadline of both ports; see `docs/security.md`.
 //! - [`metrics`]: Prometheus metrics; per-fleet values come from counters the store maintains.
 //! - [`analytics`]: Segment track events of every lifecycle transition, derived from the
 //!   journal by a dispatcher with its own journaled cursor, batched to a sink (Segment, file).
@@ -266,6 +266,12 @@ fn security_of(config: &Config) -> anyhow::Result<Arc<security::Security>> {
             tracing::warn!(%addr, "serving WITHOUT authentication on a non-loopback address (--allow-unauthenticated)");
         }
     }
+    security::connections::raise_open_files_limit(
+        config
+            .limits
+            .max_connections
+            .saturating_add(config.limits.max_admin_connections),
+    );
     let security =
         security::Security::new(auth, config.limits.clone(), config.metrics_require_auth);
     if security.auth.is_some() {

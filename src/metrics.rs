@@ -6,6 +6,8 @@
 
 use std::{fmt::Write as _, sync::Arc, time::Duration};
 
+use crate::security::connections::{ConnectionLimit, Refusal};
+
 use prometheus_client::{
     collector::Collector,
     encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -76,6 +78,8 @@ pub struct Metrics {
     pub analytics_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Request body bytes of each analytics batch sent.
     pub analytics_batch_bytes: Histogram,
+    /// The listeners' connection counts, read at scrape time (set once they exist).
+    connections: Arc<std::sync::OnceLock<[Arc<ConnectionLimit>; 2]>>,
 }
 
 /// Labels of the analytics event counter.
@@ -259,7 +263,10 @@ impl Metrics {
         registry.register_collector(Box::new(StoreCollector {
             store: Arc::downgrade(&store),
         }));
+        let connections = Arc::<std::sync::OnceLock<_>>::default();
+        registry.register_collector(Box::new(ConnectionsCollector(connections.clone())));
         Arc::new(Metrics {
+            connections,
             registry,
             grpc_requests,
             grpc_duration,
@@ -295,6 +302,11 @@ impl Metrics {
         self.grpc_duration
             .get_or_create(&MethodLabels { method })
             .observe(took.as_secs_f64());
+    }
+
+    /// Reports the open and refused connections of `ports` (the first call wins).
+    pub fn watch_connections(&self, ports: [Arc<ConnectionLimit>; 2]) {
+        let _ = self.connections.set(ports);
     }
 
     /// The Prometheus text exposition format (0.0.4), plus process metrics.
@@ -355,6 +367,57 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Open and refused connections of the listeners, read at scrape time.
+#[derive(Debug)]
+struct ConnectionsCollector(Arc<std::sync::OnceLock<[Arc<ConnectionLimit>; 2]>>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Port {
+    port: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortReason {
+    port: &'static str,
+    reason: &'static str,
+}
+
+impl Collector for ConnectionsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(ports) = self.0.get() else {
+            return Ok(());
+        };
+        {
+            let mut e = encoder.encode_descriptor(
+                "connections",
+                "Open connections by port (grpc, admin)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in ports {
+                ConstGauge::new(p.open() as i64)
+                    .encode(e.encode_family(&Port { port: p.port })?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "connections_refused",
+            "Connections closed before use, by port and reason (limit: the port's connection limit; handshake_timeout: no bytes within --handshake-timeout, or an admin TLS handshake not finished within it)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in ports {
+            for why in Refusal::ALL {
+                let labels = PortReason {
+                    port: p.port,
+                    reason: why.as_str(),
+                };
+                ConstCounter::new(p.refused(why)).encode(e.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -81,6 +81,9 @@ fn file_then_environment_then_flags() {
     );
     assert_eq!(value(&out, "retention"), "\"7days\"", "file value kept");
     assert_eq!(value(&out, "journal_commit_delay"), "\"200us\"", "default");
+    assert_eq!(value(&out, "max_connections"), "10000", "default");
+    assert_eq!(value(&out, "max_admin_connections"), "1024", "default");
+    assert_eq!(value(&out, "handshake_timeout"), "\"10s\"", "default");
 
     // A boolean setting layers the same way.
     let bools = dir.path().join("bools.toml");
@@ -133,6 +136,12 @@ fn bad_files_and_values_are_rejected_at_start() {
         ),
         ("reservation_timeout = \"0s\"\n", "--reservation-timeout"),
         ("max_in_flight = 0\n", "--max-in-flight"),
+        ("max_connections = 0\n", "--max-connections"),
+        ("max_admin_connections = 0\n", "--max-admin-connections"),
+        (
+            "handshake_timeout = \"1h\"\n",
+            "--handshake-timeout: must be between 10ms and 10m",
+        ),
         (
             "journal_commit_delay = \"20ms\"\n",
             "--journal-commit-delay: must be at most 10ms",

@@ -972,3 +972,118 @@ async fn request_deadlines_are_honoured() {
     assert!(ok.is_ok(), "{ok:?}");
     d.stop().await;
 }
+
+/// Reads `s` until the daemon closes it (EOF or reset); fails after 10 s.
+async fn closed_by_daemon(mut s: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                // The HTTP/2 server's SETTINGS come first on a plaintext gRPC connection.
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the daemon left the connection open");
+}
+
+/// `(open, refused by limit, refused by handshake timeout)` of `port` in the metrics text.
+fn connection_figures(metrics: &str, port: &str) -> (u64, u64, u64) {
+    let value = |prefix: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+    };
+    (
+        value(format!("session_broker_connections{{port=\"{port}\"}} ")),
+        value(format!(
+            "session_broker_connections_refused_total{{port=\"{port}\",reason=\"limit\"}} "
+        )),
+        value(format!(
+            "session_broker_connections_refused_total{{port=\"{port}\",reason=\"handshake_timeout\"}} "
+        )),
+    )
+}
+
+#[tokio::test]
+async fn silent_connections_time_out_and_connections_beyond_the_limit_are_closed() {
+    let mut d = TestDaemon::start_with(|c| {
+        c.limits.max_connections = 2;
+        c.limits.max_admin_connections = 1;
+        c.limits.handshake_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let grpc = d.daemon.grpc_addr();
+    let admin = d.daemon.admin_addr();
+    // The test's own channel holds one slot; a silent connection takes the second.
+    let silent = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let excess = tokio::net::TcpStream::connect(grpc).await.unwrap();
+    closed_by_daemon(excess).await;
+    closed_by_daemon(silent).await;
+    // The silent connection's slot is free again: a new client connects and calls.
+    let ch = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(get_game(ch.clone()).await, Code::NotFound);
+    // The established connections stay (idle gRPC connections are legitimate).
+    d.register("after-the-flood", 2).await;
+
+    // The admin port, with its own limit: the same.
+    let silent = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    closed_by_daemon(tokio::net::TcpStream::connect(admin).await.unwrap()).await;
+    closed_by_daemon(silent).await;
+    let (status, metrics) = common::http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(connection_figures(&metrics, "grpc"), (2, 1, 1));
+    // Open: the scrape's own connection.
+    assert_eq!(connection_figures(&metrics, "admin"), (1, 1, 1));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
+    use tokio::io::AsyncWriteExt;
+    let _ = rustls_ring();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let mut config = session_broker::config::Config::ephemeral();
+    config.tls = Some(session_broker::security::tls::TlsConfig {
+        cert: w("server.pem", &pki.server_cert),
+        key: w("server.key", &pki.server_key),
+        client_ca: None,
+    });
+    config.limits.handshake_timeout = Duration::from_millis(400);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let d = session_broker::start(config, shutdown.clone())
+        .await
+        .unwrap();
+    for addr in [d.grpc_addr(), d.admin_addr()] {
+        // The first bytes of a ClientHello record, and then nothing.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .await
+            .unwrap();
+        closed_by_daemon(s).await;
+        // A silent one.
+        closed_by_daemon(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    }
+    // A real client still gets through.
+    let ch = tls_channel(d.grpc_addr(), &pki, false).await.unwrap();
+    assert_eq!(get_game(ch).await, Code::NotFound);
+    shutdown.cancel();
+    d.wait().await.unwrap();
+}

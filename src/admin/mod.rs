@@ -27,7 +27,11 @@ use crate::{
     domain::FleetId,
     import::jobs::Imports,
     metrics::Metrics,
-    security::{self, Security},
+    security::{
+        self,
+        connections::{ConnectionLimit, Refusal},
+        Security,
+    },
     store::{FleetCounts, Store},
 };
 
@@ -155,6 +159,7 @@ pub struct AdminServer {
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    limit: Arc<ConnectionLimit>,
 }
 
 impl AdminServer {
@@ -169,6 +174,7 @@ impl AdminServer {
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
+        let limit = security.admin_connections.clone();
         let state = AdminState {
             serving,
             ready,
@@ -191,6 +197,7 @@ impl AdminServer {
             listener,
             router,
             tls,
+            limit,
         })
     }
 
@@ -217,14 +224,27 @@ impl AdminServer {
                 },
             };
             let _ = tcp.set_nodelay(true);
+            // Over --max-connections the connection is dropped (closed) here.
+            let Some(tcp) = self.limit.admit(tcp) else {
+                continue;
+            };
             let (acceptor, router, stop) = (acceptor.clone(), self.router.clone(), stop.clone());
+            let limit = self.limit.clone();
             connections.spawn(async move {
                 match acceptor {
                     None => serve_connection(tcp, router, stop).await,
-                    Some(a) => match a.accept(tcp).await {
-                        Ok(tls) => serve_connection(tls, router, stop).await,
-                        Err(e) => tracing::debug!(%peer, error = %e, "admin TLS handshake failed"),
-                    },
+                    Some(a) => {
+                        match tokio::time::timeout(limit.handshake_timeout(), a.accept(tcp)).await {
+                            Ok(Ok(tls)) => serve_connection(tls, router, stop).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "admin TLS handshake failed")
+                            }
+                            Err(_) => {
+                                limit.refuse(Refusal::HandshakeTimeout);
+                                tracing::debug!(%peer, "admin TLS handshake not finished within --handshake-timeout");
+                            }
+                        }
+                    }
                 }
             });
             // Reap finished connections as we go.

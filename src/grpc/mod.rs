@@ -253,15 +253,25 @@ impl GrpcServer {
 
         use futures::StreamExt;
         let in_flight = self.batch_writes.then(|| self.security.clone());
+        // A connection over --max-connections is dropped (closed) here; the others hold a
+        // slot until they close, and must send their first bytes within --handshake-timeout.
+        let connections = self.security.grpc_connections.clone();
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
-            .map(move |r| r.map(|s| batched_io::BatchedIo::new(s, in_flight.clone())));
+            .filter_map(move |r| {
+                futures::future::ready(match r {
+                    Ok(s) => connections
+                        .admit(s)
+                        .map(|s| Ok(batched_io::BatchedIo::new(s, in_flight.clone()))),
+                    Err(e) => Some(Err(e)),
+                })
+            });
         let health = self.health.clone();
         let stop = shutdown.clone();
         let limits = &self.security.limits;
         let mut builder = Server::builder();
         if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls)?;
+            builder = builder.tls_config(tls.timeout(limits.handshake_timeout))?;
         }
         builder
             .max_concurrent_streams(Some(limits.max_concurrent_streams))

@@ -7,12 +7,14 @@
 //!   in-flight slot, and hands the [`Principal`] to the handlers, which check the fleet scope
 //!   ([`Caller`]).
 //! - [`tls`]: rustls server configs from PEM files (TLS, and mTLS with a client CA).
+//! - [`connections`]: open connections per port and the handshake deadline of new ones.
 //!
 //! Every refusal is a domain [`Error`] (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED
 //! for a rate limit, UNAVAILABLE for overload), mapped to a status in `grpc::status` like every
 //! other error, and counted in `session_broker_requests_rejected_total`.
 
 pub mod auth;
+pub mod connections;
 pub mod tls;
 
 use std::{
@@ -45,6 +47,13 @@ pub struct Limits {
     pub max_watch_streams_per_token: usize,
     /// Largest request header list (bytes).
     pub max_header_bytes: u32,
+    /// Open connections on the gRPC port.
+    pub max_connections: usize,
+    /// Open connections on the admin port.
+    pub max_admin_connections: usize,
+    /// How long a new connection may take to send its first bytes and finish its TLS
+    /// handshake.
+    pub handshake_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -55,6 +64,9 @@ impl Default for Limits {
             max_in_flight: 4096,
             max_watch_streams_per_token: 16,
             max_header_bytes: 16 << 10,
+            max_connections: 10_000,
+            max_admin_connections: 1024,
+            handshake_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -69,11 +81,19 @@ pub struct Security {
     pub metrics_require_auth: bool,
     in_flight: AtomicUsize,
     metrics: OnceLock<Arc<Metrics>>,
+    /// The gRPC port's connections.
+    pub grpc_connections: Arc<connections::ConnectionLimit>,
+    /// The admin port's connections.
+    pub admin_connections: Arc<connections::ConnectionLimit>,
 }
 
 impl Security {
     pub fn new(auth: Option<Auth>, limits: Limits, metrics_require_auth: bool) -> Arc<Self> {
+        let connections =
+            |port, max| connections::ConnectionLimit::new(port, max, limits.handshake_timeout);
         Arc::new(Security {
+            grpc_connections: connections("grpc", limits.max_connections),
+            admin_connections: connections("admin", limits.max_admin_connections),
             auth,
             limits,
             metrics_require_auth,
@@ -88,6 +108,10 @@ impl Security {
     }
 
     pub fn set_metrics(&self, m: Arc<Metrics>) {
+        m.watch_connections([
+            self.grpc_connections.clone(),
+            self.admin_connections.clone(),
+        ]);
         let _ = self.metrics.set(m);
     }
 
