@@ -268,6 +268,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// How often an open connection is checked for a live peer: HTTP/2 PINGs on the gRPC port,
+    /// TCP keepalive probes on the admin port (`0s`: never). A game server that vanished
+    /// without closing its connection then gives its connection back.
+    #[arg(long, env = "SESSION_BROKER_KEEPALIVE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// A peer that does not answer a keepalive check within this is disconnected.
+    #[arg(long, env = "SESSION_BROKER_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
     /// How long SIGTERM waits for in-flight calls before exiting.
     #[arg(long, env = "SESSION_BROKER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -456,6 +466,10 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keepalive_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_grace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
@@ -565,6 +579,8 @@ pub fn layer_file(
     layer!(max_connections, |v: &usize| Ok::<_, String>(*v));
     layer!(max_admin_connections, |v: &usize| Ok::<_, String>(*v));
     layer!(handshake_timeout, |v: &String| parse_duration(v));
+    layer!(keepalive_interval, |v: &String| parse_duration(v));
+    layer!(keepalive_timeout, |v: &String| parse_duration(v));
     layer!(shutdown_grace, |v: &String| parse_duration(v));
     layer!(log_format, |v: &String| parse_enum::<LogFormat>(v));
     layer!(log_level, |v: &String| Ok::<_, String>(v.clone()));
@@ -642,6 +658,15 @@ impl Config {
         if !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&a.handshake_timeout) {
             return Err(bad("handshake_timeout", "must be between 10ms and 10m"));
         }
+        if !a.keepalive_interval.is_zero() && a.keepalive_interval < Duration::from_millis(10) {
+            return Err(bad(
+                "keepalive_interval",
+                "must be 0s (off) or at least 10ms",
+            ));
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(600)).contains(&a.keepalive_timeout) {
+            return Err(bad("keepalive_timeout", "must be between 10ms and 10m"));
+        }
         if !(1024..=(64 << 20)).contains(&a.max_request_bytes) {
             return Err(bad("max_request_bytes", "must be between 1KiB and 64MiB"));
         }
@@ -664,6 +689,8 @@ impl Config {
             max_connections: a.max_connections,
             max_admin_connections: a.max_admin_connections,
             handshake_timeout: a.handshake_timeout,
+            keepalive_interval: (!a.keepalive_interval.is_zero()).then_some(a.keepalive_interval),
+            keepalive_timeout: a.keepalive_timeout,
             ..crate::security::Limits::default()
         };
         Ok(Config {
@@ -854,6 +881,8 @@ pub fn effective_file(
         max_connections: Some(a.max_connections),
         max_admin_connections: Some(a.max_admin_connections),
         handshake_timeout: Some(d(a.handshake_timeout)),
+        keepalive_interval: Some(d(a.keepalive_interval)),
+        keepalive_timeout: Some(d(a.keepalive_timeout)),
         shutdown_grace: Some(d(a.shutdown_grace)),
         log_format: Some(format!("{:?}", a.log_format).to_lowercase()),
         log_level: Some(a.log_level.clone()),

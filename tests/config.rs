@@ -84,6 +84,8 @@ fn file_then_environment_then_flags() {
     assert_eq!(value(&out, "max_connections"), "10000", "default");
     assert_eq!(value(&out, "max_admin_connections"), "1024", "default");
     assert_eq!(value(&out, "handshake_timeout"), "\"10s\"", "default");
+    assert_eq!(value(&out, "keepalive_interval"), "\"1m\"", "default");
+    assert_eq!(value(&out, "keepalive_timeout"), "\"20s\"", "default");
 
     // A boolean setting layers the same way.
     let bools = dir.path().join("bools.toml");
@@ -138,6 +140,10 @@ fn bad_files_and_values_are_rejected_at_start() {
         ("max_in_flight = 0\n", "--max-in-flight"),
         ("max_connections = 0\n", "--max-connections"),
         ("max_admin_connections = 0\n", "--max-admin-connections"),
+        (
+            "keepalive_interval = \"1ms\"\n",
+            "--keepalive-interval: must be 0s (off) or at least 10ms",
+        ),
         (
             "handshake_timeout = \"1h\"\n",
             "--handshake-timeout: must be between 10ms and 10m",

@@ -1087,3 +1087,27 @@ async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
     shutdown.cancel();
     d.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let mut d = TestDaemon::start_with(|c| {
+        c.limits.keepalive_interval = Some(Duration::from_millis(200));
+        c.limits.keepalive_timeout = Duration::from_millis(200);
+    })
+    .await;
+    // An HTTP/2 client that says hello and then never answers (a host gone without a FIN).
+    let mut s = tokio::net::TcpStream::connect(d.daemon.grpc_addr())
+        .await
+        .unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    closed_by_daemon(s).await;
+    // A real client answers the PINGs and keeps working across idle spells.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    d.register("still-here", 2).await;
+    let (_, metrics) = common::http_get(d.daemon.admin_addr(), "/metrics").await;
+    assert_eq!(connection_figures(&metrics, "grpc").0, 1, "{metrics}");
+    d.stop().await;
+}

@@ -160,6 +160,8 @@ pub struct AdminServer {
     router: Router,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     limit: Arc<ConnectionLimit>,
+    /// TCP keepalive of accepted connections (`None`: off).
+    keepalive: Option<socket2::TcpKeepalive>,
 }
 
 impl AdminServer {
@@ -175,6 +177,10 @@ impl AdminServer {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let limit = security.admin_connections.clone();
+        let keepalive = security
+            .limits
+            .keepalive_interval
+            .map(|every| keepalive(every, security.limits.keepalive_timeout));
         let state = AdminState {
             serving,
             ready,
@@ -198,6 +204,7 @@ impl AdminServer {
             router,
             tls,
             limit,
+            keepalive,
         })
     }
 
@@ -224,6 +231,9 @@ impl AdminServer {
                 },
             };
             let _ = tcp.set_nodelay(true);
+            if let Some(k) = &self.keepalive {
+                let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(k);
+            }
             // Over --max-connections the connection is dropped (closed) here.
             let Some(tcp) = self.limit.admit(tcp) else {
                 continue;
@@ -253,6 +263,18 @@ impl AdminServer {
         while connections.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// TCP keepalive probing a connection idle for `every`, three probes spread over `timeout`
+/// (whole seconds, at least one: the kernel counts in seconds).
+fn keepalive(every: std::time::Duration, timeout: std::time::Duration) -> socket2::TcpKeepalive {
+    let secs = |d: std::time::Duration| std::time::Duration::from_secs(d.as_secs().max(1));
+    let k = socket2::TcpKeepalive::new()
+        .with_time(secs(every))
+        .with_interval(secs(timeout / 3));
+    #[cfg(target_os = "linux")]
+    let k = k.with_retries(3);
+    k
 }
 
 /// Largest request header block the admin port reads (bytes).

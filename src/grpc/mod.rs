@@ -275,6 +275,9 @@ impl GrpcServer {
         }
         builder
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
+            // Dead peers (a game server's host gone without a FIN) give their slot back.
+            .http2_keepalive_interval(limits.keepalive_interval)
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .http2_max_header_list_size(Some(limits.max_header_bytes))
             .layer(crate::security::GuardLayer(self.security.clone()))
             .add_service(self.health_service)

@@ -54,6 +54,10 @@ pub struct Limits {
     /// How long a new connection may take to send its first bytes and finish its TLS
     /// handshake.
     pub handshake_timeout: std::time::Duration,
+    /// How often open connections are checked for a live peer (`None`: never).
+    pub keepalive_interval: Option<std::time::Duration>,
+    /// How long a keepalive check may go unanswered.
+    pub keepalive_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +71,8 @@ impl Default for Limits {
             max_connections: 10_000,
             max_admin_connections: 1024,
             handshake_timeout: std::time::Duration::from_secs(10),
+            keepalive_interval: Some(std::time::Duration::from_secs(60)),
+            keepalive_timeout: std::time::Duration::from_secs(20),
         }
     }
 }
