@@ -234,7 +234,7 @@ impl AdminServer {
             if let Some(k) = &self.keepalive {
                 let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(k);
             }
-            // Over --max-connections the connection is dropped (closed) here.
+            // Over --max-admin-connections the connection is dropped (closed) here.
             let Some(tcp) = self.limit.admit(tcp) else {
                 continue;
             };
