@@ -263,8 +263,8 @@ pub struct ServeArgs {
     )]
     pub max_admin_connections: usize,
 
-    /// A new connection on either port must send its first bytes and, with TLS, finish its
-    /// handshake within this; otherwise it is closed.
+    /// A new connection on either port must send its first 24 bytes (the HTTP/2 preface's
+    /// length) and, with TLS, finish its handshake within this; otherwise it is closed.
     #[arg(long, env = "SESSION_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 

@@ -254,7 +254,7 @@ impl GrpcServer {
         use futures::StreamExt;
         let in_flight = self.batch_writes.then(|| self.security.clone());
         // A connection over --max-connections is dropped (closed) here; the others hold a
-        // slot until they close, and must send their first bytes within --handshake-timeout.
+        // slot until they close, and must send their opening bytes within --handshake-timeout.
         let connections = self.security.grpc_connections.clone();
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))

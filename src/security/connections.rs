@@ -5,8 +5,8 @@
 //! Without them a client could open connections and send nothing: each holds a socket and a
 //! task for ever, and enough of them exhaust the daemon's file descriptors, which the journal
 //! needs for its segments and snapshots. A connection over the limit is closed at once; one
-//! that sends no byte within the deadline is closed then (its first read fails with
-//! `TimedOut`, which ends the HTTP/2 or TLS handshake). The TLS handshake as a whole has the
+//! that has not sent its first [`OPENING_BYTES`] within the deadline is closed then (its read
+//! fails with `TimedOut`, which ends the HTTP/2 or TLS handshake). The TLS handshake as a whole has the
 //! same deadline (set on the TLS acceptors by the listeners). An established connection may
 //! stay idle: gRPC clients keep theirs open, and the limit bounds how many there are.
 
@@ -24,12 +24,18 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Bytes a new connection must send within the handshake timeout: the length of the HTTP/2
+/// connection preface. A TLS ClientHello and an HTTP/1.1 request (with its `Host` header) are
+/// longer, so no real client is cut off, and a client that sends a byte or two and stalls is
+/// closed like a silent one.
+pub const OPENING_BYTES: usize = 24;
+
 /// Why a connection was closed by the daemon before it was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// The port had its most connections (`--max-connections`, `--max-admin-connections`) open.
     Limit,
-    /// No byte, or no finished TLS handshake, within `--handshake-timeout`.
+    /// Not [`OPENING_BYTES`], or no finished TLS handshake, within `--handshake-timeout`.
     HandshakeTimeout,
 }
 
@@ -68,7 +74,7 @@ impl ConnectionLimit {
         })
     }
 
-    /// The deadline for a new connection's first bytes and its TLS handshake.
+    /// The deadline for a new connection's opening bytes and its TLS handshake.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }
@@ -104,7 +110,10 @@ impl ConnectionLimit {
         }
         Some(Limited {
             inner: stream,
-            first_byte: Some(Box::pin(tokio::time::sleep(self.handshake_timeout))),
+            opening: Some(Opening {
+                deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
+                missing: OPENING_BYTES,
+            }),
             slot,
         })
     }
@@ -172,13 +181,21 @@ impl Drop for Slot {
     }
 }
 
-/// A connection holding a slot of its port; its first read fails with `TimedOut` if no byte
-/// arrives within the handshake timeout.
+/// The handshake deadline of a new connection.
+#[derive(Debug)]
+struct Opening {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Opening bytes not received yet.
+    missing: usize,
+}
+
+/// A connection holding a slot of its port; a read fails with `TimedOut` when the opening bytes
+/// have not all arrived within the handshake timeout.
 #[derive(Debug)]
 pub struct Limited<S> {
     inner: S,
-    /// Until the first byte arrives.
-    first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Until the opening bytes have arrived.
+    opening: Option<Opening>,
     slot: Slot,
 }
 
@@ -191,20 +208,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Some(deadline) = &mut this.first_byte {
+        if let Some(opening) = &mut this.opening {
             match &r {
-                Poll::Ready(Ok(())) if buf.filled().len() > before => this.first_byte = None,
-                Poll::Ready(_) => {}
+                Poll::Ready(Ok(())) => {
+                    let got = buf.filled().len() - before;
+                    opening.missing = opening.missing.saturating_sub(got);
+                    if opening.missing == 0 {
+                        this.opening = None;
+                    }
+                }
+                Poll::Ready(Err(_)) => {}
                 Poll::Pending => {
-                    if deadline.as_mut().poll(cx).is_ready() {
+                    if opening.deadline.as_mut().poll(cx).is_ready() {
                         this.slot.0.refuse(Refusal::HandshakeTimeout);
                         tracing::debug!(
                             port = this.slot.0.port,
-                            "connection closed: no bytes within --handshake-timeout"
+                            "connection closed: no opening bytes within --handshake-timeout"
                         );
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            "no bytes within the handshake timeout",
+                            "the opening bytes did not arrive within the handshake timeout",
                         )));
                     }
                 }
@@ -290,13 +313,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn after_its_first_bytes_a_connection_may_stay_idle() {
+    async fn a_connection_that_stalls_in_its_opening_bytes_times_out() {
         let limit = ConnectionLimit::new("grpc", 1, Duration::from_secs(10));
         let (a, mut peer) = tokio::io::duplex(64);
         let mut conn = limit.admit(a).unwrap();
-        peer.write_all(b"PRI").await.unwrap();
-        let mut buf = [0; 8];
-        assert_eq!(conn.read(&mut buf).await.unwrap(), 3);
+        // A slow loris: the preface's first bytes, then nothing.
+        peer.write_all(b"PRI * ").await.unwrap();
+        let mut buf = [0; 64];
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 6);
+        let err = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(limit.refused(Refusal::HandshakeTimeout), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_its_opening_bytes_a_connection_may_stay_idle() {
+        let limit = ConnectionLimit::new("grpc", 1, Duration::from_secs(10));
+        let (a, mut peer) = tokio::io::duplex(64);
+        let mut conn = limit.admit(a).unwrap();
+        // The opening bytes in two pieces.
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        assert_eq!(preface.len(), OPENING_BYTES);
+        let mut buf = [0; 64];
+        peer.write_all(&preface[..10]).await.unwrap();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 10);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        peer.write_all(&preface[10..]).await.unwrap();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 14);
         // An hour of silence later, the connection still reads what comes.
         let read = tokio::spawn(async move { conn.read(&mut [0; 8]).await.map(|_| conn) });
         tokio::time::sleep(Duration::from_secs(3600)).await;

@@ -51,7 +51,7 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections on the admin port.
     pub max_admin_connections: usize,
-    /// How long a new connection may take to send its first bytes and finish its TLS
+    /// How long a new connection may take to send its opening bytes and finish its TLS
     /// handshake.
     pub handshake_timeout: std::time::Duration,
     /// How often open connections are checked for a live peer (`None`: never).
