@@ -1111,3 +1111,35 @@ async fn a_peer_that_stops_answering_keepalive_pings_is_disconnected() {
     assert_eq!(connection_figures(&metrics, "grpc").0, 1, "{metrics}");
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_is_shed_while_established_clients_keep_working() {
+    let mut d = TestDaemon::start_with(|c| {
+        c.limits.max_connections = 20;
+        c.limits.handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let grpc = d.daemon.grpc_addr();
+    // 200 connections that never speak: 19 take the free slots, the rest are closed at once.
+    let flood: Vec<_> =
+        futures::future::join_all((0..200).map(|_| tokio::net::TcpStream::connect(grpc)))
+            .await
+            .into_iter()
+            .map(|c| c.unwrap())
+            .collect();
+    // The established client is served throughout.
+    for i in 0..20 {
+        d.register(&format!("during-flood-{i}"), 2).await;
+    }
+    futures::future::join_all(flood.into_iter().map(closed_by_daemon)).await;
+    let (_, metrics) = common::http_get(d.daemon.admin_addr(), "/metrics").await;
+    let (open, over_limit, timed_out) = connection_figures(&metrics, "grpc");
+    assert_eq!(open, 1, "only the test's own client is left");
+    assert_eq!(over_limit + timed_out, 200);
+    assert_eq!(
+        timed_out, 19,
+        "the flood's connections that got a slot timed out"
+    );
+    d.register("after-flood", 2).await;
+    d.stop().await;
+}
