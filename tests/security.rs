@@ -1015,7 +1015,8 @@ async fn silent_connections_time_out_and_connections_beyond_the_limit_are_closed
     let mut d = TestDaemon::start_with(|c| {
         c.limits.max_connections = 2;
         c.limits.max_admin_connections = 1;
-        c.limits.handshake_timeout = Duration::from_millis(400);
+        // Long enough that the excess connection is accepted before the silent one times out.
+        c.limits.handshake_timeout = Duration::from_secs(1);
     })
     .await;
     let grpc = d.daemon.grpc_addr();
@@ -1135,11 +1136,15 @@ async fn a_connection_flood_is_shed_while_established_clients_keep_working() {
     let (_, metrics) = common::http_get(d.daemon.admin_addr(), "/metrics").await;
     let (open, over_limit, timed_out) = connection_figures(&metrics, "grpc");
     assert_eq!(open, 1, "only the test's own client is left");
+    // Every flood connection was refused or timed out; which, depends on how far the accept
+    // loop had got when the first slots came free again (a connect the kernel's backlog did
+    // not take retries its SYN a second later).
     assert_eq!(over_limit + timed_out, 200);
-    assert_eq!(
-        timed_out, 19,
-        "the flood's connections that got a slot timed out"
+    assert!(
+        timed_out >= 19,
+        "the connections with a slot time out: {timed_out}"
     );
+    assert!(over_limit >= 1, "{over_limit}");
     d.register("after-flood", 2).await;
     d.stop().await;
 }
