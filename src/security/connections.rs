@@ -109,12 +109,12 @@ impl ConnectionLimit {
             return None;
         }
         Some(Limited {
+            slot,
             inner: stream,
             opening: Some(Opening {
                 deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
                 missing: OPENING_BYTES,
             }),
-            slot,
         })
     }
 }
@@ -193,10 +193,11 @@ struct Opening {
 /// have not all arrived within the handshake timeout.
 #[derive(Debug)]
 pub struct Limited<S> {
+    /// Declared first, so it is dropped first: the slot is free before the peer sees the close.
+    slot: Slot,
     inner: S,
     /// Until the opening bytes have arrived.
     opening: Option<Opening>,
-    slot: Slot,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
