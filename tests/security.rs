@@ -1073,11 +1073,14 @@ async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
         .await
         .unwrap();
     for addr in [d.grpc_addr(), d.admin_addr()] {
-        // The first bytes of a ClientHello record, and then nothing.
+        // A ClientHello record header announcing 512 bytes and 40 of them, then nothing:
+        // past the opening bytes, so the TLS handshake's own deadline closes it.
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
-            .await
-            .unwrap();
+        let mut hello = vec![
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        hello.resize(45, 0);
+        s.write_all(&hello).await.unwrap();
         closed_by_daemon(s).await;
         // A silent one.
         closed_by_daemon(tokio::net::TcpStream::connect(addr).await.unwrap()).await;

@@ -394,3 +394,37 @@ async fn fleet(State(s): State<AdminState>, Path(fleet_id): Path<String>) -> Res
             .into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn accepted_connections_get_the_keepalive_asked_for_in_whole_seconds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        for (every, timeout, time, interval) in [
+            (Duration::from_secs(60), Duration::from_secs(20), 60, 6),
+            // Below a second: the kernel's unit, at least one.
+            (Duration::from_millis(200), Duration::from_millis(200), 1, 1),
+        ] {
+            sock.set_tcp_keepalive(&super::keepalive(every, timeout))
+                .unwrap();
+            assert!(sock.keepalive().unwrap());
+            assert_eq!(
+                sock.tcp_keepalive_time().unwrap(),
+                Duration::from_secs(time)
+            );
+            assert_eq!(
+                sock.tcp_keepalive_interval().unwrap(),
+                Duration::from_secs(interval)
+            );
+            #[cfg(target_os = "linux")]
+            assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+        }
+    }
+}
