@@ -6,9 +6,10 @@
 //! task for ever, and enough of them exhaust the daemon's file descriptors, which the journal
 //! needs for its segments and snapshots. A connection over the limit is closed at once; one
 //! that has not sent its first [`OPENING_BYTES`] within the deadline is closed then (its read
-//! fails with `TimedOut`, which ends the HTTP/2 or TLS handshake). The TLS handshake as a whole has the
-//! same deadline (set on the TLS acceptors by the listeners). An established connection may
-//! stay idle: gRPC clients keep theirs open, and the limit bounds how many there are.
+//! fails with `TimedOut`, which ends the HTTP/2 or TLS handshake). The TLS handshake as a whole
+//! has the same deadline (set on the TLS acceptors by the listeners). An established
+//! connection may stay idle: gRPC clients keep theirs open, and the limit bounds how many there
+//! are.
 
 use std::{
     future::Future,
@@ -64,6 +65,7 @@ pub struct ConnectionLimit {
 }
 
 impl ConnectionLimit {
+    /// `port`'s limit of `max` open connections, new ones given `handshake_timeout`.
     pub fn new(port: &'static str, max: usize, handshake_timeout: Duration) -> Arc<Self> {
         Arc::new(ConnectionLimit {
             port,
@@ -123,9 +125,9 @@ impl ConnectionLimit {
 /// snapshots, the data directory, the runtime, outgoing HTTP connections).
 pub const RESERVED_FDS: u64 = 256;
 
-/// Makes room for `connections` (both ports' limits together) at start-up: raises the soft open-files
-/// limit (`ulimit -n`, often 1024) towards what that needs, up to the hard limit, as Go
-/// programs and nginx do, and warns when even the hard limit is short. Otherwise a flood
+/// Makes room for `connections` (both ports' limits together) at start-up: raises the soft
+/// open-files limit (`ulimit -n`, often 1024) towards what that needs, up to the hard limit, as
+/// Go programs and nginx do, and warns when even the hard limit is short. Otherwise a flood
 /// could exhaust the descriptors before it reached the connection limit, and the journal
 /// failing to open a segment is fatal.
 pub fn raise_open_files_limit(connections: usize) {
