@@ -31,6 +31,25 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Runs `start` again (up to five times) when the child could not bind its port: a port found
+/// free may be taken by another process before the child binds it.
+async fn retry_if_port_taken<T, F, Fut>(mut start: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut attempts = 1;
+    loop {
+        match start().await {
+            Err(e) if attempts < 5 && format!("{e:#}").contains("Address already in use") => {
+                attempts += 1;
+                tracing::debug!(error = %e, "port taken meanwhile; trying others");
+            }
+            r => return r,
+        }
+    }
+}
+
 /// This binary, with no `SESSION_BROKER_*` variables leaking from the caller's environment.
 fn this_binary() -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("cannot find the session-broker binary")?;
@@ -48,6 +67,16 @@ impl OwnServer {
     /// (`/readyz` 200). With `secure`: TLS and an auth file; readiness is then a gRPC health
     /// check over TLS, and `grpc` an `https://localhost` URL.
     pub async fn daemon(
+        parent: &std::path::Path,
+        durability: Durability,
+        extra: &[&str],
+        secure: Option<&super::secure::Secure>,
+    ) -> anyhow::Result<Self> {
+        retry_if_port_taken(|| Self::try_daemon(parent, durability, extra, secure)).await
+    }
+
+    /// One attempt of [`Self::daemon`], on ports that were free a moment ago.
+    async fn try_daemon(
         parent: &std::path::Path,
         durability: Durability,
         extra: &[&str],
@@ -113,13 +142,18 @@ impl OwnServer {
 
     /// Starts `bench-echo-server` and waits until it answers.
     pub async fn echo() -> anyhow::Result<Self> {
+        retry_if_port_taken(Self::try_echo).await
+    }
+
+    /// One attempt of [`Self::echo`].
+    async fn try_echo() -> anyhow::Result<Self> {
         let port = free_port()?;
         let child = this_binary()?
             .arg("bench-echo-server")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("start bench-echo-server")?;
         let mut server = OwnServer {
@@ -151,14 +185,12 @@ impl OwnServer {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "{} exited at start ({status}){}",
-                    self.grpc,
-                    self.log_tail()
-                );
+                let tail = self.log_tail(true);
+                bail!("{} exited at start ({status}){tail}", self.grpc);
             }
             if Instant::now() > deadline {
-                bail!("{} not ready after 60 s{}", self.grpc, self.log_tail());
+                let tail = self.log_tail(false);
+                bail!("{} not ready after 60 s{tail}", self.grpc);
             }
             if ready().await {
                 return Ok(());
@@ -167,9 +199,15 @@ impl OwnServer {
         }
     }
 
-    fn log_tail(&self) -> String {
+    /// The last lines the child logged (`exited`: the echo server's standard error can be read
+    /// to its end).
+    fn log_tail(&mut self, exited: bool) -> String {
         let Some(dir) = &self.dir else {
-            return String::new();
+            let mut err = String::new();
+            if let Some(mut pipe) = self.child.stderr.take().filter(|_| exited) {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
+            }
+            return format!(": {}", err.trim());
         };
         let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(10).collect();
@@ -215,4 +253,47 @@ pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u1
         .and_then(|s| s.parse().ok())
         .context("malformed HTTP status line")?;
     Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_that_lost_its_port_is_started_again_and_other_failures_are_not() {
+        let mut calls = 0;
+        let got = retry_if_port_taken(|| {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    bail!(
+                        "http://127.0.0.1:1 exited at start: Address already in use (os error 98)"
+                    )
+                }
+                Ok(n)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, 3);
+
+        let mut calls = 0;
+        let err = retry_if_port_taken(|| {
+            calls += 1;
+            async { bail!("no such file") as anyhow::Result<()> }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, 1, "{err}");
+
+        let mut calls = 0;
+        let err = retry_if_port_taken(|| {
+            calls += 1;
+            async { bail!("Address already in use") as anyhow::Result<()> }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, 5, "gives up: {err}");
+    }
 }
