@@ -263,6 +263,26 @@ pub struct ServeArgs {
     )]
     pub max_admin_connections: usize,
 
+    /// Open connections on the gRPC port from one client address (an IPv4 address, or an IPv6
+    /// /64), so that one host cannot take the whole `--max-connections`; beyond it a new
+    /// connection from that address is closed at once (0: no per-address limit). Raise it when
+    /// a large fleet reaches the daemon through one NAT address.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Open connections on the admin port from one client address, likewise (0: no limit), so
+    /// that one host cannot lock the orchestrator's probes and the scrapes out.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_MAX_ADMIN_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 128
+    )]
+    pub max_admin_connections_per_address: usize,
+
     /// A new connection on either port must send its first 24 bytes (the HTTP/2 preface's
     /// length) and, with TLS, finish its handshake within this; otherwise it is closed.
     #[arg(long, env = "SESSION_BROKER_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -464,6 +484,10 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_admin_connections: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_address: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_admin_connections_per_address: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keepalive_interval: Option<String>,
@@ -578,6 +602,11 @@ pub fn layer_file(
     layer!(max_watch_streams_per_token, |v: &usize| Ok::<_, String>(*v));
     layer!(max_connections, |v: &usize| Ok::<_, String>(*v));
     layer!(max_admin_connections, |v: &usize| Ok::<_, String>(*v));
+    layer!(max_connections_per_address, |v: &usize| Ok::<_, String>(*v));
+    layer!(
+        max_admin_connections_per_address,
+        |v: &usize| Ok::<_, String>(*v)
+    );
     layer!(handshake_timeout, |v: &String| parse_duration(v));
     layer!(keepalive_interval, |v: &String| parse_duration(v));
     layer!(keepalive_timeout, |v: &String| parse_duration(v));
@@ -688,6 +717,8 @@ impl Config {
             max_watch_streams_per_token: a.max_watch_streams_per_token,
             max_connections: a.max_connections,
             max_admin_connections: a.max_admin_connections,
+            max_connections_per_address: a.max_connections_per_address,
+            max_admin_connections_per_address: a.max_admin_connections_per_address,
             handshake_timeout: a.handshake_timeout,
             keepalive_interval: (!a.keepalive_interval.is_zero()).then_some(a.keepalive_interval),
             keepalive_timeout: a.keepalive_timeout,
@@ -880,6 +911,8 @@ pub fn effective_file(
         max_watch_streams_per_token: Some(a.max_watch_streams_per_token),
         max_connections: Some(a.max_connections),
         max_admin_connections: Some(a.max_admin_connections),
+        max_connections_per_address: Some(a.max_connections_per_address),
+        max_admin_connections_per_address: Some(a.max_admin_connections_per_address),
         handshake_timeout: Some(d(a.handshake_timeout)),
         keepalive_interval: Some(d(a.keepalive_interval)),
         keepalive_timeout: Some(d(a.keepalive_timeout)),

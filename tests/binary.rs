@@ -26,9 +26,15 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Started with `extra` flags.
+    fn start_with(extra: &[&str]) -> Self {
         let (port, admin_port) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new(BIN)
+            .args(extra)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .arg("--data-dir")
@@ -273,6 +279,48 @@ fn readme_tour_through_the_cli_then_sigterm() {
 
     let status = s.terminate();
     assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+}
+
+#[test]
+fn sigterm_does_not_wait_for_connections_that_never_said_hello() {
+    use std::io::Write;
+    // Handshake deadlines far beyond the test: only closing such connections at shutdown lets
+    // the daemon stop in time.
+    let s = Server::start_with(&["--handshake-timeout", "5m", "--shutdown-grace", "1m"]);
+    let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
+    let mut held = Vec::new();
+    for p in [port, s.admin_port] {
+        held.push(std::net::TcpStream::connect(("127.0.0.1", p)).unwrap());
+        let mut partial = std::net::TcpStream::connect(("127.0.0.1", p)).unwrap();
+        partial.write_all(b"PRI * HTTP").unwrap();
+        held.push(partial);
+    }
+    // A real client's work is not cut short.
+    let g = s.json(&[
+        "game-sessions",
+        "register",
+        "--fleet-id",
+        "fleet-eu",
+        "--game-session-id",
+        "match-1",
+        "--max-players",
+        "4",
+        "--ip-address",
+        "10.0.0.5",
+        "--port",
+        "7777",
+    ]);
+    assert_eq!(g["status"], "ACTIVE");
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let status = s.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the drain waited {:?} for connections with no calls",
+        started.elapsed()
+    );
+    drop(held);
 }
 
 #[test]

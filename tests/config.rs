@@ -83,6 +83,16 @@ fn file_then_environment_then_flags() {
     assert_eq!(value(&out, "journal_commit_delay"), "\"200us\"", "default");
     assert_eq!(value(&out, "max_connections"), "10000", "default");
     assert_eq!(value(&out, "max_admin_connections"), "1024", "default");
+    assert_eq!(
+        value(&out, "max_connections_per_address"),
+        "1000",
+        "default"
+    );
+    assert_eq!(
+        value(&out, "max_admin_connections_per_address"),
+        "128",
+        "default"
+    );
     assert_eq!(value(&out, "handshake_timeout"), "\"10s\"", "default");
     assert_eq!(value(&out, "keepalive_interval"), "\"1m\"", "default");
     assert_eq!(value(&out, "keepalive_timeout"), "\"20s\"", "default");
@@ -116,6 +126,17 @@ fn file_then_environment_then_flags() {
         "false",
         "flag over environment"
     );
+
+    // A per-address limit of 0 (none) is a valid setting, in a file or the environment.
+    let open = dir.path().join("open.toml");
+    std::fs::write(&open, "max_connections_per_address = 0\n").unwrap();
+    let (ok, out, err) = print(
+        &["--config", open.to_str().unwrap()],
+        &[("SESSION_BROKER_MAX_ADMIN_CONNECTIONS_PER_ADDRESS", "0")],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(value(&out, "max_connections_per_address"), "0");
+    assert_eq!(value(&out, "max_admin_connections_per_address"), "0");
 
     // The config file itself can come from the environment.
     let (ok, out, _) = print(&[], &[("SESSION_BROKER_CONFIG", f)]);

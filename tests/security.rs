@@ -1050,6 +1050,90 @@ async fn silent_connections_time_out_and_connections_beyond_the_limit_are_closed
     d.stop().await;
 }
 
+/// Connections of `port` closed at its per-address limit, from the metrics text.
+fn refused_by_address(metrics: &str, port: &str) -> u64 {
+    let prefix = format!(
+        "session_broker_connections_refused_total{{port=\"{port}\",reason=\"address_limit\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+}
+
+/// A TCP connection to `to` from the loopback address `from` (all of 127/8 is local on Linux).
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_a_ports_whole_connection_limit() {
+    let mut d = TestDaemon::start_with(|c| {
+        c.limits.max_connections = 10;
+        c.limits.max_connections_per_address = 2;
+        c.limits.max_admin_connections = 10;
+        c.limits.max_admin_connections_per_address = 2;
+        // Longer than the test: a connection closed in it was closed by a limit.
+        c.limits.handshake_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let grpc = d.daemon.grpc_addr();
+    let admin = d.daemon.admin_addr();
+    // The test's own channel (from 127.0.0.1) holds one gRPC slot of its address; a silent
+    // connection takes the second; a third from the same address is closed at once.
+    let _silent = connect_from("127.0.0.1", grpc).await;
+    closed_by_daemon(connect_from("127.0.0.1", grpc).await).await;
+    // Another host is not held back: it connects and calls, twice over.
+    let other = Channel::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(get_game(other.clone()).await, Code::NotFound);
+    let _other_silent = connect_from("127.0.0.2", grpc).await;
+    closed_by_daemon(connect_from("127.0.0.2", grpc).await).await;
+    assert_eq!(get_game(other.clone()).await, Code::NotFound);
+    // The established client of the first address keeps working.
+    d.register("per-address", 2).await;
+
+    // The admin port: two silent connections from 127.0.0.3 fill its share, a third is
+    // closed, and a scrape from 127.0.0.1 (the orchestrator's probes) still gets through.
+    let _a = connect_from("127.0.0.3", admin).await;
+    let _b = connect_from("127.0.0.3", admin).await;
+    closed_by_daemon(connect_from("127.0.0.3", admin).await).await;
+    let (status, metrics) = common::http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(refused_by_address(&metrics, "grpc"), 2);
+    assert_eq!(refused_by_address(&metrics, "admin"), 1);
+    // None reached the ports' limits, none timed out: (open, limit, handshake_timeout).
+    assert_eq!(connection_figures(&metrics, "grpc"), (4, 0, 0));
+    assert_eq!(connection_figures(&metrics, "admin"), (3, 0, 0));
+    // Closing a connection gives its address's slot back: once the daemon has seen it close,
+    // the address may connect again.
+    drop(_silent);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connection_figures(&common::http_get(admin, "/metrics").await.1, "grpc").0 != 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never came free"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _again = connect_from("127.0.0.1", grpc).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, metrics) = common::http_get(admin, "/metrics").await;
+    assert_eq!(refused_by_address(&metrics, "grpc"), 2, "{metrics}");
+    assert_eq!(connection_figures(&metrics, "grpc").0, 4, "{metrics}");
+    drop(other);
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
     use tokio::io::AsyncWriteExt;

@@ -234,8 +234,9 @@ impl AdminServer {
             if let Some(k) = &self.keepalive {
                 let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(k);
             }
-            // Over --max-admin-connections the connection is dropped (closed) here.
-            let Some(tcp) = self.limit.admit(tcp) else {
+            // Over --max-admin-connections or --max-admin-connections-per-address the
+            // connection is dropped (closed) here.
+            let Some(tcp) = self.limit.admit(tcp, Some(peer.ip())) else {
                 continue;
             };
             let (acceptor, router, stop) = (acceptor.clone(), self.router.clone(), stop.clone());
@@ -260,6 +261,9 @@ impl AdminServer {
             // Reap finished connections as we go.
             while connections.try_join_next().is_some() {}
         }
+        // Connections that never said hello (or are still in their TLS handshake's first
+        // bytes) have no requests to finish.
+        self.limit.close_openings();
         while connections.join_next().await.is_some() {}
         Ok(())
     }

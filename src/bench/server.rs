@@ -95,6 +95,8 @@ impl OwnServer {
             .arg(dir.join("data"))
             .args(["--durability", durability_flag(durability)])
             .args(["--log-level", "warn"])
+            // Every bench connection comes from 127.0.0.1: --connections alone bounds them.
+            .args(["--max-connections-per-address", "0"])
             .args(extra)
             .args(secure.map(|s| s.daemon_args()).unwrap_or_default())
             .stdin(Stdio::null())

@@ -253,21 +253,26 @@ impl GrpcServer {
 
         use futures::StreamExt;
         let in_flight = self.batch_writes.then(|| self.security.clone());
-        // A connection over --max-connections is dropped (closed) here; the others hold a
-        // slot until they close, and must send their opening bytes within --handshake-timeout.
+        // A connection over --max-connections or --max-connections-per-address is dropped
+        // (closed) here; the others hold a slot until they close, and must send their opening
+        // bytes within --handshake-timeout.
         let connections = self.security.grpc_connections.clone();
         let incoming = TcpIncoming::from(self.listener)
             .with_nodelay(Some(true))
             .filter_map(move |r| {
                 futures::future::ready(match r {
-                    Ok(s) => connections
-                        .admit(s)
-                        .map(|s| Ok(batched_io::BatchedIo::new(s, in_flight.clone()))),
+                    Ok(s) => {
+                        let peer = s.peer_addr().ok().map(|a| a.ip());
+                        connections
+                            .admit(s, peer)
+                            .map(|s| Ok(batched_io::BatchedIo::new(s, in_flight.clone())))
+                    }
                     Err(e) => Some(Err(e)),
                 })
             });
         let health = self.health.clone();
         let stop = shutdown.clone();
+        let grpc_connections = self.security.grpc_connections.clone();
         let limits = &self.security.limits;
         let mut builder = Server::builder();
         if let Some(tls) = self.tls {
@@ -289,6 +294,8 @@ impl GrpcServer {
             .add_service(session_health)
             .serve_with_incoming_shutdown(incoming, async move {
                 stop.cancelled().await;
+                // Connections that never said hello have no calls to drain.
+                grpc_connections.close_openings();
                 health
                     .set_not_serving::<GameSessionServiceServer<GameSessions>>()
                     .await;

@@ -1,10 +1,14 @@
 //! Connection limits of a listener: at most `--max-connections` open connections on the gRPC
-//! port and `--max-admin-connections` on the admin port, and a handshake deadline
-//! (`--handshake-timeout`) for new ones.
+//! port and `--max-admin-connections` on the admin port, at most
+//! `--max-connections-per-address` / `--max-admin-connections-per-address` of them from one
+//! client address, and a handshake deadline (`--handshake-timeout`) for new ones.
 //!
 //! Without them a client could open connections and send nothing: each holds a socket and a
 //! task for ever, and enough of them exhaust the daemon's file descriptors, which the journal
-//! needs for its segments and snapshots. A connection over the limit is closed at once; one
+//! needs for its segments and snapshots. The per-address limit keeps one host (one IPv4
+//! address, or one IPv6 /64, which a single host is commonly given) from taking the whole
+//! port's limit, so a flood from it cannot lock out the rest of the fleet, nor the
+//! orchestrator's probes on the admin port. A connection over a limit is closed at once; one
 //! that has not sent its first [`OPENING_BYTES`] within the deadline is closed then (its read
 //! fails with `TimedOut`, which ends the HTTP/2 or TLS handshake). The TLS handshake as a whole
 //! has the same deadline (set on the TLS acceptors by the listeners). An established
@@ -12,8 +16,10 @@
 //! are.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
+    net::{IpAddr, Ipv6Addr},
     pin::Pin,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -38,17 +44,49 @@ pub enum Refusal {
     Limit,
     /// Not [`OPENING_BYTES`], or no finished TLS handshake, within `--handshake-timeout`.
     HandshakeTimeout,
+    /// The client's address had its most connections open on the port
+    /// (`--max-connections-per-address`, `--max-admin-connections-per-address`).
+    AddressLimit,
 }
 
 impl Refusal {
     /// Every refusal, for the metric's label values.
-    pub const ALL: [Refusal; 2] = [Refusal::Limit, Refusal::HandshakeTimeout];
+    pub const ALL: [Refusal; 3] = [
+        Refusal::Limit,
+        Refusal::HandshakeTimeout,
+        Refusal::AddressLimit,
+    ];
 
     /// The `reason` label.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Limit => "limit",
             Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::AddressLimit => "address_limit",
+        }
+    }
+}
+
+/// The client address a per-address limit counts by: an IPv4 address (an IPv4-mapped IPv6
+/// address counts as its IPv4 address), or an IPv6 address's /64 prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddress(IpAddr);
+
+impl ClientAddress {
+    /// The address `ip` counts as.
+    pub fn of(ip: IpAddr) -> Self {
+        ClientAddress(match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u64::MAX as u128))),
+            v4 => v4,
+        })
+    }
+}
+
+impl std::fmt::Display for ClientAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => v4.fmt(f),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
         }
     }
 }
@@ -59,21 +97,49 @@ pub struct ConnectionLimit {
     /// `grpc` or `admin`: the `port` label of the metrics.
     pub port: &'static str,
     max: usize,
+    /// Most open connections from one [`ClientAddress`] (0: no such limit).
+    per_address: usize,
     handshake_timeout: Duration,
     open: AtomicUsize,
-    refused: [AtomicU64; 2],
+    refused: [AtomicU64; 3],
+    /// Open connections by client address, with the per-address limit (no entry at 0).
+    by_address: parking_lot::Mutex<HashMap<ClientAddress, usize, ahash::RandomState>>,
+    /// Cancelled when the daemon shuts down: connections still in their opening are closed.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl ConnectionLimit {
-    /// `port`'s limit of `max` open connections, new ones given `handshake_timeout`.
-    pub fn new(port: &'static str, max: usize, handshake_timeout: Duration) -> Arc<Self> {
+    /// `port`'s limit of `max` open connections, at most `per_address` of them (0: any number)
+    /// from one [`ClientAddress`], new ones given `handshake_timeout`.
+    pub fn new(
+        port: &'static str,
+        max: usize,
+        per_address: usize,
+        handshake_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(ConnectionLimit {
             port,
             max,
+            per_address,
             handshake_timeout,
             open: AtomicUsize::new(0),
             refused: Default::default(),
+            by_address: Default::default(),
+            closing: Default::default(),
         })
+    }
+
+    /// Closes the connections that have not sent their opening bytes yet, now and from now
+    /// on, for a shutdown: they have made no call to drain, and the graceful shutdown of the
+    /// servers would otherwise wait for their handshake deadline.
+    pub fn close_openings(&self) {
+        self.closing.cancel();
+    }
+
+    /// Connections open now from `ip`'s [`ClientAddress`] (0 without a per-address limit).
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        let key = ClientAddress::of(ip);
+        self.by_address.lock().get(&key).copied().unwrap_or(0)
     }
 
     /// The deadline for a new connection's opening bytes and its TLS handshake.
@@ -96,11 +162,15 @@ impl ConnectionLimit {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Takes a slot for `stream`, or `None` (counted; dropping `stream` closes it) at the
-    /// limit. The slot is given back when the returned stream drops.
-    pub fn admit<S>(self: &Arc<Self>, stream: S) -> Option<Limited<S>> {
+    /// Takes a slot for `stream` from `peer` (`None`: an address the socket could not tell,
+    /// not counted by address), or `None` (counted; dropping `stream` closes it) at the port's
+    /// limit or its per-address limit. The slot is given back when the returned stream drops.
+    pub fn admit<S>(self: &Arc<Self>, stream: S, peer: Option<IpAddr>) -> Option<Limited<S>> {
         let n = self.open.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.clone());
+        let mut slot = Slot {
+            limit: self.clone(),
+            address: None,
+        };
         if n >= self.max {
             self.refuse(Refusal::Limit);
             tracing::debug!(
@@ -110,11 +180,31 @@ impl ConnectionLimit {
             );
             return None;
         }
+        if let Some(ip) = peer.filter(|_| self.per_address > 0) {
+            let address = ClientAddress::of(ip);
+            let mut by_address = self.by_address.lock();
+            let open = by_address.entry(address).or_insert(0);
+            if *open >= self.per_address {
+                let open = *open;
+                drop(by_address);
+                self.refuse(Refusal::AddressLimit);
+                tracing::debug!(
+                    port = self.port,
+                    %address,
+                    open,
+                    "connection refused: at the per-address connection limit"
+                );
+                return None;
+            }
+            *open += 1;
+            slot.address = Some(address);
+        }
         Some(Limited {
             slot,
             inner: stream,
             opening: Some(Opening {
                 deadline: Box::pin(tokio::time::sleep(self.handshake_timeout)),
+                closing: Box::pin(self.closing.clone().cancelled_owned()),
                 missing: OPENING_BYTES,
             }),
         })
@@ -175,11 +265,24 @@ fn raised_soft_limit(soft: Option<u64>, hard: Option<u64>, needed: u64) -> Optio
 
 /// Gives a connection's slot back.
 #[derive(Debug)]
-struct Slot(Arc<ConnectionLimit>);
+struct Slot {
+    limit: Arc<ConnectionLimit>,
+    /// The address it was counted under, if any.
+    address: Option<ClientAddress>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(address) = self.address {
+            let mut by_address = self.limit.by_address.lock();
+            if let std::collections::hash_map::Entry::Occupied(mut e) = by_address.entry(address) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+        self.limit.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -187,6 +290,8 @@ impl Drop for Slot {
 #[derive(Debug)]
 struct Opening {
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The daemon is shutting down ([`ConnectionLimit::close_openings`]).
+    closing: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     /// Opening bytes not received yet.
     missing: usize,
 }
@@ -222,10 +327,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
                 }
                 Poll::Ready(Err(_)) => {}
                 Poll::Pending => {
+                    if opening.closing.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the daemon is shutting down",
+                        )));
+                    }
                     if opening.deadline.as_mut().poll(cx).is_ready() {
-                        this.slot.0.refuse(Refusal::HandshakeTimeout);
+                        this.slot.limit.refuse(Refusal::HandshakeTimeout);
                         tracing::debug!(
-                            port = this.slot.0.port,
+                            port = this.slot.limit.port,
                             "connection closed: no opening bytes within --handshake-timeout"
                         );
                         return Poll::Ready(Err(io::Error::new(
@@ -302,9 +413,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_times_out_and_gives_its_slot_back() {
-        let limit = ConnectionLimit::new("grpc", 1, Duration::from_secs(10));
+        let limit = ConnectionLimit::new("grpc", 1, 0, Duration::from_secs(10));
         let (a, _peer) = tokio::io::duplex(64);
-        let mut conn = limit.admit(a).expect("a slot");
+        let mut conn = limit.admit(a, None).expect("a slot");
         assert_eq!(limit.open(), 1);
         let started = tokio::time::Instant::now();
         let err = conn.read(&mut [0; 8]).await.unwrap_err();
@@ -317,9 +428,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_that_stalls_in_its_opening_bytes_times_out() {
-        let limit = ConnectionLimit::new("grpc", 1, Duration::from_secs(10));
+        let limit = ConnectionLimit::new("grpc", 1, 0, Duration::from_secs(10));
         let (a, mut peer) = tokio::io::duplex(64);
-        let mut conn = limit.admit(a).unwrap();
+        let mut conn = limit.admit(a, None).unwrap();
         // A slow loris: the preface's first bytes, then nothing.
         peer.write_all(b"PRI * ").await.unwrap();
         let mut buf = [0; 64];
@@ -331,9 +442,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn after_its_opening_bytes_a_connection_may_stay_idle() {
-        let limit = ConnectionLimit::new("grpc", 1, Duration::from_secs(10));
+        let limit = ConnectionLimit::new("grpc", 1, 0, Duration::from_secs(10));
         let (a, mut peer) = tokio::io::duplex(64);
-        let mut conn = limit.admit(a).unwrap();
+        let mut conn = limit.admit(a, None).unwrap();
         // The opening bytes in two pieces.
         let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         assert_eq!(preface.len(), OPENING_BYTES);
@@ -353,17 +464,117 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_a_connection_is_refused_until_one_closes() {
-        let limit = ConnectionLimit::new("admin", 2, Duration::from_secs(10));
+        let limit = ConnectionLimit::new("admin", 2, 0, Duration::from_secs(10));
         let (a, _) = tokio::io::duplex(8);
         let (b, _) = tokio::io::duplex(8);
         let (c, _) = tokio::io::duplex(8);
-        let first = limit.admit(a).unwrap();
-        let _second = limit.admit(b).unwrap();
-        assert!(limit.admit(c).is_none());
+        let first = limit.admit(a, None).unwrap();
+        let _second = limit.admit(b, None).unwrap();
+        assert!(limit.admit(c, None).is_none());
         assert_eq!(limit.refused(Refusal::Limit), 1);
         assert_eq!(limit.open(), 2);
         drop(first);
         let (d, _) = tokio::io::duplex(8);
-        assert!(limit.admit(d).is_some());
+        assert!(limit.admit(d, None).is_some());
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn addresses_count_as_ipv4_or_an_ipv6_slash_64() {
+        let key = |s: &str| ClientAddress::of(s.parse().unwrap());
+        assert_eq!(key("::ffff:10.1.2.3"), key("10.1.2.3"));
+        assert_ne!(key("10.1.2.3"), key("10.1.2.4"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("2001:db8:1:2:3:4:5:6").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(key("::ffff:10.1.2.3").to_string(), "10.1.2.3");
+    }
+
+    #[tokio::test]
+    async fn one_address_is_limited_while_others_still_connect() {
+        let limit = ConnectionLimit::new("grpc", 10, 2, Duration::from_secs(10));
+        let conn = |peer| limit.admit(tokio::io::duplex(8).0, peer);
+        let a1 = conn(ip("10.0.0.1")).unwrap();
+        let _a2 = conn(ip("::ffff:10.0.0.1")).unwrap();
+        assert!(conn(ip("10.0.0.1")).is_none());
+        assert_eq!(limit.refused(Refusal::AddressLimit), 1);
+        assert_eq!(limit.refused(Refusal::Limit), 0);
+        assert_eq!(limit.open(), 2);
+        assert_eq!(limit.open_from("10.0.0.1".parse().unwrap()), 2);
+        // Other hosts, and connections whose address is unknown, are not held back.
+        let _b = conn(ip("10.0.0.2")).unwrap();
+        let _v6 = conn(ip("2001:db8::1")).unwrap();
+        let _v6_same_host = conn(ip("2001:db8::2")).unwrap();
+        assert!(conn(ip("2001:db8::3")).is_none());
+        let _unknown = conn(None).unwrap();
+        assert_eq!(limit.refused(Refusal::AddressLimit), 2);
+        // A closed connection gives its address's slot back, and an address with none open
+        // leaves no entry behind.
+        drop(a1);
+        assert_eq!(limit.open_from("10.0.0.1".parse().unwrap()), 1);
+        let _a3 = conn(ip("10.0.0.1")).unwrap();
+        drop(_b);
+        assert!(!limit
+            .by_address
+            .lock()
+            .contains_key(&ClientAddress::of("10.0.0.2".parse().unwrap())));
+        assert_eq!(limit.open(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_port_limit_applies_before_the_per_address_one() {
+        let limit = ConnectionLimit::new("admin", 2, 5, Duration::from_secs(10));
+        let conn = |peer| limit.admit(tokio::io::duplex(8).0, peer);
+        let _a = conn(ip("10.0.0.1")).unwrap();
+        let _b = conn(ip("10.0.0.2")).unwrap();
+        assert!(conn(ip("10.0.0.3")).is_none());
+        assert_eq!(limit.refused(Refusal::Limit), 1);
+        assert_eq!(limit.refused(Refusal::AddressLimit), 0);
+        // The refused connection left no count for its address.
+        assert_eq!(limit.open_from("10.0.0.3".parse().unwrap()), 0);
+        assert_eq!(limit.open(), 2);
+    }
+
+    #[tokio::test]
+    async fn without_a_per_address_limit_addresses_are_not_tracked() {
+        let limit = ConnectionLimit::new("grpc", 10, 0, Duration::from_secs(10));
+        let conns: Vec<_> = (0..10)
+            .map(|_| limit.admit(tokio::io::duplex(8).0, ip("10.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(limit.open_from("10.0.0.1".parse().unwrap()), 0);
+        assert_eq!(conns.len(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_shutdown_connections_in_their_opening_are_closed_at_once() {
+        let limit = ConnectionLimit::new("grpc", 4, 0, Duration::from_secs(10));
+        let (a, _peer_a) = tokio::io::duplex(64);
+        let (b, mut peer_b) = tokio::io::duplex(64);
+        let mut silent = limit.admit(a, None).unwrap();
+        let mut open = limit.admit(b, None).unwrap();
+        peer_b
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(open.read(&mut [0; 64]).await.unwrap(), OPENING_BYTES);
+        let started = tokio::time::Instant::now();
+        let read = tokio::spawn(async move { silent.read(&mut [0; 8]).await });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        limit.close_openings();
+        let err = read.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // Not a refusal; and an established connection is left to the servers' own drain.
+        assert_eq!(limit.refused(Refusal::HandshakeTimeout), 0);
+        peer_b.write_all(b"x").await.unwrap();
+        assert_eq!(open.read(&mut [0; 8]).await.unwrap(), 1);
+        // A connection accepted after it is closed at its first wait.
+        let (c, _peer_c) = tokio::io::duplex(64);
+        let mut late = limit.admit(c, None).unwrap();
+        let err = late.read(&mut [0; 8]).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
     }
 }

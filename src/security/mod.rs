@@ -51,6 +51,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections on the admin port.
     pub max_admin_connections: usize,
+    /// Open connections on the gRPC port from one client address (0: no such limit).
+    pub max_connections_per_address: usize,
+    /// Open connections on the admin port from one client address (0: no such limit).
+    pub max_admin_connections_per_address: usize,
     /// How long a new connection may take to send its opening bytes and finish its TLS
     /// handshake.
     pub handshake_timeout: std::time::Duration,
@@ -70,6 +74,8 @@ impl Default for Limits {
             max_header_bytes: 16 << 10,
             max_connections: 10_000,
             max_admin_connections: 1024,
+            max_connections_per_address: 1000,
+            max_admin_connections_per_address: 128,
             handshake_timeout: std::time::Duration::from_secs(10),
             keepalive_interval: Some(std::time::Duration::from_secs(60)),
             keepalive_timeout: std::time::Duration::from_secs(20),
@@ -95,11 +101,20 @@ pub struct Security {
 
 impl Security {
     pub fn new(auth: Option<Auth>, limits: Limits, metrics_require_auth: bool) -> Arc<Self> {
-        let connections =
-            |port, max| connections::ConnectionLimit::new(port, max, limits.handshake_timeout);
+        let connections = |port, max, per_address| {
+            connections::ConnectionLimit::new(port, max, per_address, limits.handshake_timeout)
+        };
         Arc::new(Security {
-            grpc_connections: connections("grpc", limits.max_connections),
-            admin_connections: connections("admin", limits.max_admin_connections),
+            grpc_connections: connections(
+                "grpc",
+                limits.max_connections,
+                limits.max_connections_per_address,
+            ),
+            admin_connections: connections(
+                "admin",
+                limits.max_admin_connections,
+                limits.max_admin_connections_per_address,
+            ),
             auth,
             limits,
             metrics_require_auth,
