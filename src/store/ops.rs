@@ -345,35 +345,48 @@ impl Store {
         }
 
         let deadline = now.saturating_add(e.session.reservation_timeout);
-        let mut created: Vec<PlayerSession> = req
-            .players
-            .into_iter()
-            .map(|player| PlayerSession {
-                id: PlayerSessionId::generate(),
-                player,
-                game: e.session.info.clone(),
-                status: PlayerSessionStatus::Reserved,
-                creation_time: now,
-                termination_time: None,
-                reservation_deadline: deadline,
-                accepted_at: None,
-                end_reason: None,
-                lsns: SessionLsns::default(),
-                error_count: 0,
-            })
-            .collect();
-        let mut changes: Vec<Change> = created.iter().cloned().map(Change::Reserved).collect();
+        let created = req.players.into_iter().map(|player| PlayerSession {
+            id: PlayerSessionId::generate(),
+            player,
+            game: e.session.info.clone(),
+            status: PlayerSessionStatus::Reserved,
+            creation_time: now,
+            termination_time: None,
+            reservation_deadline: deadline,
+            accepted_at: None,
+            end_reason: None,
+            lsns: SessionLsns::default(),
+            error_count: 0,
+        });
+        // The new sessions go into the changes for the journal and come back out afterwards
+        // (no copy of each for the journal).
+        let mut changes: Vec<Change> = created.map(Change::Reserved).collect();
         let idem = idem_slot.zip(fingerprint);
         if let Some((slot, fingerprint)) = &idem {
+            let player_session_ids = changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Reserved(ps) => Some(ps.id),
+                    _ => None,
+                })
+                .collect();
             changes.push(Change::IdempotencyKey {
                 key: slot.key().clone(),
                 fingerprint: *fingerprint,
-                player_session_ids: created.iter().map(|p| p.id).collect(),
+                player_session_ids,
                 at: now,
             });
         }
         // Every check passed; from here on nothing fails once the journal took the changes.
         let first = self.journal.append(&changes)?;
+        let records = changes.len() as Lsn;
+        let mut created: Vec<PlayerSession> = changes
+            .into_iter()
+            .filter_map(|c| match c {
+                Change::Reserved(ps) => Some(ps),
+                _ => None,
+            })
+            .collect();
         for (i, ps) in created.iter_mut().enumerate() {
             ps.lsns.set_reserved(first + i as Lsn);
             self.index_player(&mut e, ps.clone());
@@ -418,7 +431,7 @@ impl Store {
         }
         Ok(Reserved {
             player_sessions: created,
-            lsn: first + changes.len() as Lsn - 1,
+            lsn: first + records - 1,
             game_session: Some(game_session),
         })
     }

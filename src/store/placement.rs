@@ -65,7 +65,8 @@ impl Store {
     /// placement as it is now.
     pub async fn place(&self, req: Place) -> Result<(GameSession, Vec<PlayerSession>)> {
         super::validate_party(&req.players, limits::MAX_PLACEMENT_PLAYERS)?;
-        let fingerprint = req.fingerprint();
+        // Only an idempotency key needs the request's fingerprint.
+        let fingerprint = req.idempotency_key.as_ref().map(|_| req.fingerprint());
         if let Some(found) = self.placement_retry(&req, fingerprint)? {
             return Ok(found);
         }
@@ -88,7 +89,7 @@ impl Store {
                 players: req.players.clone(),
                 idempotency_key: req.idempotency_key.clone(),
             };
-            match self.reserve_now(attempt, Some(fingerprint), Some(&accept)) {
+            match self.reserve_now(attempt, fingerprint, Some(&accept)) {
                 Ok(done) => {
                     self.journal.wait_durable(done.lsn).await?;
                     let game = match done.game_session {
@@ -125,9 +126,9 @@ impl Store {
     fn placement_retry(
         &self,
         req: &Place,
-        fingerprint: u64,
+        fingerprint: Option<u64>,
     ) -> Result<Option<(GameSession, Vec<PlayerSession>)>> {
-        let Some(key) = &req.idempotency_key else {
+        let (Some(key), Some(fingerprint)) = (&req.idempotency_key, fingerprint) else {
             return Ok(None);
         };
         let ids = match self.idempotency.get(key) {
