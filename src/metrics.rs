@@ -404,7 +404,7 @@ impl Collector for ConnectionsCollector {
         }
         let mut e = encoder.encode_descriptor(
             "connections_refused",
-            "Connections closed before use, by port and reason (limit: the port's connection limit; address_limit: the per-address connection limit of the client's address; handshake_timeout: not the first 24 bytes within --handshake-timeout, or an admin TLS handshake not finished within it)",
+            "Connections closed before use, by port and reason (limit: the port's connection limit; address_limit: the per-address connection limit of the client's address; handshake_timeout: not the first 24 bytes, or no finished TLS handshake, within --handshake-timeout; tls_error: a failed TLS handshake, such as a client without a trusted certificate under mTLS)",
             None,
             MetricType::Counter,
         )?;

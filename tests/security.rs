@@ -1172,6 +1172,69 @@ async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
     // A real client still gets through.
     let ch = tls_channel(d.grpc_addr(), &pki, false).await.unwrap();
     assert_eq!(get_game(ch).await, Code::NotFound);
+    // Both kinds counted on both ports: (open, limit, handshake_timeout).
+    let metrics = d.metrics().render();
+    assert_eq!(connection_figures(&metrics, "grpc"), (1, 0, 2), "{metrics}");
+    assert_eq!(
+        connection_figures(&metrics, "admin"),
+        (0, 0, 2),
+        "{metrics}"
+    );
+    shutdown.cancel();
+    d.wait().await.unwrap();
+}
+
+/// Connections of `port` closed for a failed TLS handshake, from the metrics text.
+fn tls_errors(metrics: &str, port: &str) -> u64 {
+    let prefix = format!(
+        "session_broker_connections_refused_total{{port=\"{port}\",reason=\"tls_error\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+}
+
+#[tokio::test]
+async fn failed_tls_handshakes_are_counted_but_bare_tcp_probes_are_not() {
+    use tokio::io::AsyncWriteExt;
+    let _ = rustls_ring();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let (d, shutdown) = tls_daemon(dir.path(), &pki, true).await;
+    for addr in [d.grpc_addr(), d.admin_addr()] {
+        // Plaintext HTTP/2 on a TLS port.
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        closed_by_daemon(s).await;
+        // A load balancer's TCP check: connect, then close without a byte.
+        drop(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // mTLS: a client without a certificate fails its handshake (counted); one with works.
+    if let Ok(ch) = tls_channel(d.grpc_addr(), &pki, false).await {
+        assert_ne!(
+            get_game(ch).await,
+            Code::NotFound,
+            "served without a certificate"
+        );
+    }
+    let ch = tls_channel(d.grpc_addr(), &pki, true).await.unwrap();
+    assert_eq!(get_game(ch).await, Code::NotFound);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = d.metrics().render();
+        if tls_errors(&m, "grpc") >= 2 || tokio::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(tls_errors(&metrics, "grpc"), 2, "{metrics}");
+    assert_eq!(tls_errors(&metrics, "admin"), 1, "{metrics}");
+    // Nothing else was refused or timed out.
+    assert_eq!(connection_figures(&metrics, "grpc"), (1, 0, 0), "{metrics}");
     shutdown.cancel();
     d.wait().await.unwrap();
 }

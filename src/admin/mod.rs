@@ -245,10 +245,16 @@ impl AdminServer {
                 match acceptor {
                     None => serve_connection(tcp, router, stop).await,
                     Some(a) => {
-                        match tokio::time::timeout(limit.handshake_timeout(), a.accept(tcp)).await {
+                        let handshake = a.accept(tcp).into_fallible();
+                        match tokio::time::timeout(limit.handshake_timeout(), handshake).await {
                             Ok(Ok(tls)) => serve_connection(tls, router, stop).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "admin TLS handshake failed")
+                            Ok(Err((e, tcp))) => {
+                                crate::security::connections::tls_failed(
+                                    &limit,
+                                    tcp.heard_from(),
+                                    &e,
+                                );
+                                tracing::debug!(%peer, "admin TLS handshake failed");
                             }
                             Err(_) => {
                                 limit.refuse(Refusal::HandshakeTimeout);

@@ -39,6 +39,11 @@ pub struct BatchedIo<S> {
 }
 
 impl<S> BatchedIo<S> {
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// Wraps `inner`; `calls` (the daemon's in-flight count) turns batching on.
     pub fn new(inner: S, calls: Option<Arc<Security>>) -> Self {
         BatchedIo {

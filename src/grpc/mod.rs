@@ -30,7 +30,10 @@ use crate::{
         player_session_service_server::PlayerSessionServiceServer,
         session_health_service_server::SessionHealthServiceServer,
     },
-    security::Security,
+    security::{
+        connections::{self, ConnectionLimit, Limited, Refusal},
+        Security,
+    },
     store::Store,
 };
 
@@ -155,7 +158,7 @@ pub struct GrpcServer {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     security: Arc<Security>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     batch_writes: bool,
     health: HealthReporter,
     health_service:
@@ -169,7 +172,7 @@ impl GrpcServer {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         security: Arc<Security>,
-        tls: Option<tonic::transport::ServerTlsConfig>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let health = HealthReporter::new();
@@ -274,11 +277,7 @@ impl GrpcServer {
         let stop = shutdown.clone();
         let grpc_connections = self.security.grpc_connections.clone();
         let limits = &self.security.limits;
-        let mut builder = Server::builder();
-        if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls.timeout(limits.handshake_timeout))?;
-        }
-        builder
+        let router = Server::builder()
             .max_concurrent_streams(Some(limits.max_concurrent_streams))
             // Dead peers (a game server's host gone without a FIN) give their slot back.
             .http2_keepalive_interval(limits.keepalive_interval)
@@ -291,26 +290,90 @@ impl GrpcServer {
             .add_service(game_sessions)
             .add_service(player_sessions)
             .add_service(fleets)
-            .add_service(session_health)
-            .serve_with_incoming_shutdown(incoming, async move {
-                stop.cancelled().await;
-                // Connections that never said hello have no calls to drain.
-                grpc_connections.close_openings();
-                health
-                    .set_not_serving::<GameSessionServiceServer<GameSessions>>()
-                    .await;
-                health
-                    .set_not_serving::<PlayerSessionServiceServer<PlayerSessions>>()
-                    .await;
-                health.set_not_serving::<FleetServiceServer<Fleets>>().await;
-                health
-                    .set_not_serving::<SessionHealthServiceServer<SessionHealth>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-            })
-            .await?;
+            .add_service(session_health);
+        let signal = async move {
+            stop.cancelled().await;
+            // Connections that never said hello have no calls to drain.
+            grpc_connections.close_openings();
+            health
+                .set_not_serving::<GameSessionServiceServer<GameSessions>>()
+                .await;
+            health
+                .set_not_serving::<PlayerSessionServiceServer<PlayerSessions>>()
+                .await;
+            health.set_not_serving::<FleetServiceServer<Fleets>>().await;
+            health
+                .set_not_serving::<SessionHealthServiceServer<SessionHealth>>()
+                .await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        };
+        match self.tls {
+            None => {
+                router
+                    .serve_with_incoming_shutdown(incoming, signal)
+                    .await?
+            }
+            Some(tls) => {
+                let incoming = tls_handshakes(
+                    incoming,
+                    tls,
+                    self.security.grpc_connections.clone(),
+                    limits.max_connections,
+                );
+                router
+                    .serve_with_incoming_shutdown(incoming, signal)
+                    .await?
+            }
+        }
         Ok(())
     }
+}
+
+/// The TLS handshakes of the accepted connections, `at_most` at once, each within the port's
+/// handshake timeout; yields the connections whose handshake finished, in the order they did.
+/// A timeout is counted as [`Refusal::HandshakeTimeout`], a failure after the client sent
+/// something as [`Refusal::TlsError`].
+fn tls_handshakes<S>(
+    accepted: impl futures::Stream<Item = std::io::Result<batched_io::BatchedIo<Limited<S>>>>,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    limit: Arc<ConnectionLimit>,
+    at_most: usize,
+) -> impl futures::Stream<
+    Item = std::io::Result<tokio_rustls::server::TlsStream<batched_io::BatchedIo<Limited<S>>>>,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    accepted
+        .map(move |r| {
+            let (acceptor, limit) = (acceptor.clone(), limit.clone());
+            async move {
+                let io = match r {
+                    Ok(io) => io,
+                    Err(e) => return Some(Err(e)),
+                };
+                let handshake = acceptor.accept(io).into_fallible();
+                match tokio::time::timeout(limit.handshake_timeout(), handshake).await {
+                    Ok(Ok(tls)) => Some(Ok(tls)),
+                    Ok(Err((e, io))) => {
+                        connections::tls_failed(&limit, io.get_ref().heard_from(), &e);
+                        None
+                    }
+                    Err(_) => {
+                        limit.refuse(Refusal::HandshakeTimeout);
+                        tracing::debug!(
+                            port = limit.port,
+                            "TLS handshake not finished within --handshake-timeout"
+                        );
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(at_most.max(1))
+        .filter_map(futures::future::ready)
 }

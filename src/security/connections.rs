@@ -47,14 +47,20 @@ pub enum Refusal {
     /// The client's address had its most connections open on the port
     /// (`--max-connections-per-address`, `--max-admin-connections-per-address`).
     AddressLimit,
+    /// The TLS handshake failed after the client had sent something: not TLS, no common
+    /// protocol version or cipher suite, or under mTLS a missing or untrusted client
+    /// certificate. (A connection closed before sending anything, as TCP health checks do, is
+    /// not counted.)
+    TlsError,
 }
 
 impl Refusal {
     /// Every refusal, for the metric's label values.
-    pub const ALL: [Refusal; 3] = [
+    pub const ALL: [Refusal; 4] = [
         Refusal::Limit,
         Refusal::HandshakeTimeout,
         Refusal::AddressLimit,
+        Refusal::TlsError,
     ];
 
     /// The `reason` label.
@@ -63,6 +69,7 @@ impl Refusal {
             Refusal::Limit => "limit",
             Refusal::HandshakeTimeout => "handshake_timeout",
             Refusal::AddressLimit => "address_limit",
+            Refusal::TlsError => "tls_error",
         }
     }
 }
@@ -101,7 +108,7 @@ pub struct ConnectionLimit {
     per_address: usize,
     handshake_timeout: Duration,
     open: AtomicUsize,
-    refused: [AtomicU64; 3],
+    refused: [AtomicU64; 4],
     /// Open connections by client address, with the per-address limit (no entry at 0).
     by_address: parking_lot::Mutex<HashMap<ClientAddress, usize, ahash::RandomState>>,
     /// Cancelled when the daemon shuts down: connections still in their opening are closed.
@@ -305,6 +312,24 @@ pub struct Limited<S> {
     inner: S,
     /// Until the opening bytes have arrived.
     opening: Option<Opening>,
+}
+
+impl<S> Limited<S> {
+    /// Whether the peer has sent anything yet.
+    pub fn heard_from(&self) -> bool {
+        self.opening
+            .as_ref()
+            .is_none_or(|o| o.missing < OPENING_BYTES)
+    }
+}
+
+/// Counts a failed TLS handshake on `limit`'s port as [`Refusal::TlsError`] when the peer had
+/// sent something (`heard_from`); logs it either way.
+pub fn tls_failed(limit: &ConnectionLimit, heard_from: bool, error: &io::Error) {
+    if heard_from {
+        limit.refuse(Refusal::TlsError);
+    }
+    tracing::debug!(port = limit.port, heard_from, %error, "TLS handshake failed");
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {

@@ -22,21 +22,18 @@ fn read(path: &PathBuf, what: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 impl TlsConfig {
-    /// The gRPC server's TLS settings.
-    pub fn grpc(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let mut c = ServerTlsConfig::new().identity(Identity::from_pem(
-            read(&self.cert, "certificate")?,
-            read(&self.key, "key")?,
-        ));
-        if let Some(ca) = &self.client_ca {
-            c = c.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
-        }
-        Ok(c)
+    /// The gRPC port's rustls config (HTTP/2 by ALPN).
+    pub fn grpc(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        self.server(&[b"h2"])
     }
 
     /// The admin port's rustls config (HTTP/2 and HTTP/1.1 by ALPN).
     pub fn admin(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        self.server(&[b"h2", b"http/1.1"])
+    }
+
+    /// A server config offering `alpn`.
+    fn server(&self, alpn: &[&[u8]]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = CertificateDer::pem_slice_iter(&read(&self.cert, "certificate")?)
             .collect::<Result<Vec<_>, _>>()
@@ -61,7 +58,7 @@ impl TlsConfig {
             }
         };
         let mut config = builder.with_single_cert(certs, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }
