@@ -1004,6 +1004,56 @@ async fn placement_skips_full_denied_and_filtered_game_sessions() {
     s.check_invariants().unwrap();
 }
 
+/// A placement tries at most 64 candidates: one whose player already sits in every game
+/// session of the fleet ends with PlacementContention after 64 of them, not after all; with
+/// fewer such game sessions it runs out of candidates instead. Neither leaves anything behind.
+#[tokio::test]
+async fn placement_gives_up_after_64_candidates() {
+    let s = store();
+    let place = |players: &[&str]| Place {
+        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
+        players: players
+            .iter()
+            .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
+            .collect(),
+        selector: Default::default(),
+        filter: crate::domain::Filter::default(),
+        filter_text: String::new(),
+        strategy: PlacementStrategy::Packed,
+        idempotency_key: None,
+    };
+    for i in 0..10 {
+        let id = format!("g{i}");
+        register(&s, &id, 4).await;
+        reserve(&s, &id, &["everywhere"]).await.unwrap();
+    }
+    let sessions = |s: &Store| s.all_fleet_counts();
+    let before = sessions(&s);
+    match s.place(place(&["everywhere", "friend"])).await {
+        Err(Error::NoGameSessionAvailable { requested: 2, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    for i in 10..70 {
+        let id = format!("g{i}");
+        register(&s, &id, 4).await;
+        reserve(&s, &id, &["everywhere"]).await.unwrap();
+    }
+    let before_70 = sessions(&s);
+    assert_ne!(before, before_70);
+    match s.place(place(&["everywhere", "friend"])).await {
+        Err(Error::PlacementContention(fleet)) => assert_eq!(fleet.as_str(), "fleet-1"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sessions(&s), before_70, "nothing reserved");
+    let friend = DescribeBy::Player(PlayerId::parse("player_id", "friend").unwrap());
+    assert!(describe_all(&s, friend, 10).is_empty());
+    s.check_invariants().unwrap();
+    // The bound is per call: a party without that player is placed at once.
+    let (g, created) = s.place(place(&["friend"])).await.unwrap();
+    assert_eq!(created.len(), 1);
+    assert_eq!(g.current_player_session_count, 2);
+}
+
 #[tokio::test]
 async fn watching_an_unknown_fleet_leaves_no_trace() {
     let s = Arc::new(store());
