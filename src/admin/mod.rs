@@ -29,7 +29,7 @@ use crate::{
     metrics::Metrics,
     security::{
         self,
-        connections::{ConnectionLimit, Refusal},
+        connections::{self, ConnectionLimit},
         Security,
     },
     store::{FleetCounts, Store},
@@ -245,21 +245,10 @@ impl AdminServer {
                 match acceptor {
                     None => serve_connection(tcp, router, stop).await,
                     Some(a) => {
-                        let handshake = a.accept(tcp).into_fallible();
-                        match tokio::time::timeout(limit.handshake_timeout(), handshake).await {
-                            Ok(Ok(tls)) => serve_connection(tls, router, stop).await,
-                            Ok(Err((e, tcp))) => {
-                                crate::security::connections::tls_failed(
-                                    &limit,
-                                    tcp.heard_from(),
-                                    &e,
-                                );
-                                tracing::debug!(%peer, "admin TLS handshake failed");
-                            }
-                            Err(_) => {
-                                limit.refuse(Refusal::HandshakeTimeout);
-                                tracing::debug!(%peer, "admin TLS handshake not finished within --handshake-timeout");
-                            }
+                        if let Some(tls) =
+                            connections::tls_accept(&limit, &a, tcp, |tcp| tcp.heard_from()).await
+                        {
+                            serve_connection(tls, router, stop).await
                         }
                     }
                 }

@@ -31,7 +31,7 @@ use crate::{
         session_health_service_server::SessionHealthServiceServer,
     },
     security::{
-        connections::{self, ConnectionLimit, Limited, Refusal},
+        connections::{self, ConnectionLimit, Limited},
         Security,
     },
     store::Store,
@@ -331,10 +331,8 @@ impl GrpcServer {
     }
 }
 
-/// The TLS handshakes of the accepted connections, `at_most` at once, each within the port's
-/// handshake timeout; yields the connections whose handshake finished, in the order they did.
-/// A timeout is counted as [`Refusal::HandshakeTimeout`], a failure after the client sent
-/// something as [`Refusal::TlsError`].
+/// The TLS handshakes of the accepted connections ([`connections::tls_accept`]), `at_most` at
+/// once; yields the connections whose handshake finished, in the order they did.
 fn tls_handshakes<S>(
     accepted: impl futures::Stream<Item = std::io::Result<batched_io::BatchedIo<Limited<S>>>>,
     config: Arc<tokio_rustls::rustls::ServerConfig>,
@@ -356,22 +354,9 @@ where
                     Ok(io) => io,
                     Err(e) => return Some(Err(e)),
                 };
-                let handshake = acceptor.accept(io).into_fallible();
-                match tokio::time::timeout(limit.handshake_timeout(), handshake).await {
-                    Ok(Ok(tls)) => Some(Ok(tls)),
-                    Ok(Err((e, io))) => {
-                        connections::tls_failed(&limit, io.get_ref().heard_from(), &e);
-                        None
-                    }
-                    Err(_) => {
-                        limit.refuse(Refusal::HandshakeTimeout);
-                        tracing::debug!(
-                            port = limit.port,
-                            "TLS handshake not finished within --handshake-timeout"
-                        );
-                        None
-                    }
-                }
+                connections::tls_accept(&limit, &acceptor, io, |io| io.get_ref().heard_from())
+                    .await
+                    .map(Ok)
             }
         })
         .buffer_unordered(at_most.max(1))

@@ -11,7 +11,9 @@
 //! orchestrator's probes on the admin port. A connection over a limit is closed at once; one
 //! that has not sent its first [`OPENING_BYTES`] within the deadline is closed then (its read
 //! fails with `TimedOut`, which ends the HTTP/2 or TLS handshake). The TLS handshake as a whole
-//! has the same deadline (set on the TLS acceptors by the listeners). An established
+//! has the same deadline ([`tls_accept`], which both listeners use). At shutdown the
+//! connections still in their opening are closed at once ([`ConnectionLimit::close_openings`]).
+//! An established
 //! connection may stay idle: gRPC clients keep theirs open, and the limit bounds how many there
 //! are.
 
@@ -144,7 +146,8 @@ impl ConnectionLimit {
     }
 
     /// Connections open now from `ip`'s [`ClientAddress`] (0 without a per-address limit).
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
         let key = ClientAddress::of(ip);
         self.by_address.lock().get(&key).copied().unwrap_or(0)
     }
@@ -304,7 +307,8 @@ struct Opening {
 }
 
 /// A connection holding a slot of its port; a read fails with `TimedOut` when the opening bytes
-/// have not all arrived within the handshake timeout.
+/// have not all arrived within the handshake timeout, and with `ConnectionAborted` before them
+/// once the daemon shuts down.
 #[derive(Debug)]
 pub struct Limited<S> {
     /// Declared first, so it is dropped first: the slot is free before the peer sees the close.
@@ -323,13 +327,39 @@ impl<S> Limited<S> {
     }
 }
 
-/// Counts a failed TLS handshake on `limit`'s port as [`Refusal::TlsError`] when the peer had
-/// sent something (`heard_from`); logs it either way.
-pub fn tls_failed(limit: &ConnectionLimit, heard_from: bool, error: &io::Error) {
-    if heard_from {
-        limit.refuse(Refusal::TlsError);
+/// The TLS handshake of `io`, a new connection of `limit`'s port, within its handshake
+/// timeout: `None` when it timed out (counted as [`Refusal::HandshakeTimeout`]) or failed
+/// (counted as [`Refusal::TlsError`] when `heard_from` says the peer had sent something; a
+/// bare TCP probe is not counted). The one handshake path of both listeners.
+pub async fn tls_accept<S>(
+    limit: &ConnectionLimit,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: S,
+    heard_from: impl FnOnce(&S) -> bool,
+) -> Option<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handshake = acceptor.accept(io).into_fallible();
+    match tokio::time::timeout(limit.handshake_timeout, handshake).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err((error, io))) => {
+            let heard_from = heard_from(&io);
+            if heard_from {
+                limit.refuse(Refusal::TlsError);
+            }
+            tracing::debug!(port = limit.port, heard_from, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            limit.refuse(Refusal::HandshakeTimeout);
+            tracing::debug!(
+                port = limit.port,
+                "TLS handshake not finished within --handshake-timeout"
+            );
+            None
+        }
     }
-    tracing::debug!(port = limit.port, heard_from, %error, "TLS handshake failed");
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
