@@ -244,6 +244,30 @@ pub enum Step {
 }
 
 impl PlayerSession {
+    /// A new RESERVED player session of `player` in the game session `game`, created at
+    /// `created`, to be accepted by `deadline` (no LSNs yet).
+    pub fn reserved(
+        id: PlayerSessionId,
+        player: PlayerStrings,
+        game: Arc<GameSessionInfo>,
+        created: Timestamp,
+        deadline: Timestamp,
+    ) -> Self {
+        PlayerSession {
+            id,
+            player,
+            game,
+            status: PlayerSessionStatus::Reserved,
+            creation_time: created,
+            termination_time: None,
+            reservation_deadline: deadline,
+            accepted_at: None,
+            end_reason: None,
+            lsns: SessionLsns::default(),
+            error_count: 0,
+        }
+    }
+
     /// The player's id.
     pub fn player_id(&self) -> &str {
         self.player.player_id()

@@ -682,20 +682,11 @@ fn decode_callback(
                 return Ok(None);
             };
             let deadline = v.deadline.ok_or_else(|| err("no deadline"))?;
-            Change::Reserved(PlayerSession {
-                id: psid()?,
-                player: PlayerStrings::parse("player_id", player_id, Some(player_data))
-                    .map_err(|e| err(&e.to_string()))?,
-                game,
-                status: PlayerSessionStatus::Reserved,
-                creation_time: at,
-                termination_time: None,
-                reservation_deadline: deadline,
-                accepted_at: None,
-                end_reason: None,
-                lsns: SessionLsns::new(lsn, 0, 0),
-                error_count: 0,
-            })
+            let player = PlayerStrings::parse("player_id", player_id, Some(player_data))
+                .map_err(|e| err(&e.to_string()))?;
+            let mut ps = PlayerSession::reserved(psid()?, player, game, at, deadline);
+            ps.lsns = SessionLsns::new(lsn, 0, 0);
+            Change::Reserved(ps)
         }
         A::Succeed => Change::Accepted {
             id: psid()?,

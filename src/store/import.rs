@@ -20,7 +20,7 @@ use crate::{
     domain::{
         Change, CreationPolicy, EndCause, EndReason, GameSession, GameSessionInfo,
         GameSessionStatus, ImportProgress, Lsn, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, PlayerStrings, RegisterGameSession, SessionLsns, Timestamp,
+        PlayerSessionStatus, PlayerStrings, RegisterGameSession, Timestamp,
     },
     import::records::{GameSessionRecord, PlayerSessionRecord},
     sweeper::Timer,
@@ -459,19 +459,13 @@ impl Store {
                 PlayerSessionStatus::TimedOut => end,
                 _ => now.saturating_add(e.session.reservation_timeout),
             };
-            let ps = PlayerSession {
+            let ps = PlayerSession::reserved(
                 id,
-                player: PlayerStrings::new(&r.player_id, r.player_data.as_deref()),
-                game: e.session.info.clone(),
-                status: PlayerSessionStatus::Reserved,
-                creation_time: created,
-                termination_time: None,
-                reservation_deadline: deadline,
-                accepted_at: None,
-                end_reason: None,
-                lsns: SessionLsns::default(),
-                error_count: 0,
-            };
+                PlayerStrings::new(&r.player_id, r.player_data.as_deref()),
+                e.session.info.clone(),
+                created,
+                deadline,
+            );
             let offset = changes.len();
             changes.push(Change::Reserved(ps.clone()));
             match r.status {

@@ -13,7 +13,7 @@ use crate::{
     domain::{
         limits, Change, CreationPolicy, EndCause, EndReason, Error, GameSession, GameSessionId,
         GameSessionInfo, GameSessionStatus, Lsn, PlayerSession, PlayerSessionId,
-        PlayerSessionStatus, RegisterGameSession, Result, SessionLsns, Step, Timestamp,
+        PlayerSessionStatus, RegisterGameSession, Result, Step, Timestamp,
     },
     sweeper::Timer,
 };
@@ -345,18 +345,14 @@ impl Store {
         }
 
         let deadline = now.saturating_add(e.session.reservation_timeout);
-        let created = req.players.into_iter().map(|player| PlayerSession {
-            id: PlayerSessionId::generate(),
-            player,
-            game: e.session.info.clone(),
-            status: PlayerSessionStatus::Reserved,
-            creation_time: now,
-            termination_time: None,
-            reservation_deadline: deadline,
-            accepted_at: None,
-            end_reason: None,
-            lsns: SessionLsns::default(),
-            error_count: 0,
+        let created = req.players.into_iter().map(|player| {
+            PlayerSession::reserved(
+                PlayerSessionId::generate(),
+                player,
+                e.session.info.clone(),
+                now,
+                deadline,
+            )
         });
         // The new sessions go into the changes for the journal and come back out afterwards
         // (no copy of each for the journal).
