@@ -76,6 +76,26 @@ impl Server {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `game-sessions register` of `match-1` (4 seats, fleet `fleet-eu`) with `extra` flags.
+    fn register_match_1(&self, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "game-sessions",
+            "register",
+            "--fleet-id",
+            "fleet-eu",
+            "--game-session-id",
+            "match-1",
+            "--max-players",
+            "4",
+            "--ip-address",
+            "10.0.0.5",
+            "--port",
+            "7777",
+        ];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
     /// GET on the admin port; the JSON body.
     fn admin_get(&self, path: &str) -> serde_json::Value {
         use std::io::{Read, Write};
@@ -111,24 +131,7 @@ impl Server {
 #[test]
 fn readme_tour_through_the_cli_then_sigterm() {
     let s = Server::start();
-    let g = s.json(&[
-        "game-sessions",
-        "register",
-        "--fleet-id",
-        "fleet-eu",
-        "--game-session-id",
-        "match-1",
-        "--max-players",
-        "4",
-        "--ip-address",
-        "10.0.0.5",
-        "--port",
-        "7777",
-        "--label",
-        "map=dust2",
-        "--release",
-        "1.4.2",
-    ]);
+    let g = s.register_match_1(&["--label", "map=dust2", "--release", "1.4.2"]);
     assert_eq!(g["status"], "ACTIVE");
     assert_eq!(g["labels"]["map"], "dust2");
 
@@ -296,20 +299,7 @@ fn sigterm_does_not_wait_for_connections_that_never_said_hello() {
         held.push(partial);
     }
     // A real client's work is not cut short.
-    let g = s.json(&[
-        "game-sessions",
-        "register",
-        "--fleet-id",
-        "fleet-eu",
-        "--game-session-id",
-        "match-1",
-        "--max-players",
-        "4",
-        "--ip-address",
-        "10.0.0.5",
-        "--port",
-        "7777",
-    ]);
+    let g = s.register_match_1(&[]);
     assert_eq!(g["status"], "ACTIVE");
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();

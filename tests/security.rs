@@ -745,6 +745,16 @@ async fn tls_daemon(
     pki: &Pki,
     mtls: bool,
 ) -> (session_broker::Daemon, tokio_util::sync::CancellationToken) {
+    tls_daemon_with(dir, pki, mtls, |_| {}).await
+}
+
+/// [`tls_daemon`] with `configure` applied to its config.
+async fn tls_daemon_with(
+    dir: &Path,
+    pki: &Pki,
+    mtls: bool,
+    configure: impl FnOnce(&mut session_broker::config::Config),
+) -> (session_broker::Daemon, tokio_util::sync::CancellationToken) {
     let w = |name: &str, text: &str| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -757,6 +767,7 @@ async fn tls_daemon(
     };
     let mut config = session_broker::config::Config::ephemeral();
     config.tls = Some(tls);
+    configure(&mut config);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let d = session_broker::start(config, shutdown.clone())
         .await
@@ -990,23 +1001,28 @@ async fn closed_by_daemon(mut s: tokio::net::TcpStream) {
     assert!(closed.is_ok(), "the daemon left the connection open");
 }
 
+/// `session_broker_connections{port}` or, with a `reason`, the port's
+/// `session_broker_connections_refused_total` for it, from the metrics text.
+fn connection_metric(metrics: &str, port: &str, reason: Option<&str>) -> u64 {
+    let prefix = match reason {
+        None => format!("session_broker_connections{{port=\"{port}\"}} "),
+        Some(r) => {
+            format!("session_broker_connections_refused_total{{port=\"{port}\",reason=\"{r}\"}} ")
+        }
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
+}
+
 /// `(open, refused by limit, refused by handshake timeout)` of `port` in the metrics text.
 fn connection_figures(metrics: &str, port: &str) -> (u64, u64, u64) {
-    let value = |prefix: String| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
-    };
     (
-        value(format!("session_broker_connections{{port=\"{port}\"}} ")),
-        value(format!(
-            "session_broker_connections_refused_total{{port=\"{port}\",reason=\"limit\"}} "
-        )),
-        value(format!(
-            "session_broker_connections_refused_total{{port=\"{port}\",reason=\"handshake_timeout\"}} "
-        )),
+        connection_metric(metrics, port, None),
+        connection_metric(metrics, port, Some("limit")),
+        connection_metric(metrics, port, Some("handshake_timeout")),
     )
 }
 
@@ -1048,18 +1064,6 @@ async fn silent_connections_time_out_and_connections_beyond_the_limit_are_closed
     // Open: the scrape's own connection.
     assert_eq!(connection_figures(&metrics, "admin"), (1, 1, 1));
     d.stop().await;
-}
-
-/// Connections of `port` closed at its per-address limit, from the metrics text.
-fn refused_by_address(metrics: &str, port: &str) -> u64 {
-    let prefix = format!(
-        "session_broker_connections_refused_total{{port=\"{port}\",reason=\"address_limit\"}} "
-    );
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
 }
 
 /// A TCP connection to `to` from the loopback address `from` (all of 127/8 is local on Linux).
@@ -1109,8 +1113,14 @@ async fn one_address_cannot_take_a_ports_whole_connection_limit() {
     closed_by_daemon(connect_from("127.0.0.3", admin).await).await;
     let (status, metrics) = common::http_get(admin, "/metrics").await;
     assert_eq!(status, 200);
-    assert_eq!(refused_by_address(&metrics, "grpc"), 2);
-    assert_eq!(refused_by_address(&metrics, "admin"), 1);
+    assert_eq!(
+        connection_metric(&metrics, "grpc", Some("address_limit")),
+        2
+    );
+    assert_eq!(
+        connection_metric(&metrics, "admin", Some("address_limit")),
+        1
+    );
     // None reached the ports' limits, none timed out: (open, limit, handshake_timeout).
     assert_eq!(connection_figures(&metrics, "grpc"), (4, 0, 0));
     assert_eq!(connection_figures(&metrics, "admin"), (3, 0, 0));
@@ -1128,7 +1138,11 @@ async fn one_address_cannot_take_a_ports_whole_connection_limit() {
     let _again = connect_from("127.0.0.1", grpc).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (_, metrics) = common::http_get(admin, "/metrics").await;
-    assert_eq!(refused_by_address(&metrics, "grpc"), 2, "{metrics}");
+    assert_eq!(
+        connection_metric(&metrics, "grpc", Some("address_limit")),
+        2,
+        "{metrics}"
+    );
     assert_eq!(connection_figures(&metrics, "grpc").0, 4, "{metrics}");
     drop(other);
     d.stop().await;
@@ -1140,22 +1154,10 @@ async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
     let _ = rustls_ring();
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
-    let w = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let mut config = session_broker::config::Config::ephemeral();
-    config.tls = Some(session_broker::security::tls::TlsConfig {
-        cert: w("server.pem", &pki.server_cert),
-        key: w("server.key", &pki.server_key),
-        client_ca: None,
-    });
-    config.limits.handshake_timeout = Duration::from_millis(400);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let d = session_broker::start(config, shutdown.clone())
-        .await
-        .unwrap();
+    let (d, shutdown) = tls_daemon_with(dir.path(), &pki, false, |c| {
+        c.limits.handshake_timeout = Duration::from_millis(400);
+    })
+    .await;
     for addr in [d.grpc_addr(), d.admin_addr()] {
         // A ClientHello record header announcing 512 bytes and 40 of them, then nothing:
         // past the opening bytes, so the TLS handshake's own deadline closes it.
@@ -1182,18 +1184,6 @@ async fn a_stalled_tls_handshake_is_closed_on_both_ports() {
     );
     shutdown.cancel();
     d.wait().await.unwrap();
-}
-
-/// Connections of `port` closed for a failed TLS handshake, from the metrics text.
-fn tls_errors(metrics: &str, port: &str) -> u64 {
-    let prefix = format!(
-        "session_broker_connections_refused_total{{port=\"{port}\",reason=\"tls_error\"}} "
-    );
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in the metrics"))
 }
 
 #[tokio::test]
@@ -1226,13 +1216,23 @@ async fn failed_tls_handshakes_are_counted_but_bare_tcp_probes_are_not() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let metrics = loop {
         let m = d.metrics().render();
-        if tls_errors(&m, "grpc") >= 2 || tokio::time::Instant::now() > deadline {
+        if connection_metric(&m, "grpc", Some("tls_error")) >= 2
+            || tokio::time::Instant::now() > deadline
+        {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(tls_errors(&metrics, "grpc"), 2, "{metrics}");
-    assert_eq!(tls_errors(&metrics, "admin"), 1, "{metrics}");
+    assert_eq!(
+        connection_metric(&metrics, "grpc", Some("tls_error")),
+        2,
+        "{metrics}"
+    );
+    assert_eq!(
+        connection_metric(&metrics, "admin", Some("tls_error")),
+        1,
+        "{metrics}"
+    );
     // Nothing else was refused or timed out.
     assert_eq!(connection_figures(&metrics, "grpc"), (1, 0, 0), "{metrics}");
     shutdown.cancel();

@@ -48,13 +48,30 @@ fn gs(id: &str) -> GameSessionId {
     GameSessionId::parse("game_session_id", id).unwrap()
 }
 
+fn party(players: &[impl AsRef<str>]) -> Vec<PlayerStrings> {
+    players
+        .iter()
+        .map(|p| PlayerStrings::parse("player_id", p.as_ref(), None).unwrap())
+        .collect()
+}
+
+/// A placement of `players` in `fleet-1`, no key, filtered by `filter` (may be empty).
+fn placement(players: &[impl AsRef<str>], strategy: PlacementStrategy, filter: &str) -> Place {
+    Place {
+        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
+        players: party(players),
+        selector: Default::default(),
+        filter: crate::domain::Filter::parse("filter_expression", filter).unwrap(),
+        filter_text: filter.into(),
+        strategy,
+        idempotency_key: None,
+    }
+}
+
 pub(crate) fn reservation(g: &str, players: &[&str]) -> Reserve {
     Reserve {
         game_session_id: gs(g),
-        players: players
-            .iter()
-            .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
-            .collect(),
+        players: party(players),
         idempotency_key: None,
     }
 }
@@ -714,22 +731,12 @@ pub(crate) async fn run_op(s: &Store, op: &Op, created: &mut Vec<PlayerSessionId
             let mut players: Vec<String> = players.iter().map(|p| format!("q{p}")).collect();
             players.sort();
             players.dedup();
-            let place = Place {
-                fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
-                players: players
-                    .iter()
-                    .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
-                    .collect(),
-                selector: Default::default(),
-                filter: Default::default(),
-                filter_text: String::new(),
-                strategy: if *distributed {
-                    PlacementStrategy::Distributed
-                } else {
-                    PlacementStrategy::Packed
-                },
-                idempotency_key: None,
+            let strategy = if *distributed {
+                PlacementStrategy::Distributed
+            } else {
+                PlacementStrategy::Packed
             };
+            let place = placement(&players, strategy, "");
             if let Ok((_, ps)) = s.place(place).await {
                 created.extend(ps.iter().map(|p| p.id));
             }
@@ -954,18 +961,7 @@ async fn placement_skips_full_denied_and_filtered_game_sessions() {
     s.update_game_session(&gs("c"), None, Some(CreationPolicy::DenyAll))
         .await
         .unwrap();
-    let place = |players: &[&str], strategy, filter: &str| Place {
-        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
-        players: players
-            .iter()
-            .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
-            .collect(),
-        selector: Default::default(),
-        filter: crate::domain::Filter::parse("filter_expression", filter).unwrap(),
-        filter_text: filter.into(),
-        strategy,
-        idempotency_key: None,
-    };
+    let place = |players: &[&str], strategy, filter: &str| placement(players, strategy, filter);
     let (g, _) = s
         .place(place(&["1", "2", "3"], PlacementStrategy::Packed, ""))
         .await
@@ -1010,18 +1006,7 @@ async fn placement_skips_full_denied_and_filtered_game_sessions() {
 #[tokio::test]
 async fn placement_gives_up_after_64_candidates() {
     let s = store();
-    let place = |players: &[&str]| Place {
-        fleet_id: FleetId::parse("fleet_id", "fleet-1").unwrap(),
-        players: players
-            .iter()
-            .map(|p| PlayerStrings::parse("player_id", p, None).unwrap())
-            .collect(),
-        selector: Default::default(),
-        filter: crate::domain::Filter::default(),
-        filter_text: String::new(),
-        strategy: PlacementStrategy::Packed,
-        idempotency_key: None,
-    };
+    let place = |players: &[&str]| placement(players, PlacementStrategy::Packed, "");
     for i in 0..10 {
         let id = format!("g{i}");
         register(&s, &id, 4).await;
