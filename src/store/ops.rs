@@ -345,44 +345,26 @@ impl Store {
         }
 
         let deadline = now.saturating_add(e.session.reservation_timeout);
-        let created = req.players.into_iter().map(|player| {
-            PlayerSession::reserved(
-                PlayerSessionId::generate(),
-                player,
-                e.session.info.clone(),
-                now,
-                deadline,
-            )
-        });
-        // The new sessions go into the changes for the journal and come back out afterwards
-        // (no copy of each for the journal).
-        let mut changes: Vec<Change> = created.map(Change::Reserved).collect();
+        let mut created: Vec<PlayerSession> = req
+            .players
+            .into_iter()
+            .map(|player| {
+                let id = PlayerSessionId::generate();
+                PlayerSession::reserved(id, player, e.session.info.clone(), now, deadline)
+            })
+            .collect();
+        let mut changes: Vec<Change> = created.iter().cloned().map(Change::Reserved).collect();
         let idem = idem_slot.zip(fingerprint);
         if let Some((slot, fingerprint)) = &idem {
-            let player_session_ids = changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Reserved(ps) => Some(ps.id),
-                    _ => None,
-                })
-                .collect();
             changes.push(Change::IdempotencyKey {
                 key: slot.key().clone(),
                 fingerprint: *fingerprint,
-                player_session_ids,
+                player_session_ids: created.iter().map(|p| p.id).collect(),
                 at: now,
             });
         }
         // Every check passed; from here on nothing fails once the journal took the changes.
         let first = self.journal.append(&changes)?;
-        let records = changes.len() as Lsn;
-        let mut created: Vec<PlayerSession> = changes
-            .into_iter()
-            .filter_map(|c| match c {
-                Change::Reserved(ps) => Some(ps),
-                _ => None,
-            })
-            .collect();
         for (i, ps) in created.iter_mut().enumerate() {
             ps.lsns.set_reserved(first + i as Lsn);
             self.index_player(&mut e, ps.clone());
@@ -427,7 +409,7 @@ impl Store {
         }
         Ok(Reserved {
             player_sessions: created,
-            lsn: first + records - 1,
+            lsn: first + changes.len() as Lsn - 1,
             game_session: Some(game_session),
         })
     }
