@@ -210,6 +210,9 @@ pub struct Reserve {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
+/// Up to this many players, [`validate_party`] compares pairs instead of hashing.
+const SMALL_PARTY: usize = 32;
+
 /// Checks a party holds 1 to `max` distinct players.
 fn validate_party(players: &[PlayerStrings], max: usize) -> Result<()> {
     if players.is_empty() || players.len() > max {
@@ -218,13 +221,29 @@ fn validate_party(players: &[PlayerStrings], max: usize) -> Result<()> {
             format!("must hold 1 to {max} player ids, got {}", players.len()),
         ));
     }
+    let repeated = |p: &str| {
+        Error::invalid(
+            "player_ids",
+            format!("player id {p} appears more than once"),
+        )
+    };
+    // Parties are small (one player, most often): comparing each pair is cheaper than a hash
+    // set, and allocates nothing on the reservation path.
+    if players.len() <= SMALL_PARTY {
+        for (i, a) in players.iter().enumerate() {
+            if let Some(b) = players[i + 1..]
+                .iter()
+                .find(|b| b.player_id() == a.player_id())
+            {
+                return Err(repeated(b.player_id()));
+            }
+        }
+        return Ok(());
+    }
     let mut seen = std::collections::HashSet::with_capacity(players.len());
     for p in players.iter().map(PlayerStrings::player_id) {
         if !seen.insert(p) {
-            return Err(Error::invalid(
-                "player_ids",
-                format!("player id {p} appears more than once"),
-            ));
+            return Err(repeated(p));
         }
     }
     Ok(())

@@ -1119,3 +1119,22 @@ async fn batched_replay_matches_one_by_one() {
         PlayerSessionStatus::Active
     );
 }
+
+/// A player named twice is refused, naming the field and the player, whether the party is
+/// small enough to compare pairs or large enough to hash; distinct players pass either way.
+#[test]
+fn a_party_with_a_repeated_player_is_refused_at_any_size() {
+    for size in [2, super::SMALL_PARTY, super::SMALL_PARTY + 1, 100] {
+        let mut names: Vec<String> = (0..size).map(|i| format!("p{i}")).collect();
+        super::validate_party(&party(&names), 100).unwrap();
+        names[size - 1] = "p0".into();
+        let e = super::validate_party(&party(&names), 100).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("player_ids") && text.contains("p0 appears"),
+            "{size}: {text}"
+        );
+    }
+    let one = party(&["solo"]);
+    super::validate_party(&one, 1).unwrap();
+}
