@@ -14,7 +14,7 @@ use session_broker::{
         Change, Clock, Filter, FleetId, GameSessionId, PlayerSessionId, PlayerStrings,
         RegisterGameSession, Sort,
     },
-    journal::{frame, records, Journal},
+    journal::{encode, frame, records, Journal},
     store::{Place, PlacementStrategy, Reserve, Search, Store, StoreConfig},
     sweeper,
 };
@@ -213,13 +213,30 @@ fn bench(c: &mut Criterion) {
         (store, ps)
     });
     let change = Change::Reserved(ps[0].clone());
+    // What an append does: the record into its own buffer, then the framed checkpoint.
     group.bench_function("encode_reservation_record", |b| {
         let mut out = Vec::with_capacity(4096);
         b.iter(|| {
             out.clear();
-            let record = records::encode(&change, 1);
+            let changes = std::slice::from_ref(&change);
+            let mut recs = Vec::with_capacity(256);
+            encode::records(changes, &mut recs);
+            frame::put_with(&mut out, |buf| encode::checkpoint(1, &recs, buf));
+            std::hint::black_box(&out);
+        })
+    });
+    // The same checkpoint through an `OperationRecord` and prost (how every other change is
+    // encoded, and how a reservation was until 2026-12-07).
+    group.bench_function("encode_reservation_record_prost", |b| {
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| {
+            out.clear();
+            let checkpoint = session_broker::storage::Checkpoint {
+                first_lsn: 1,
+                records: vec![records::encode(&change, 0)],
+            };
             frame::put_with(&mut out, |buf| {
-                prost::Message::encode(&record, buf).expect("Vec grows")
+                prost::Message::encode(&checkpoint, buf).expect("Vec grows")
             });
             std::hint::black_box(&out);
         })

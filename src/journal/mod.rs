@@ -5,8 +5,10 @@
 //!
 //! [`reader`] reads committed records back in LSN order for consumers that keep their own
 //! cursor; [`protowire`] is replay's borrowed view of checkpoints and player-session records
-//! (see [`recovery`]). Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
+//! (see [`recovery`]); [`encode`] writes checkpoints of player-session records straight into
+//! bytes on the append path. Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
 
+pub mod encode;
 pub mod frame;
 pub mod protowire;
 pub mod reader;
@@ -29,13 +31,9 @@ use std::{
 };
 
 use parking_lot::{Condvar, Mutex};
-use prost::Message;
 use tokio::sync::{watch, Notify};
 
-use crate::{
-    domain::{Change, Error, Lsn, Result},
-    storage::Checkpoint,
-};
+use crate::domain::{Change, Error, Lsn, Result};
 
 /// When a call's changes count as durable.
 #[derive(
@@ -100,6 +98,10 @@ pub const DEFAULT_REPLAY_CHUNK: usize = 4 << 20;
 
 /// Default [`JournalConfig::commit_siblings`].
 pub const DEFAULT_COMMIT_SIBLINGS: u32 = 4;
+
+/// About the encoded size of one player session's record (a reservation with 64 bytes of
+/// player data is ~230 bytes), so the append's buffer is allocated once.
+const RECORD_BYTES_HINT: usize = 256;
 
 /// The longest [`JournalConfig::commit_delay`] accepted: a group never waits longer than this
 /// for company (it is latency every caller of the group pays).
@@ -254,8 +256,14 @@ impl Journal {
                 "the journal failed; the daemon is stopping".into(),
             ));
         }
-        let records: Vec<_> = changes.iter().map(|c| records::encode(c, 0)).collect();
-        let n = records.len() as u64;
+        let n = changes.len() as u64;
+        // The records are encoded before the lock is taken; under it only their LSN, a copy
+        // and the checksum are added.
+        let mut records = Vec::new();
+        if self.0.mode != Mode::Disabled {
+            records.reserve(RECORD_BYTES_HINT * changes.len());
+            encode::records(changes, &mut records);
+        }
         let mut p = self.0.pending.lock();
         if p.closed {
             return Err(Error::Unavailable(
@@ -276,13 +284,7 @@ impl Journal {
             self.0.durable.send_replace(first + n - 1);
             return Ok(first);
         }
-        let checkpoint = Checkpoint {
-            first_lsn: first,
-            records,
-        };
-        frame::put_with(&mut p.buf, |b| {
-            checkpoint.encode(b).expect("Vec grows");
-        });
+        frame::put_with(&mut p.buf, |b| encode::checkpoint(first, &records, b));
         p.checkpoints = p.checkpoints.saturating_add(1);
         // The writer sleeps only while it waits for a first record, lets a group gather (sync),
         // or waits for its next sync (async, which writes and syncs on its own every 100 ms);

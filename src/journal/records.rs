@@ -50,6 +50,8 @@ pub const ANALYTICS_OPERATION: &str = "analytics-delivery";
 pub const ERR_CRASHED: &str = "GameSessionCrashed";
 pub const ERR_HEARTBEAT: &str = "HeartbeatTimeout";
 pub const ERR_TIMEOUT: &str = "CallbackTimeout";
+/// The error message of a reservation's timeout.
+pub const TIMEOUT_MESSAGE: &str = "not accepted before the reservation deadline";
 pub const ERR_PLAYER: &str = "PlayerSessionError";
 pub const ERR_ANALYTICS: &str = "AnalyticsSinkError";
 
@@ -240,7 +242,7 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             let mut r = player_update(lsn, id, game_session_id, A::Fail, SUB_PLAYER_SESSION, *at);
             r.error = Some(ErrorObject {
                 error_type: ERR_TIMEOUT.into(),
-                error_message: "not accepted before the reservation deadline".into(),
+                error_message: TIMEOUT_MESSAGE.into(),
             });
             r
         }

@@ -1010,7 +1010,7 @@ fn lsns_stop_at_48_bits() {
     let empty = Store::in_memory(Clock::starting_at(Timestamp::from_micros(T0)), config());
     snapshot::take(&empty, &before, dir.path()).unwrap();
     let cp = |first_lsn, n| {
-        let c = Checkpoint {
+        let c = crate::storage::Checkpoint {
             first_lsn,
             records: (0..n).map(|i| records::encode(&delivered(i), 0)).collect(),
         };
