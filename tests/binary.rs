@@ -517,6 +517,7 @@ fn bench_compares_two_daemon_configurations() {
     for flag in [
         "--versus-arg=--journal-commit-delay=1s",
         "--daemon-arg=--no-such-flag",
+        "--versus-binary=/no/such/session-broker",
     ] {
         let out = Command::new(BIN)
             .args([
@@ -532,6 +533,46 @@ fn bench_compares_two_daemon_configurations() {
             .unwrap();
         assert!(!out.status.success(), "{flag} accepted");
     }
+}
+
+/// `--versus-binary`: an A/B run of two builds; the second daemon is the given binary (here a
+/// script that notes how it was started, then runs this build).
+#[test]
+fn bench_compares_two_builds() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (other, started) = (dir.path().join("other-build"), dir.path().join("started"));
+    std::fs::write(
+        &other,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec '{BIN}' \"$@\"\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = bench(&[
+        "--scenario",
+        "reserve",
+        "--turn",
+        "100ms",
+        "--versus-binary",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(report["versus_binary"], other.to_str().unwrap());
+    assert_eq!(report["turn_secs"], 0.1);
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "reserve", "reserve+versus"]);
+    assert_eq!(scenarios[2]["errors"], 0);
+    assert!(scenarios[2]["throughput_vs_plain"].as_f64().unwrap() > 0.0);
+    // Only the versus daemon ran the other build.
+    let runs = std::fs::read_to_string(&started).unwrap();
+    assert_eq!(runs.lines().count(), 1, "{runs}");
+    assert!(runs.starts_with("serve "), "{runs}");
 }
 
 /// `--target` loads a daemon someone else started, and ends the game sessions it registered.

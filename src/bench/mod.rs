@@ -191,9 +191,27 @@ pub struct BenchArgs {
     )]
     pub versus_args: Vec<String>,
 
+    /// An A/B run of two builds: the second daemon is this `session-broker` binary (a copy of
+    /// another build) instead of the bench's own, with `--versus-arg` flags if any; loaded in
+    /// turns like `--versus-arg`.
+    #[arg(
+        long = "versus-binary",
+        env = "SESSION_BROKER_BENCH_VERSUS_BINARY",
+        value_name = "PATH"
+    )]
+    pub versus_binary: Option<std::path::PathBuf>,
+
     /// Token and TLS settings for `--target`.
     #[command(flatten)]
     pub credentials: crate::cli::Credentials,
+}
+
+impl BenchArgs {
+    /// Whether each scenario runs against two daemons in turns: `--versus-arg` or
+    /// `--versus-binary`.
+    fn is_ab_run(&self) -> bool {
+        !self.versus_args.is_empty() || self.versus_binary.is_some()
+    }
 }
 
 /// See [`BenchArgs::security`].
@@ -273,10 +291,10 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
             anyhow::bail!("--security secure|both: not for sweep and growth (they read the admin port over plain HTTP)");
         }
     }
-    if !args.versus_args.is_empty() {
+    if args.is_ab_run() {
         if args.target.is_some() || args.security != Security::Plain {
             anyhow::bail!(
-                "--versus-arg starts two plain daemons of its own: not with --target or --security"
+                "--versus-arg and --versus-binary start two plain daemons of their own: not with --target or --security"
             );
         }
         if args
@@ -284,7 +302,14 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
             .iter()
             .any(|s| matches!(s, Scenario::Sweep | Scenario::Growth))
         {
-            anyhow::bail!("--versus-arg: not for sweep and growth (they do not take turns)");
+            anyhow::bail!(
+                "--versus-arg, --versus-binary: not for sweep and growth (they do not take turns)"
+            );
+        }
+    }
+    if let Some(binary) = &args.versus_binary {
+        if !binary.is_file() {
+            anyhow::bail!("--versus-binary {}: no such file", binary.display());
         }
     }
     if args.target.is_some() && !args.daemon_args.is_empty() {
@@ -354,7 +379,8 @@ async fn run_daemon_scenario(
             if versus {
                 extra.extend(args.versus_args.iter().map(String::as_str));
             }
-            Some(OwnServer::daemon(&args.data_dir, args.durability, &extra, files).await?)
+            let binary = versus.then_some(args.versus_binary.as_deref()).flatten();
+            Some(OwnServer::daemon(&args.data_dir, args.durability, &extra, files, binary).await?)
         }
     };
     let url = args
@@ -411,7 +437,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                     )?;
                     vec![(Variant::Base, plain), (Variant::Secure, secure)]
                 }
-                _ if !args.versus_args.is_empty() => {
+                _ if args.is_ab_run() => {
                     let [base_turn, versus_turn] = load::Turns::pair(args.turn);
                     let (base, versus) = tokio::try_join!(
                         run_daemon_scenario(&args, scenario, None, false, Some(base_turn)),
@@ -497,9 +523,10 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         "warmup_secs": args.warmup.as_secs_f64(),
         "player_data_bytes": args.player_data_bytes,
         "security": format!("{:?}", args.security).to_lowercase(),
-        "turn_secs": (args.security == Security::Both || !args.versus_args.is_empty()).then_some(args.turn.as_secs_f64()),
+        "turn_secs": (args.security == Security::Both || args.is_ab_run()).then_some(args.turn.as_secs_f64()),
         "daemon_args": args.daemon_args,
         "versus_args": args.versus_args,
+        "versus_binary": args.versus_binary,
         "scenarios": reports,
     });
     if args.json {
@@ -560,7 +587,7 @@ fn table(run: &Value) -> String {
             let what = if r["secure"].as_bool() == Some(true) {
                 "with auth + TLS"
             } else {
-                "with the --versus-arg flags"
+                "the versus daemon (--versus-arg, --versus-binary)"
             };
             let p99 = r["p99_vs_plain"].as_f64().unwrap_or(0.0);
             let _ = writeln!(

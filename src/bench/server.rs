@@ -50,9 +50,13 @@ where
     }
 }
 
-/// This binary, with no `SESSION_BROKER_*` variables leaking from the caller's environment.
-fn this_binary() -> anyhow::Result<Command> {
-    let exe = std::env::current_exe().context("cannot find the session-broker binary")?;
+/// This binary (or `other`, another build), with no `SESSION_BROKER_*` variables leaking from
+/// the caller's environment.
+fn this_binary(other: Option<&std::path::Path>) -> anyhow::Result<Command> {
+    let exe = match other {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe().context("cannot find the session-broker binary")?,
+    };
     let mut cmd = Command::new(exe);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SESSION_BROKER_") {
@@ -65,14 +69,16 @@ fn this_binary() -> anyhow::Result<Command> {
 impl OwnServer {
     /// Starts a daemon with a fresh data dir under `parent` and waits until it is ready
     /// (`/readyz` 200). With `secure`: TLS and an auth file; readiness is then a gRPC health
-    /// check over TLS, and `grpc` an `https://localhost` URL.
+    /// check over TLS, and `grpc` an `https://localhost` URL. `binary`: another build to run
+    /// instead of this one (`--versus-binary`).
     pub async fn daemon(
         parent: &std::path::Path,
         durability: Durability,
         extra: &[&str],
         secure: Option<&super::secure::Secure>,
+        binary: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
-        retry_if_port_taken(|| Self::try_daemon(parent, durability, extra, secure)).await
+        retry_if_port_taken(|| Self::try_daemon(parent, durability, extra, secure, binary)).await
     }
 
     /// One attempt of [`Self::daemon`], on ports that were free a moment ago.
@@ -81,13 +87,14 @@ impl OwnServer {
         durability: Durability,
         extra: &[&str],
         secure: Option<&super::secure::Secure>,
+        binary: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
         let dir = parent.join(format!("session-broker-bench-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let log = std::fs::File::create(dir.join("daemon.log"))?;
         let (grpc, admin) = (free_port()?, free_port()?);
         let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin));
-        let child = this_binary()?
+        let child = this_binary(binary)?
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{grpc}")])
             .args(["--admin-listen", &admin_addr.to_string()])
@@ -150,7 +157,7 @@ impl OwnServer {
     /// One attempt of [`Self::echo`].
     async fn try_echo() -> anyhow::Result<Self> {
         let port = free_port()?;
-        let child = this_binary()?
+        let child = this_binary(None)?
             .arg("bench-echo-server")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(Stdio::null())
