@@ -147,15 +147,31 @@ impl super::Store {
         });
     }
 
+    /// Runs `read` on `fleet`'s search index, brought up to date first
+    /// ([`FleetIndex::refresh`], under the fleet's lock, which is then downgraded so searches
+    /// of the fleet run side by side). `None` for an unknown fleet.
+    pub(super) fn with_index<T>(
+        &self,
+        fleet: &FleetId,
+        read: impl FnOnce(&FleetIndex) -> T,
+    ) -> Option<T> {
+        let f = self.fleets.get(fleet)?;
+        if !f.index.needs_refresh() {
+            return Some(read(&f.index));
+        }
+        drop(f);
+        let mut f = self.fleets.get_mut(fleet)?;
+        f.index.refresh();
+        Some(read(&f.downgrade().index))
+    }
+
     /// One page of ACTIVE game sessions of a fleet (empty for an unknown fleet).
     pub fn search(&self, q: &Search) -> SearchPage {
-        match self.fleets.get(&q.fleet_id) {
-            Some(f) => f.index.search(q),
-            None => SearchPage {
+        self.with_index(&q.fleet_id, |index| index.search(q))
+            .unwrap_or(SearchPage {
                 game_sessions: Vec::new(),
                 next: None,
-            },
-        }
+            })
     }
 
     /// A player session of `fleet` moved from `from` to `to` (None: created / purged).

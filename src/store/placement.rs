@@ -75,9 +75,10 @@ impl Store {
         let mut tried = HashSet::new();
         for _ in 0..ATTEMPTS {
             let candidate = self
-                .fleets
-                .get(&req.fleet_id)
-                .and_then(|f| f.index.pick(party, req.strategy, accept, &tried));
+                .with_index(&req.fleet_id, |index| {
+                    index.pick(party, req.strategy, accept, &tried)
+                })
+                .flatten();
             let Some(gsid) = candidate else {
                 return Err(Error::NoGameSessionAvailable {
                     fleet_id: req.fleet_id.clone(),

@@ -1,9 +1,10 @@
 //! The per-fleet search index: every ACTIVE game session of a fleet, as of its last change, in
 //! ordered sets by creation time, available seats, player count, maximum sessions,
 //! has-available, name and id. SearchGameSessions and
-//! PlacePlayerSessions walk these sets from the right place instead of scanning the fleet; the
-//! index is updated under the game session's lock on every change, so a search sees one
-//! consistent state of the fleet.
+//! PlacePlayerSessions walk these sets from the right place instead of scanning the fleet. The
+//! index's copy of a game session is updated under the game session's lock on every change; the
+//! numeric orders catch up under the fleet's lock before a search or placement reads them
+//! ([`FleetIndex::refresh`]), so a search sees one consistent state of the fleet.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -121,9 +122,6 @@ const NUMERIC: [(Operand, Value); 5] = [
 const CREATION: usize = 0;
 const AVAILABLE: usize = 1;
 
-fn key(value: Value, g: &GameSession) -> Key {
-    (value(g), g.creation_time, g.id().clone())
-}
 fn name_key(g: &GameSession) -> NameKey {
     (g.name.clone(), g.creation_time, g.id().clone())
 }
@@ -132,15 +130,39 @@ fn id_key(g: &GameSession) -> IdKey {
 }
 
 /// The ACTIVE game sessions of one fleet, indexed.
+///
+/// The copy of each game session (what filters read) and the seat count are current after every
+/// change; the numeric orders catch up lazily. A reservation changes a game session's available
+/// seats and player count, which used to move it in two ordered sets on every call (6 % of a
+/// daemon's CPU under `reserve`); now the change only marks the entry stale, and the orders are
+/// brought up to date ([`FleetIndex::refresh`]) before the next search or placement reads them,
+/// once per game session however many changes it had meanwhile.
 #[derive(Default)]
 pub(super) struct FleetIndex {
-    sessions: HashMap<GameSessionId, GameSession, Hasher>,
+    sessions: HashMap<GameSessionId, Indexed, Hasher>,
     /// One ordered set per entry of [`NUMERIC`].
     numeric: [BTreeSet<Key>; NUMERIC.len()],
     by_name: BTreeSet<NameKey>,
     by_id: BTreeSet<IdKey>,
+    /// Entries whose numeric keys are behind their game session (each once, while stale).
+    stale: Vec<GameSessionId>,
     /// Sum of available seats (ACTIVE, ACCEPT_ALL game sessions' free seats).
     available_seats: u64,
+}
+
+/// One indexed game session.
+struct Indexed {
+    /// As of its last change.
+    session: GameSession,
+    /// Its values in the [`NUMERIC`] orders (the keys those sets hold for it).
+    keys: [i64; NUMERIC.len()],
+    /// Whether `keys` are behind `session` (it is in [`FleetIndex::stale`]).
+    stale: bool,
+}
+
+/// `g`'s value in every [`NUMERIC`] order.
+fn values(g: &GameSession) -> [i64; NUMERIC.len()] {
+    NUMERIC.map(|(_, value)| value(g))
 }
 
 /// Walks `set` from just after `after` (ascending, or descending with `desc`) until `visit`
@@ -181,7 +203,7 @@ impl FleetIndex {
     }
 
     /// Records the current state of `g`: inserted or updated while ACTIVE, removed once ended.
-    /// An order moves only when its value changed (a reservation moves two of them).
+    /// An update whose numeric values changed marks the entry stale (see [`Self::refresh`]).
     pub(super) fn upsert(&mut self, g: &GameSession) {
         if !g.is_active() {
             self.remove(g.id());
@@ -189,45 +211,84 @@ impl FleetIndex {
         }
         match self.sessions.get_mut(g.id()) {
             Some(old) => {
-                for ((_, value), set) in NUMERIC.iter().zip(&mut self.numeric) {
-                    let (a, b) = (value(old), value(g));
-                    if a != b {
-                        set.remove(&(a, old.creation_time, old.id().clone()));
-                        set.insert((b, g.creation_time, g.id().clone()));
-                    }
-                }
                 self.available_seats = (self.available_seats + available(g) as u64)
-                    .saturating_sub(available(old) as u64);
-                *old = g.clone();
+                    .saturating_sub(available(&old.session) as u64);
+                old.session = g.clone();
+                if !old.stale && values(g) != old.keys {
+                    old.stale = true;
+                    self.stale.push(g.id().clone());
+                }
             }
             None => {
-                for ((_, value), set) in NUMERIC.iter().zip(&mut self.numeric) {
-                    set.insert(key(*value, g));
+                let keys = values(g);
+                for (v, set) in keys.iter().zip(&mut self.numeric) {
+                    set.insert((*v, g.creation_time, g.id().clone()));
                 }
                 self.by_name.insert(name_key(g));
                 self.by_id.insert(id_key(g));
                 self.available_seats += available(g) as u64;
-                self.sessions.insert(g.id().clone(), g.clone());
+                self.sessions.insert(
+                    g.id().clone(),
+                    Indexed {
+                        session: g.clone(),
+                        keys,
+                        stale: false,
+                    },
+                );
             }
         }
     }
 
     pub(super) fn remove(&mut self, id: &GameSessionId) {
         if let Some(old) = self.sessions.remove(id) {
-            for ((_, value), set) in NUMERIC.iter().zip(&mut self.numeric) {
-                set.remove(&key(*value, &old));
+            let g = &old.session;
+            for (v, set) in old.keys.iter().zip(&mut self.numeric) {
+                set.remove(&(*v, g.creation_time, id.clone()));
             }
-            self.by_name.remove(&name_key(&old));
-            self.by_id.remove(&id_key(&old));
-            self.available_seats = self.available_seats.saturating_sub(available(&old) as u64);
+            self.by_name.remove(&name_key(g));
+            self.by_id.remove(&id_key(g));
+            self.available_seats = self.available_seats.saturating_sub(available(g) as u64);
+            if old.stale {
+                // Ending is rare; the list holds exactly the stale entries.
+                self.stale.retain(|s| s != id);
+            }
         }
+    }
+
+    /// Whether some numeric order is behind (a search or placement must [`Self::refresh`]
+    /// first).
+    pub(super) fn needs_refresh(&self) -> bool {
+        !self.stale.is_empty()
+    }
+
+    /// Moves every stale entry to its current place in the numeric orders.
+    pub(super) fn refresh(&mut self) {
+        let mut stale = std::mem::take(&mut self.stale);
+        for id in stale.drain(..) {
+            // The list holds exactly the stale entries (`check` verifies it); skip anything else.
+            let Some(e) = self.sessions.get_mut(&id).filter(|e| e.stale) else {
+                continue;
+            };
+            e.stale = false;
+            let now = values(&e.session);
+            for ((was, now), set) in e.keys.iter_mut().zip(now).zip(&mut self.numeric) {
+                if *was != now {
+                    set.remove(&(*was, e.session.creation_time, id.clone()));
+                    set.insert((now, e.session.creation_time, id.clone()));
+                    *was = now;
+                }
+            }
+        }
+        // Keep the list's capacity for the next round.
+        self.stale = stale;
     }
 
     /// Every indexed game session matching `selector`, oldest first.
     pub(super) fn snapshot(&self, selector: &LabelSelector) -> Vec<GameSession> {
+        // Creation times never change, so this order is never behind.
         self.numeric[CREATION]
             .iter()
-            .map(|k| &self.sessions[&k.2])
+            .map(|k| &self.sessions[&k.2].session)
             .filter(|g| selector_matches(selector, g))
             .cloned()
             .collect()
@@ -236,14 +297,16 @@ impl FleetIndex {
     /// One page of a search. Sorts by creation time, available seats, player count, maximum
     /// sessions, has-available, name or id walk their ordered set from the page position and
     /// stop once the page is full; a sort by a property sorts the matching game sessions.
+    /// Needs an up-to-date index ([`Self::refresh`]).
     pub(super) fn search(&self, q: &Search) -> SearchPage {
+        debug_assert!(!self.needs_refresh(), "search of a stale index");
         let limit = q.limit.clamp(1, limits::SEARCH_LIMIT_MAX) as usize;
         let matches = |g: &GameSession| selector_matches(&q.selector, g) && q.filter.matches(g);
         let mut out: Vec<GameSession> = Vec::with_capacity(limit.min(32));
         let mut more = false;
         let desc = q.sort.descending;
         let mut visit = |id: &GameSessionId| -> bool {
-            let g = &self.sessions[id];
+            let g = &self.sessions[id].session;
             if !matches(g) {
                 return true;
             }
@@ -288,6 +351,7 @@ impl FleetIndex {
                 let mut all: Vec<(SortValue, Timestamp, &GameSessionId, &GameSession)> = self
                     .sessions
                     .values()
+                    .map(|e| &e.session)
                     .filter(|g| matches(g))
                     .map(|g| (op.sort_value(g), g.creation_time, g.id(), g))
                     .filter(|(v, t, id, _)| match &q.after {
@@ -344,7 +408,8 @@ impl FleetIndex {
 
     /// The game session a party of `party` would be placed in: among ACTIVE, ACCEPT_ALL game
     /// sessions with at least `party` available seats that match, the one with the fewest
-    /// (PACKED) or the most (DISTRIBUTED) available seats, oldest first on ties.
+    /// (PACKED) or the most (DISTRIBUTED) available seats, oldest first on ties. Needs an
+    /// up-to-date index ([`Self::refresh`]).
     pub(super) fn pick(
         &self,
         party: u32,
@@ -352,8 +417,9 @@ impl FleetIndex {
         accept: impl Fn(&GameSession) -> bool,
         skip: &HashSet<GameSessionId>,
     ) -> Option<GameSessionId> {
+        debug_assert!(!self.needs_refresh(), "placement from a stale index");
         let from: Key = (i64::from(party), Timestamp::MIN, GameSessionId::min());
-        let ok = |k: &&Key| !skip.contains(&k.2) && accept(&self.sessions[&k.2]);
+        let ok = |k: &&Key| !skip.contains(&k.2) && accept(&self.sessions[&k.2].session);
         let by_available = &self.numeric[AVAILABLE];
         let found = match strategy {
             PlacementStrategy::Packed => by_available
@@ -391,9 +457,10 @@ impl FleetIndex {
         }
         let mut seats = 0u64;
         for g in active {
-            let Some(i) = self.sessions.get(g.id()) else {
+            let Some(e) = self.sessions.get(g.id()) else {
                 return Err(format!("fleet {fleet}: {} missing from the index", g.id()));
             };
+            let i = &e.session;
             if (
                 i.current_player_session_count,
                 i.maximum_player_session_count,
@@ -405,10 +472,19 @@ impl FleetIndex {
             ) {
                 return Err(format!("fleet {fleet}: index copy of {} is stale", g.id()));
             }
-            let stale = NUMERIC
+            // The numeric orders hold the entry's keys: its current values, or older ones
+            // while it waits in the stale list.
+            if e.stale != self.stale.contains(g.id()) || (!e.stale && e.keys != values(g)) {
+                return Err(format!(
+                    "fleet {fleet}: {} is behind the index without being marked stale",
+                    g.id()
+                ));
+            }
+            let stale = e
+                .keys
                 .iter()
                 .zip(&self.numeric)
-                .any(|((_, value), set)| !set.contains(&key(*value, g)))
+                .any(|(v, set)| !set.contains(&(*v, g.creation_time, g.id().clone())))
                 || !self.by_name.contains(&name_key(g))
                 || !self.by_id.contains(&id_key(g));
             if stale {

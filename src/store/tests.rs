@@ -773,6 +773,62 @@ fn drain_watch(w: &mut FleetWatch, view: &mut View) {
     }
 }
 
+/// Searches of fleet-1 sorted by each order the index keeps (whose keys catch up lazily, see
+/// `FleetIndex::refresh`) list its ACTIVE game sessions as sorting a scan of them does.
+fn check_sorted_searches(s: &Store) -> Result<(), String> {
+    let fleet = FleetId::parse("fleet_id", "fleet-1").unwrap();
+    let search = |sort: &str| {
+        s.search(&Search {
+            fleet_id: fleet.clone(),
+            filter: Default::default(),
+            sort: crate::domain::Sort::parse("sort_expression", sort).unwrap(),
+            selector: Default::default(),
+            limit: 100,
+            after: None,
+        })
+        .game_sessions
+    };
+    // Creation order never lags (creation times do not change): the scan.
+    let all = search("");
+    for operand in [
+        "availablePlayerSessions",
+        "playerSessionCount",
+        "maximumSessions",
+        "hasAvailablePlayerSessions",
+    ] {
+        for desc in [false, true] {
+            let got: Vec<String> =
+                search(&format!("{operand} {}", if desc { "DESC" } else { "ASC" }))
+                    .iter()
+                    .map(|g| g.id().to_string())
+                    .collect();
+            let op = crate::domain::Sort::parse("sort_expression", operand)
+                .unwrap()
+                .operand;
+            let mut want: Vec<&GameSession> = all.iter().collect();
+            want.sort_by(|a, b| {
+                let order = (op.sort_value(a), a.creation_time, a.id()).cmp(&(
+                    op.sort_value(b),
+                    b.creation_time,
+                    b.id(),
+                ));
+                if desc {
+                    order.reverse()
+                } else {
+                    order
+                }
+            });
+            let want: Vec<String> = want.iter().map(|g| g.id().to_string()).collect();
+            if got != want {
+                return Err(format!(
+                    "{operand} desc={desc}: {got:?}, a sorted scan: {want:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The fleet's ACTIVE game sessions as a watcher should see them.
 fn active_view(s: &Store) -> View {
     let page = s.search(&Search {
@@ -837,6 +893,7 @@ proptest! {
             for op in &ops {
                 run_op(&s, op, &mut created).await;
                 s.check_invariants().map_err(TestCaseError::fail)?;
+                check_sorted_searches(&s).map_err(TestCaseError::fail)?;
                 drain_watch(&mut watch, &mut view);
                 prop_assert_eq!(&view, &active_view(&s), "watcher view after {:?}", op);
                 while let Ok(u) = health.try_recv() {
@@ -1137,4 +1194,45 @@ fn a_party_with_a_repeated_player_is_refused_at_any_size() {
     }
     let one = party(&["solo"]);
     super::validate_party(&one, 1).unwrap();
+}
+
+/// The index's numeric orders catch up lazily: reservations only mark a game session stale,
+/// several changes to one game session are applied in one step by the next search or
+/// placement, a game session that ends while stale leaves no trace, and a placement picks by
+/// the seats as they are now.
+#[tokio::test(start_paused = true)]
+async fn lazily_refreshed_orders_match_the_game_sessions() {
+    let s = store();
+    for (g, max) in [("gs-a", 10), ("gs-b", 10), ("gs-c", 10)] {
+        register(&s, g, max).await;
+    }
+    reserve(&s, "gs-a", &["a1", "a2"]).await.unwrap();
+    reserve(&s, "gs-a", &["a3"]).await.unwrap();
+    reserve(&s, "gs-b", &["b1"]).await.unwrap();
+    reserve(&s, "gs-c", &["c1", "c2", "c3", "c4"])
+        .await
+        .unwrap();
+    // Three game sessions changed, each once in the stale list, none refreshed yet.
+    s.check_invariants().unwrap();
+    s.end_game_session(&gs("gs-c"), false, "").await.unwrap();
+    s.check_invariants().unwrap();
+    check_sorted_searches(&s).unwrap();
+    // PACKED: the fullest that fits (gs-a, 7 free) over gs-b (9 free), as of now.
+    let (g, _) = s
+        .place(placement(
+            &["p1", "p2", "p3"],
+            PlacementStrategy::Packed,
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(g.id(), &gs("gs-a"));
+    // gs-a now has 4 free seats and is stale again: DISTRIBUTED picks gs-b (9 free).
+    let (g, _) = s
+        .place(placement(&["p4"], PlacementStrategy::Distributed, ""))
+        .await
+        .unwrap();
+    assert_eq!(g.id(), &gs("gs-b"));
+    s.check_invariants().unwrap();
+    check_sorted_searches(&s).unwrap();
 }
