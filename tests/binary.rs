@@ -483,6 +483,21 @@ fn bench_compares_a_secure_daemon_with_a_plain_one() {
     }
 }
 
+/// The rows of an A/B run of `reserve`: echo, the first daemon, the versus daemon (returned),
+/// which made no errors and has its throughput as a ratio to the first's.
+fn assert_reserve_ab_run(report: &serde_json::Value) -> &serde_json::Value {
+    let scenarios = report["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "reserve", "reserve+versus"]);
+    let versus = &scenarios[2];
+    assert_eq!(versus["errors"], 0);
+    assert!(versus["throughput_vs_plain"].as_f64().unwrap() > 0.0);
+    versus
+}
+
 /// `--versus-arg`: an A/B run of two daemons whose flags differ, loaded in turns, the second
 /// reported as ratios to the first; `--daemon-arg` reaches both (a bad flag stops the run).
 #[test]
@@ -504,15 +519,8 @@ fn bench_compares_two_daemon_configurations() {
         report["versus_args"],
         serde_json::json!(["--journal-commit-delay=0s"])
     );
-    let scenarios = report["scenarios"].as_array().unwrap();
-    let names: Vec<&str> = scenarios
-        .iter()
-        .map(|s| s["scenario"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["echo", "reserve", "reserve+versus"]);
-    assert_eq!(scenarios[2]["errors"], 0);
-    assert!(scenarios[2]["throughput_vs_plain"].as_f64().unwrap() > 0.0);
-    assert!(scenarios[2]["p99_vs_plain"].as_f64().unwrap() > 0.0);
+    let versus = assert_reserve_ab_run(&report);
+    assert!(versus["p99_vs_plain"].as_f64().unwrap() > 0.0);
 
     for flag in [
         "--versus-arg=--journal-commit-delay=1s",
@@ -561,14 +569,7 @@ fn bench_compares_two_builds() {
     ]);
     assert_eq!(report["versus_binary"], other.to_str().unwrap());
     assert_eq!(report["turn_secs"], 0.1);
-    let scenarios = report["scenarios"].as_array().unwrap();
-    let names: Vec<&str> = scenarios
-        .iter()
-        .map(|s| s["scenario"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["echo", "reserve", "reserve+versus"]);
-    assert_eq!(scenarios[2]["errors"], 0);
-    assert!(scenarios[2]["throughput_vs_plain"].as_f64().unwrap() > 0.0);
+    assert_reserve_ab_run(&report);
     // Only the versus daemon ran the other build.
     let runs = std::fs::read_to_string(&started).unwrap();
     assert_eq!(runs.lines().count(), 1, "{runs}");

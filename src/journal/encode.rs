@@ -76,56 +76,38 @@ fn callback(change: &Change, out: &mut Vec<u8>) -> bool {
             id,
             game_session_id,
             at,
-        } => update(
-            out,
-            id,
-            game_session_id,
-            A::Succeed,
-            SUB_PLAYER_SESSION,
-            None,
-            *at,
-        ),
+        } => {
+            let update = Update::of(id, game_session_id, A::Succeed, *at);
+            update.write(out)
+        }
         Change::TimedOut {
             id,
             game_session_id,
             at,
-        } => update(
-            out,
-            id,
-            game_session_id,
-            A::Fail,
-            SUB_PLAYER_SESSION,
-            Some((ERR_TIMEOUT, records::TIMEOUT_MESSAGE)),
-            *at,
-        ),
+        } => {
+            let update = Update::of(id, game_session_id, A::Fail, *at);
+            update
+                .error(ERR_TIMEOUT, records::TIMEOUT_MESSAGE)
+                .write(out)
+        }
         Change::Completed {
             id,
             game_session_id,
             reason,
             at,
-        } => update(
-            out,
-            id,
-            game_session_id,
-            A::Cancel,
-            reason.as_str(),
-            None,
-            *at,
-        ),
+        } => {
+            let update = Update::of(id, game_session_id, A::Cancel, *at);
+            update.sub_type(reason.as_str()).write(out)
+        }
         Change::ErrorReported {
             id,
             game_session_id,
             message,
             at,
-        } => update(
-            out,
-            id,
-            game_session_id,
-            A::Retry,
-            SUB_PLAYER_SESSION,
-            Some((ERR_PLAYER, &**message)),
-            *at,
-        ),
+        } => {
+            let update = Update::of(id, game_session_id, A::Retry, *at);
+            update.error(ERR_PLAYER, message).write(out)
+        }
         _ => return false,
     }
     true
@@ -133,26 +115,56 @@ fn callback(change: &Change, out: &mut Vec<u8>) -> bool {
 
 /// A later update of a player session: a CALLBACK child of its game session, with an error
 /// for the failed and retried ones.
-fn update(
-    out: &mut Vec<u8>,
-    id: &PlayerSessionId,
-    game_session_id: &GameSessionId,
+struct Update<'a> {
+    id: &'a PlayerSessionId,
+    game_session_id: &'a GameSessionId,
     action: A,
-    sub_type: &str,
-    error: Option<(&str, &str)>,
+    sub_type: &'a str,
+    error: Option<(&'a str, &'a str)>,
     at: Timestamp,
-) {
-    message(out, |out| {
-        header(out, id, action, sub_type);
-        string(out, record::PARENT_ID, game_session_id.as_str());
-        if let Some((error_type, error_message)) = error {
-            field_message(out, record::ERROR, |out| {
-                string(out, error_object::ERROR_TYPE, error_type);
-                string(out, error_object::ERROR_MESSAGE, error_message);
-            });
+}
+
+impl<'a> Update<'a> {
+    fn of(
+        id: &'a PlayerSessionId,
+        game_session_id: &'a GameSessionId,
+        action: A,
+        at: Timestamp,
+    ) -> Self {
+        Update {
+            id,
+            game_session_id,
+            action,
+            sub_type: SUB_PLAYER_SESSION,
+            error: None,
+            at,
         }
-        time(out, record::TIMESTAMP, at);
-    })
+    }
+
+    fn sub_type(self, sub_type: &'a str) -> Self {
+        Update { sub_type, ..self }
+    }
+
+    fn error(self, error_type: &'a str, message: &'a str) -> Self {
+        Update {
+            error: Some((error_type, message)),
+            ..self
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        message(out, |out| {
+            header(out, self.id, self.action, self.sub_type);
+            string(out, record::PARENT_ID, self.game_session_id.as_str());
+            if let Some((error_type, error_message)) = self.error {
+                field_message(out, record::ERROR, |out| {
+                    string(out, error_object::ERROR_TYPE, error_type);
+                    string(out, error_object::ERROR_MESSAGE, error_message);
+                });
+            }
+            time(out, record::TIMESTAMP, self.at);
+        })
+    }
 }
 
 /// The fields every CALLBACK record starts with: operation id, action, type, sub-type.
