@@ -13,9 +13,9 @@ use prost::{
     Message,
 };
 
-use super::records::{self, ERR_PLAYER, ERR_TIMEOUT, SUB_PLAYER_SESSION};
+use super::records;
 use crate::{
-    domain::{Change, GameSessionId, Lsn, PlayerSessionId, Timestamp},
+    domain::{Change, Lsn, PlayerSessionId, Timestamp},
     proto::{OperationAction as A, OperationType},
 };
 
@@ -47,124 +47,44 @@ pub fn checkpoint(first_lsn: Lsn, records: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Writes a player session's update as a length-delimited `OperationRecord`; `false` (and
-/// nothing written) for any other change.
+/// nothing written) for any other change. The fields are those of
+/// [`records::CallbackUpdate::record`], in tag order.
 fn callback(change: &Change, out: &mut Vec<u8>) -> bool {
-    match change {
-        Change::Reserved(ps) => message(out, |out| {
-            let timeout = ps.reservation_deadline.duration_since(ps.creation_time);
-            header(out, &ps.id, A::Start, SUB_PLAYER_SESSION);
-            string(out, record::NAME, ps.player_id());
-            string(out, record::PARENT_ID, ps.game.id.as_str());
+    let Some(u) = records::callback_update(change) else {
+        return false;
+    };
+    message(out, |out| {
+        header(out, &u.id, u.action, u.sub_type);
+        if let Some(start) = &u.reservation {
+            string(out, record::NAME, start.player_id);
+        }
+        string(out, record::PARENT_ID, u.parent_id);
+        if let Some(start) = &u.reservation {
             field_message(out, record::RESULT, |out| {
                 field_message(out, payload::RESERVATION, |out| {
-                    string(out, reservation::PLAYER_ID, ps.player_id());
-                    string(
-                        out,
-                        reservation::PLAYER_DATA,
-                        ps.player_data().unwrap_or(""),
-                    );
+                    string(out, reservation::PLAYER_ID, start.player_id);
+                    string(out, reservation::PLAYER_DATA, start.player_data);
                 })
             });
-            field_message(out, record::CALLBACK_OPTIONS, |out| {
-                let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
-                varint(out, callback_options::TIMEOUT_SECONDS, u64::from(seconds));
+        }
+        if let Some((error_type, error_message)) = u.error {
+            field_message(out, record::ERROR, |out| {
+                string(out, error_object::ERROR_TYPE, error_type);
+                string(out, error_object::ERROR_MESSAGE, error_message);
             });
-            time(out, record::TIMESTAMP, ps.creation_time);
-            time(out, record::DEADLINE, ps.reservation_deadline);
-        }),
-        Change::Accepted {
-            id,
-            game_session_id,
-            at,
-        } => {
-            let update = Update::of(id, game_session_id, A::Succeed, *at);
-            update.write(out)
         }
-        Change::TimedOut {
-            id,
-            game_session_id,
-            at,
-        } => {
-            let update = Update::of(id, game_session_id, A::Fail, *at);
-            update
-                .error(ERR_TIMEOUT, records::TIMEOUT_MESSAGE)
-                .write(out)
+        if let Some(start) = &u.reservation {
+            field_message(out, record::CALLBACK_OPTIONS, |out| {
+                let seconds = u64::from(start.timeout_seconds);
+                varint(out, callback_options::TIMEOUT_SECONDS, seconds);
+            });
         }
-        Change::Completed {
-            id,
-            game_session_id,
-            reason,
-            at,
-        } => {
-            let update = Update::of(id, game_session_id, A::Cancel, *at);
-            update.sub_type(reason.as_str()).write(out)
+        time(out, record::TIMESTAMP, u.at);
+        if let Some(start) = &u.reservation {
+            time(out, record::DEADLINE, start.deadline);
         }
-        Change::ErrorReported {
-            id,
-            game_session_id,
-            message,
-            at,
-        } => {
-            let update = Update::of(id, game_session_id, A::Retry, *at);
-            update.error(ERR_PLAYER, message).write(out)
-        }
-        _ => return false,
-    }
+    });
     true
-}
-
-/// A later update of a player session: a CALLBACK child of its game session, with an error
-/// for the failed and retried ones.
-struct Update<'a> {
-    id: &'a PlayerSessionId,
-    game_session_id: &'a GameSessionId,
-    action: A,
-    sub_type: &'a str,
-    error: Option<(&'a str, &'a str)>,
-    at: Timestamp,
-}
-
-impl<'a> Update<'a> {
-    fn of(
-        id: &'a PlayerSessionId,
-        game_session_id: &'a GameSessionId,
-        action: A,
-        at: Timestamp,
-    ) -> Self {
-        Update {
-            id,
-            game_session_id,
-            action,
-            sub_type: SUB_PLAYER_SESSION,
-            error: None,
-            at,
-        }
-    }
-
-    fn sub_type(self, sub_type: &'a str) -> Self {
-        Update { sub_type, ..self }
-    }
-
-    fn error(self, error_type: &'a str, message: &'a str) -> Self {
-        Update {
-            error: Some((error_type, message)),
-            ..self
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>) {
-        message(out, |out| {
-            header(out, self.id, self.action, self.sub_type);
-            string(out, record::PARENT_ID, self.game_session_id.as_str());
-            if let Some((error_type, error_message)) = self.error {
-                field_message(out, record::ERROR, |out| {
-                    string(out, error_object::ERROR_TYPE, error_type);
-                    string(out, error_object::ERROR_MESSAGE, error_message);
-                });
-            }
-            time(out, record::TIMESTAMP, self.at);
-        })
-    }
 }
 
 /// The fields every CALLBACK record starts with: operation id, action, type, sub-type.
@@ -275,7 +195,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{EndReason, GameSessionInfo, PlayerSession, PlayerStrings},
+        domain::{EndReason, GameSessionId, GameSessionInfo, PlayerSession, PlayerStrings},
         storage::Checkpoint,
     };
 
@@ -430,9 +350,19 @@ mod tests {
         assert_eq!(body, expected.encode_to_vec());
         let decoded = Checkpoint::decode(body.as_slice()).unwrap();
         assert_eq!(decoded, expected);
+        // The reservation as docs/journal.md maps it: a CALLBACK START child of its game
+        // session, named after the player, with the timeout and the absolute deadline.
+        let r = &decoded.records[1];
         assert_eq!(
-            decoded.records[1].callback_options.unwrap().timeout_seconds,
-            60
+            (r.operation_type(), r.action(), r.sub_type.as_str()),
+            (OperationType::Callback, A::Start, "player_session")
+        );
+        assert_eq!(r.operation_id, ps.id.to_string());
+        assert_eq!((r.name.as_str(), r.parent_id.as_str()), ("p1", "gs-1"));
+        assert_eq!(r.callback_options.unwrap().timeout_seconds, 60);
+        assert_eq!(
+            crate::wire::from_timestamp(&r.deadline.unwrap()),
+            ps.reservation_deadline
         );
     }
 }

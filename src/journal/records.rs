@@ -102,6 +102,137 @@ pub fn definition(g: &GameSession) -> GameSessionDefinition {
     }
 }
 
+/// A player session's update (a CALLBACK record, almost every record a daemon appends) as the
+/// operation update journaled for it, borrowed from its change. [`encode`] builds an
+/// `OperationRecord` from it; [`super::encode`] writes the same record straight into bytes.
+#[derive(Debug)]
+pub struct CallbackUpdate<'a> {
+    pub id: PlayerSessionId,
+    pub action: OperationAction,
+    pub sub_type: &'a str,
+    /// The game session (the CONTEXT this CALLBACK belongs to).
+    pub parent_id: &'a str,
+    /// A reservation (CALLBACK START) only.
+    pub reservation: Option<CallbackStart<'a>>,
+    /// `(error_type, error_message)` of a timeout or a reported error.
+    pub error: Option<(&'a str, &'a str)>,
+    pub at: Timestamp,
+}
+
+/// What a reservation's record adds: the player (also the record's `name`), the callback
+/// timeout and the absolute deadline.
+#[derive(Debug)]
+pub struct CallbackStart<'a> {
+    pub player_id: &'a str,
+    pub player_data: &'a str,
+    pub timeout_seconds: u32,
+    pub deadline: Timestamp,
+}
+
+/// The player session update `change` journals as, or `None` for any other change.
+pub fn callback_update(change: &Change) -> Option<CallbackUpdate<'_>> {
+    use OperationAction as A;
+    /// An update after the reservation: the player session's id under its game session.
+    fn later<'a>(
+        id: &PlayerSessionId,
+        game: &'a GameSessionId,
+        action: OperationAction,
+        at: &Timestamp,
+    ) -> CallbackUpdate<'a> {
+        CallbackUpdate {
+            id: *id,
+            action,
+            sub_type: SUB_PLAYER_SESSION,
+            parent_id: game.as_str(),
+            reservation: None,
+            error: None,
+            at: *at,
+        }
+    }
+    Some(match change {
+        Change::Reserved(ps) => CallbackUpdate {
+            id: ps.id,
+            action: A::Start,
+            sub_type: SUB_PLAYER_SESSION,
+            parent_id: ps.game.id.as_str(),
+            reservation: Some(CallbackStart {
+                player_id: ps.player_id(),
+                player_data: ps.player_data().unwrap_or_default(),
+                timeout_seconds: secs(ps.reservation_deadline.duration_since(ps.creation_time)),
+                deadline: ps.reservation_deadline,
+            }),
+            error: None,
+            at: ps.creation_time,
+        },
+        Change::Accepted {
+            id,
+            game_session_id,
+            at,
+        } => later(id, game_session_id, A::Succeed, at),
+        Change::TimedOut {
+            id,
+            game_session_id,
+            at,
+        } => CallbackUpdate {
+            error: Some((ERR_TIMEOUT, TIMEOUT_MESSAGE)),
+            ..later(id, game_session_id, A::Fail, at)
+        },
+        Change::Completed {
+            id,
+            game_session_id,
+            reason,
+            at,
+        } => CallbackUpdate {
+            sub_type: reason.as_str(),
+            ..later(id, game_session_id, A::Cancel, at)
+        },
+        Change::ErrorReported {
+            id,
+            game_session_id,
+            message,
+            at,
+        } => CallbackUpdate {
+            error: Some((ERR_PLAYER, message)),
+            ..later(id, game_session_id, A::Retry, at)
+        },
+        _ => return None,
+    })
+}
+
+impl CallbackUpdate<'_> {
+    /// As an `OperationRecord` (what prost encodes; what the history API returns).
+    pub fn record(&self, lsn: Lsn) -> OperationRecord {
+        let mut r = base(
+            lsn,
+            self.id.to_string(),
+            OperationType::Callback,
+            self.action,
+            self.sub_type,
+            self.at,
+        );
+        r.parent_id = self.parent_id.to_string();
+        if let Some(start) = &self.reservation {
+            r.name = start.player_id.to_string();
+            r.result = payload(Payload::Reservation(ReservationPayload {
+                player_id: start.player_id.to_string(),
+                player_data: start.player_data.to_string(),
+            }));
+            r.callback_options = Some(CallbackOptions {
+                timeout_seconds: start.timeout_seconds,
+                heartbeat_timeout_seconds: 0,
+            });
+            r.deadline = Some(timestamp(start.deadline));
+        }
+        if let Some((error_type, error_message)) = self.error {
+            r.error = Some(ErrorObject {
+                error_type: error_type.into(),
+                error_message: error_message.into(),
+            });
+        }
+        r
+    }
+}
+
 /// Encodes one change as the operation update journaled for it.
 pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
     use OperationAction as A;
@@ -180,28 +311,6 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             }
             r
         }
-        Change::Reserved(ps) => {
-            let mut r = base(
-                lsn,
-                ps.id.to_string(),
-                T::Callback,
-                A::Start,
-                SUB_PLAYER_SESSION,
-                ps.creation_time,
-            );
-            r.parent_id = ps.game.id.to_string();
-            r.name = ps.player_id().to_string();
-            r.callback_options = Some(CallbackOptions {
-                timeout_seconds: secs(ps.reservation_deadline.duration_since(ps.creation_time)),
-                heartbeat_timeout_seconds: 0,
-            });
-            r.deadline = Some(timestamp(ps.reservation_deadline));
-            r.result = payload(Payload::Reservation(ReservationPayload {
-                player_id: ps.player_id().to_string(),
-                player_data: ps.player_data().unwrap_or_default().to_string(),
-            }));
-            r
-        }
         Change::IdempotencyKey {
             key,
             fingerprint,
@@ -222,49 +331,13 @@ pub fn encode(change: &Change, lsn: Lsn) -> OperationRecord {
             }));
             r
         }
-        Change::Accepted {
-            id,
-            game_session_id,
-            at,
-        } => player_update(
-            lsn,
-            id,
-            game_session_id,
-            A::Succeed,
-            SUB_PLAYER_SESSION,
-            *at,
-        ),
-        Change::TimedOut {
-            id,
-            game_session_id,
-            at,
-        } => {
-            let mut r = player_update(lsn, id, game_session_id, A::Fail, SUB_PLAYER_SESSION, *at);
-            r.error = Some(ErrorObject {
-                error_type: ERR_TIMEOUT.into(),
-                error_message: TIMEOUT_MESSAGE.into(),
-            });
-            r
-        }
-        Change::Completed {
-            id,
-            game_session_id,
-            reason,
-            at,
-        } => player_update(lsn, id, game_session_id, A::Cancel, reason.as_str(), *at),
-        Change::ErrorReported {
-            id,
-            game_session_id,
-            message,
-            at,
-        } => {
-            let mut r = player_update(lsn, id, game_session_id, A::Retry, SUB_PLAYER_SESSION, *at);
-            r.error = Some(ErrorObject {
-                error_type: ERR_PLAYER.into(),
-                error_message: message.to_string(),
-            });
-            r
-        }
+        Change::Reserved(_)
+        | Change::Accepted { .. }
+        | Change::TimedOut { .. }
+        | Change::Completed { .. }
+        | Change::ErrorReported { .. } => callback_update(change)
+            .expect("a player session's update")
+            .record(lsn),
         Change::AnalyticsDelivered { through, sink, at } => {
             let mut r = analytics(lsn, A::Succeed, *at);
             r.result = payload(Payload::AnalyticsDelivery(AnalyticsDeliveryPayload {
@@ -399,27 +472,6 @@ fn analytics(lsn: Lsn, action: OperationAction, at: Timestamp) -> OperationRecor
         SUB_ANALYTICS,
         at,
     )
-}
-
-/// A later update of a player session (a CALLBACK child of its game session).
-fn player_update(
-    lsn: Lsn,
-    id: &PlayerSessionId,
-    game_session_id: &GameSessionId,
-    action: OperationAction,
-    sub_type: &str,
-    at: Timestamp,
-) -> OperationRecord {
-    let mut r = base(
-        lsn,
-        id.to_string(),
-        OperationType::Callback,
-        action,
-        sub_type,
-        at,
-    );
-    r.parent_id = game_session_id.to_string();
-    r
 }
 
 /// A record that cannot be decoded: names the record so recovery can report it.
