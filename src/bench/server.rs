@@ -110,7 +110,10 @@ impl OwnServer {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("start the daemon")?;
+            .with_context(|| match binary {
+                Some(path) => format!("start the daemon {}", path.display()),
+                None => "start the daemon".into(),
+            })?;
         let mut server = OwnServer {
             child,
             grpc: match secure {
