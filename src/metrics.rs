@@ -54,6 +54,9 @@ pub struct Metrics {
     pub journal_append: Histogram,
     pub journal_fsync: Histogram,
     pub journal_bytes: Counter,
+    /// Journal segments started by rotation, by how their space was made ready: `zeros`
+    /// (written ahead, so syncs only flush data) or `preallocated` (the spare was not ready).
+    pub journal_segments: Family<SpaceLabels, Counter>,
     pub snapshot_duration: Histogram,
     pub recovery_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Open WatchFleet streams.
@@ -102,6 +105,12 @@ pub const REJECT_REASONS: [&str; 5] = [
     "overloaded",
     "watch_limit",
 ];
+
+/// Labels of the journal segment counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpaceLabels {
+    pub space: &'static str,
+}
 
 /// Labels of a loss counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,6 +172,15 @@ impl Metrics {
             "Bytes written to the journal",
             journal_bytes.clone(),
         );
+        let journal_segments = Family::<SpaceLabels, Counter>::default();
+        registry.register(
+            "journal_segments",
+            "Journal segments started by rotation, by how their space was made ready",
+            journal_segments.clone(),
+        );
+        for space in ["zeros", "preallocated"] {
+            let _ = journal_segments.get_or_create(&SpaceLabels { space });
+        }
         let snapshot_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         registry.register(
             "snapshot_duration_seconds",
@@ -275,6 +293,7 @@ impl Metrics {
             journal_append,
             journal_fsync,
             journal_bytes,
+            journal_segments,
             snapshot_duration,
             recovery_duration,
             fleet_watchers,

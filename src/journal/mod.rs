@@ -10,6 +10,7 @@
 
 pub mod encode;
 pub mod frame;
+mod prefill;
 pub mod protowire;
 pub mod reader;
 pub mod records;

@@ -1141,3 +1141,108 @@ fn a_lone_caller_does_not_wait_for_the_commit_delay() {
         s.journal().close();
     });
 }
+
+/// The first hole or unwritten extent of the file at `path` (its size if none).
+fn first_hole(path: &Path) -> u64 {
+    let f = std::fs::File::open(path).unwrap();
+    rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)).unwrap()
+}
+
+/// Segments started by rotation whose space was `space` (`zeros` or `preallocated`).
+fn segments_started(m: &crate::metrics::Metrics, space: &str) -> u64 {
+    let key = format!("session_broker_journal_segments_total{{space=\"{space}\"}}");
+    m.render()
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str())?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_writer_starts_on_written_zeros_and_drops_a_stale_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = jconfig(dir.path());
+    let stale = dir.path().join(prefill::SPARE_NAME);
+    std::fs::write(&stale, b"left by a crash during its fill").unwrap();
+    let s = open(dir.path(), &jc).unwrap();
+    assert!(!stale.exists(), "a spare of unknown state is never used");
+    let seg = segment_file(dir.path());
+    assert_eq!(
+        first_hole(&seg),
+        jc.segment_bytes,
+        "no unwritten extent to convert"
+    );
+    workload(&s).await;
+    let before = dump(&s);
+    s.journal().close();
+    // A restart fills the tail again where it was only preallocated (a segment truncated at a
+    // torn record, or written by an older build), and keeps the records.
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    let data = data_len(&seg) as u64;
+    f.set_len(data).unwrap();
+    rustix::fs::fallocate(
+        &f,
+        rustix::fs::FallocateFlags::empty(),
+        data,
+        jc.segment_bytes - data,
+    )
+    .unwrap();
+    drop(f);
+    assert!(first_hole(&seg) < jc.segment_bytes);
+    let r = open(dir.path(), &jc).unwrap();
+    assert_eq!(dump(&r), before);
+    assert_eq!(first_hole(&seg), jc.segment_bytes);
+    r.journal().close();
+}
+
+/// From half way through a segment the next one is zero-filled on another thread, and a
+/// rotation renames it into place; every record replays across the rotations.
+#[test]
+fn rotations_take_the_spare_filled_ahead_and_every_record_replays() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let jc = JournalConfig {
+            segment_bytes: 16 << 10,
+            ..jconfig(dir.path())
+        };
+        let s = open(dir.path(), &jc).unwrap();
+        let m = crate::metrics::Metrics::new(s.clone());
+        s.journal().set_metrics(m.clone());
+        for g in 0..10 {
+            s.register_game_session(registration(&format!("gs-spare-{g}"), 1000))
+                .await
+                .unwrap();
+        }
+        // Each rotation takes the spare if its fill (16 KiB) finished meanwhile; the short
+        // pauses give it the time, so one rotation with zeros comes quickly.
+        let mut i = 0;
+        while segments_started(&m, "zeros") < 2 {
+            assert!(i < 10_000, "no rotation took a filled spare");
+            let game = format!("gs-spare-{}", i / 1000);
+            s.reserve(reservation(&game, &[format!("p{i}").as_str()]))
+                .await
+                .unwrap();
+            i += 1;
+            if i % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let before = dump(&s);
+        s.journal().close();
+        let segments =
+            segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX).unwrap();
+        assert!(segments.len() >= 3, "{segments:?}");
+        // The current segment came from a spare if the last rotation took one; the spare
+        // of the next is never listed as a segment.
+        assert!(segments
+            .iter()
+            .all(|(_, p)| p.file_name().unwrap() != prefill::SPARE_NAME));
+        let r = open(dir.path(), &jc).unwrap();
+        assert_eq!(dump(&r), before);
+        r.journal().close();
+    });
+}

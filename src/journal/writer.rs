@@ -7,6 +7,9 @@
 //! written in place: an `fdatasync` then only has data to flush, not the growing file's size
 //! (on ext4 about half the latency and CPU of a sync that grows the file). The unwritten rest
 //! reads as zeros, which the readers treat as the end ([`super::frame::Next::Zeros`]).
+//! Its blocks are written with real zeros, so that a sync does not also convert unwritten
+//! extents ([`super::prefill`]): the segment the writer starts on is filled when it opens, and
+//! from half way through each segment the next one is filled ahead on another thread.
 //!
 //! In async mode appends do not wake the writer while it waits for the next sync: records
 //! gather for up to [`ASYNC_SYNC_INTERVAL`] (or [`ASYNC_WAKE_BYTES`]) and go out in one write.
@@ -20,11 +23,19 @@ use std::{
     fs::{File, OpenOptions},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
-use super::{io_err, recovery::Recovered, segment, Inner, JournalConfig, JournalError, Mode};
+use super::{
+    io_err,
+    prefill::{self, Spare},
+    recovery::Recovered,
+    segment, Inner, JournalConfig, JournalError, Mode,
+};
 use crate::domain::Lsn;
 
 /// Async mode syncs at least this often.
@@ -67,6 +78,8 @@ pub(super) struct Writer {
     bytes_since_snapshot: u64,
     commit_delay: Duration,
     commit_siblings: u32,
+    /// The next segment, zero-filled ahead once this one is half written.
+    spare: Option<Spare>,
     on_fatal: Arc<dyn Fn(String) + Send + Sync>,
 }
 
@@ -82,6 +95,13 @@ impl Writer {
             None => (segment::segment_path(&config.dir, recovered.next_lsn), 0),
         };
         let file = open_segment(&path, config.segment_bytes).map_err(io_err(&path))?;
+        prefill::zero_fill(&file, len, config.segment_bytes, &AtomicBool::new(false))
+            .map_err(io_err(&path))?;
+        let spare = config.dir.join(prefill::SPARE_NAME);
+        match std::fs::remove_file(&spare) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&spare)(e)),
+            _ => {}
+        }
         segment::sync_dir(&config.dir).map_err(io_err(&config.dir))?;
         Ok(Writer {
             inner,
@@ -93,6 +113,7 @@ impl Writer {
             bytes_since_snapshot: 0,
             commit_delay: config.commit_delay.min(super::MAX_COMMIT_DELAY),
             commit_siblings: config.commit_siblings.max(1),
+            spare: None,
             on_fatal,
         })
     }
@@ -188,6 +209,11 @@ impl Writer {
                     if let Err(e) = self.rotate(last + 1) {
                         return self.fatal("segment rotation", e);
                     }
+                } else if self.spare.is_none() && self.segment_len >= self.segment_bytes / 2 {
+                    match Spare::start(&self.dir, self.segment_bytes) {
+                        Ok(spare) => self.spare = Some(spare),
+                        Err(e) => tracing::warn!(error = %e, "journal spare segment not started"),
+                    }
                 }
                 if self.bytes_since_snapshot >= self.snapshot_every_bytes {
                     self.bytes_since_snapshot = 0;
@@ -209,10 +235,26 @@ impl Writer {
             self.file.set_len(self.segment_len)?;
         }
         let path = segment::segment_path(&self.dir, next_lsn);
-        self.file = open_segment(&path, self.segment_bytes)?;
+        // The spare if it is filled; a rotation never waits for one (it keeps filling for the
+        // next rotation), the new segment is then only preallocated.
+        let filled = match self.spare.take_if(|s| s.is_done()) {
+            Some(spare) => spare.into_segment(&path)?,
+            None => None,
+        };
+        let zeroed = filled.is_some();
+        self.file = match filled {
+            Some(file) => file,
+            None => open_segment(&path, self.segment_bytes)?,
+        };
         segment::sync_dir(&self.dir)?;
         self.segment_len = 0;
-        tracing::debug!(path = %path.display(), "new journal segment");
+        tracing::debug!(path = %path.display(), zeroed, "new journal segment");
+        if let Some(m) = self.inner.metrics.get() {
+            let space = if zeroed { "zeros" } else { "preallocated" };
+            m.journal_segments
+                .get_or_create(&crate::metrics::SpaceLabels { space })
+                .inc();
+        }
         Ok(())
     }
 }
