@@ -84,6 +84,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_BROKER_JOURNAL_COMMIT_SIBLINGS", default_value_t = crate::journal::DEFAULT_COMMIT_SIBLINGS)]
     pub journal_commit_siblings: u32,
 
+    /// Sync durability: write the journal with `O_DIRECT | O_DSYNC`, one system call per group
+    /// that returns once it is durable, instead of a write and an fdatasync (falls back by
+    /// itself where the file system refuses direct I/O); `false`: always write and fdatasync.
+    #[arg(
+        long,
+        env = "SESSION_BROKER_JOURNAL_DIRECT_IO",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub journal_direct_io: bool,
+
     /// Default time a reservation waits for AcceptPlayerSession before it times out
     /// (game sessions may set their own).
     #[arg(long, env = "SESSION_BROKER_RESERVATION_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -418,6 +430,8 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal_commit_siblings: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal_direct_io: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_timeout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
@@ -560,6 +574,7 @@ pub fn layer_file(
     layer!(journal_truncate_corrupt, |v: &bool| Ok::<_, String>(*v));
     layer!(journal_commit_delay, |v: &String| parse_duration(v));
     layer!(journal_commit_siblings, |v: &u32| Ok::<_, String>(*v));
+    layer!(journal_direct_io, |v: &bool| Ok::<_, String>(*v));
     layer!(reservation_timeout, |v: &String| parse_duration(v));
     layer!(retention, |v: &String| parse_duration(v));
     layer!(idempotency_ttl, |v: &String| parse_duration(v));
@@ -736,6 +751,7 @@ impl Config {
                 truncate_corrupt: a.journal_truncate_corrupt,
                 commit_delay: a.journal_commit_delay,
                 commit_siblings: a.journal_commit_siblings,
+                direct_io: a.journal_direct_io,
                 ..JournalConfig::new(PathBuf::new())
             }),
             store: StoreConfig {
@@ -868,6 +884,7 @@ pub fn effective_file(
         journal_truncate_corrupt: Some(a.journal_truncate_corrupt),
         journal_commit_delay: Some(d(a.journal_commit_delay)),
         journal_commit_siblings: Some(a.journal_commit_siblings),
+        journal_direct_io: Some(a.journal_direct_io),
         reservation_timeout: Some(d(a.reservation_timeout)),
         retention: Some(d(a.retention)),
         idempotency_ttl: Some(d(a.idempotency_ttl)),

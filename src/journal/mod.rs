@@ -8,6 +8,7 @@
 //! (see [`recovery`]); [`encode`] writes checkpoints of player-session records straight into
 //! bytes on the append path. Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
 
+mod direct;
 pub mod encode;
 pub mod frame;
 mod prefill;
@@ -68,6 +69,9 @@ pub struct JournalConfig {
     /// checkpoints arrived while its last sync ran (concurrent callers, so waiting groups
     /// them); a lone caller never waits.
     pub commit_siblings: u32,
+    /// Sync mode: write segments with `O_DIRECT | O_DSYNC` (one system call per group, durable
+    /// when it returns) where the file system allows it, instead of `write` + `fdatasync`.
+    pub direct_io: bool,
     /// Recovery reads segments this many bytes at a time (a frame longer than that is read
     /// whole), so its memory for reading stays a few chunks whatever the journal's size.
     pub replay_chunk: usize,
@@ -84,6 +88,7 @@ impl JournalConfig {
             truncate_corrupt: false,
             commit_delay: DEFAULT_COMMIT_DELAY,
             commit_siblings: DEFAULT_COMMIT_SIBLINGS,
+            direct_io: true,
             replay_chunk: DEFAULT_REPLAY_CHUNK,
         }
     }

@@ -2,6 +2,8 @@
 //! them with one `write`, syncs with one `fdatasync`, and only then publishes the durable LSN
 //! that callers wait for. A write or sync error is fatal: it is logged, the journal refuses
 //! further appends, and the daemon stops with a non-zero exit (a retried fsync can lie).
+//! In sync mode the write and the sync are usually one: the segment is written through
+//! `O_DIRECT | O_DSYNC` ([`super::direct`]) where the file system allows it.
 //!
 //! Segments are preallocated (`fallocate`) to their full size when they are opened, and
 //! written in place: an `fdatasync` then only has data to flush, not the growing file's size
@@ -31,6 +33,7 @@ use std::{
 };
 
 use super::{
+    direct::Direct,
     io_err,
     prefill::{self, Spare},
     recovery::Recovered,
@@ -80,6 +83,10 @@ pub(super) struct Writer {
     commit_siblings: u32,
     /// The next segment, zero-filled ahead once this one is half written.
     spare: Option<Spare>,
+    /// Sync mode with `--journal-direct-io`: the segment's direct, synchronous handle (each
+    /// write is durable when it returns, so there is no `fdatasync`).
+    direct: Option<Direct>,
+    direct_io: bool,
     on_fatal: Arc<dyn Fn(String) + Send + Sync>,
 }
 
@@ -103,6 +110,8 @@ impl Writer {
             _ => {}
         }
         segment::sync_dir(&config.dir).map_err(io_err(&config.dir))?;
+        let direct_io = config.direct_io && inner.mode == Mode::Sync;
+        let direct = direct_io.then(|| Direct::open(&path, &file, len)).flatten();
         Ok(Writer {
             inner,
             dir: config.dir.clone(),
@@ -114,6 +123,8 @@ impl Writer {
             commit_delay: config.commit_delay.min(super::MAX_COMMIT_DELAY),
             commit_siblings: config.commit_siblings.max(1),
             spare: None,
+            direct,
+            direct_io,
             on_fatal,
         })
     }
@@ -178,8 +189,14 @@ impl Writer {
                 let buf = std::mem::replace(&mut p.buf, std::mem::take(&mut spare));
                 (buf, p.buffered_last, p.closed)
             };
+            // With direct I/O the write is the sync: timed as one.
+            let started = Instant::now();
             if !buf.is_empty() {
-                if let Err(e) = self.file.write_all_at(&buf, self.segment_len) {
+                let written = match &mut self.direct {
+                    Some(d) => d.write(&buf, self.segment_len),
+                    None => self.file.write_all_at(&buf, self.segment_len),
+                };
+                if let Err(e) = written {
                     return self.fatal("write", e);
                 }
                 self.segment_len += buf.len() as u64;
@@ -194,10 +211,15 @@ impl Writer {
                 _ => unsynced.is_some() && (closed || last_sync.elapsed() >= ASYNC_SYNC_INTERVAL),
             };
             if sync_now {
-                let started = Instant::now();
-                if let Err(e) = self.file.sync_data() {
-                    return self.fatal("fdatasync", e);
-                }
+                let started = if self.direct.is_some() {
+                    started
+                } else {
+                    let before = Instant::now();
+                    if let Err(e) = self.file.sync_data() {
+                        return self.fatal("fdatasync", e);
+                    }
+                    before
+                };
                 last_sync = Instant::now();
                 if let Some(m) = self.inner.metrics.get() {
                     m.journal_fsync.observe((last_sync - started).as_secs_f64());
@@ -247,6 +269,11 @@ impl Writer {
             None => open_segment(&path, self.segment_bytes)?,
         };
         segment::sync_dir(&self.dir)?;
+        self.direct = if self.direct_io {
+            Direct::open(&path, &self.file, 0)
+        } else {
+            None
+        };
         self.segment_len = 0;
         tracing::debug!(path = %path.display(), zeroed, "new journal segment");
         if let Some(m) = self.inner.metrics.get() {
