@@ -1,7 +1,8 @@
 //! Journal figures (`cargo bench --bench journal`): prints, does not assert.
 //!
 //! 1. RPC throughput at 64 concurrent gRPC clients (CreatePlayerSession), state in memory vs a
-//!    `sync` journal (group commit), and the ratio.
+//!    `sync` journal (group commit), and the ratio: both daemons run at once and are loaded
+//!    in turns of `SB_BENCH_TURN_MS` (500), `SB_BENCH_SECS` of turns each.
 //! 2. Records appended per second by 64 concurrent writers straight into the store (sync).
 //! 3. Replay rate: recovery of a journal of 1,000,000 reservations, no snapshot.
 //! 4. Start-up time with 1,000,000 live sessions from a snapshot.
@@ -78,21 +79,18 @@ fn main() {
         println!("journal benchmark ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
 
         if run("rpc") {
-            // In the order memory, sync, sync, memory, so the machine's drift falls on both.
-            let (mut mem, mut sync) = (Vec::new(), Vec::new());
-            for in_memory in [true, false, false, true] {
-                if in_memory {
-                    mem.push(common::rpc_throughput(common::config(None), 64, secs).await);
-                } else {
-                    let dir = tempfile::tempdir().unwrap();
-                    let jc = JournalConfig::new(dir.path());
-                    sync.push(common::rpc_throughput(common::config(Some(jc)), 64, secs).await);
-                }
-            }
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            // Both daemons at once, loaded in turns (memory, sync, sync, memory, ...), so the
+            // machine's drift over seconds falls on both alike.
+            let dir = tempfile::tempdir().unwrap();
+            let turn = Duration::from_millis(env_u64("SB_BENCH_TURN_MS", 500));
+            let configs = vec![
+                common::config(None),
+                common::config(Some(JournalConfig::new(dir.path()))),
+            ];
+            let rates = common::rpc_throughput_in_turns(configs, 64, secs, turn).await;
             println!(
-                "rpc CreatePlayerSession, 64 clients: memory {:.0}/s and {:.0}/s, sync journal {:.0}/s and {:.0}/s, ratio {:.2}",
-                mem[0], mem[1], sync[0], sync[1], mean(&sync) / mean(&mem)
+                "rpc CreatePlayerSession, 64 clients, in turns of {turn:?}: memory {:.0}/s, sync journal {:.0}/s, ratio {:.2}",
+                rates[0], rates[1], rates[1] / rates[0]
             );
         }
         if run("rpc-memory") {

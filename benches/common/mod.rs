@@ -99,8 +99,31 @@ pub fn config(journal: Option<session_broker::journal::JournalConfig>) -> Config
     c
 }
 
-/// CreatePlayerSession over gRPC from `clients` concurrent callers for `secs`; returns calls/s.
-pub async fn rpc_throughput(mut config: Config, clients: usize, secs: u64) -> f64 {
+/// Closed-loop CreatePlayerSession callers on a daemon started in this process; they call
+/// while `gate` holds `me` (or [`ALL`]) and stop when `stop` is set.
+struct Loaded {
+    shutdown: CancellationToken,
+    daemon: session_broker::Daemon,
+    done: Arc<AtomicU64>,
+    /// Calls that failed: a figure with any is not a throughput figure.
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Game sessions of 1,000 seats each that [`load`] registers: seats for ~50 s at 40,000
+/// reservations a second (a run that fills them would measure failures).
+const GAMES: u64 = 2048;
+
+/// A [`Loaded`] gate value: every daemon's callers call (also how they are released to stop).
+const ALL: usize = usize::MAX;
+
+async fn load(
+    mut config: Config,
+    clients: usize,
+    me: usize,
+    gate: &tokio::sync::watch::Receiver<usize>,
+    stop: &Arc<AtomicBool>,
+) -> Loaded {
     config.store.reservation_timeout = Duration::from_secs(86_400);
     let shutdown = CancellationToken::new();
     let daemon = session_broker::start(config, shutdown.clone())
@@ -109,7 +132,7 @@ pub async fn rpc_throughput(mut config: Config, clients: usize, secs: u64) -> f6
     let url = format!("http://{}", daemon.grpc_addr());
     let channels: Vec<_> = futures_connect(&url, 4).await;
     let mut games = GameSessionServiceClient::new(channels[0].clone());
-    for g in 0..256 {
+    for g in 0..GAMES {
         games
             .register_game_session(RegisterGameSessionRequest {
                 fleet_id: "bench".into(),
@@ -121,15 +144,19 @@ pub async fn rpc_throughput(mut config: Config, clients: usize, secs: u64) -> f6
             .unwrap();
     }
     let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for c in 0..clients {
         let mut client = PlayerSessionServiceClient::new(channels[c % channels.len()].clone());
-        let (done, stop) = (done.clone(), stop.clone());
+        let (done, failed) = (done.clone(), failed.clone());
+        let (stop, mut gate) = (stop.clone(), gate.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let game = format!("g{}", (c as u64 * 7 + i) % 256);
+                if gate.wait_for(|g| *g == me || *g == ALL).await.is_err() {
+                    break;
+                }
+                let game = format!("g{}", (c as u64 * 7 + i) % GAMES);
                 i += 1;
                 let r = client
                     .create_player_session(CreatePlayerSessionRequest {
@@ -139,25 +166,105 @@ pub async fn rpc_throughput(mut config: Config, clients: usize, secs: u64) -> f6
                         idempotency_key: String::new(),
                     })
                     .await;
-                if r.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
-                }
+                match r {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
             }
         }));
     }
+    Loaded {
+        shutdown,
+        daemon,
+        done,
+        failed,
+        tasks,
+    }
+}
+
+impl Loaded {
+    async fn finish(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let failed = self.failed.load(Ordering::Relaxed);
+        assert_eq!(
+            failed, 0,
+            "{failed} calls failed: the figures would count only the rest"
+        );
+        self.shutdown.cancel();
+        self.daemon.wait().await.unwrap();
+    }
+}
+
+/// CreatePlayerSession calls per second from `clients` closed-loop gRPC callers (4
+/// connections) against a daemon started in this process, over `secs` after 500 ms of warm-up.
+pub async fn rpc_throughput(config: Config, clients: usize, secs: u64) -> f64 {
+    let (_gate_tx, gate) = tokio::sync::watch::channel(ALL);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaded = load(config, clients, 0, &gate, &stop).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // warm-up
-    let start_count = done.load(Ordering::Relaxed);
+    let start_count = loaded.done.load(Ordering::Relaxed);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let n = done.load(Ordering::Relaxed) - start_count;
+    let n = loaded.done.load(Ordering::Relaxed) - start_count;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
-    }
-    shutdown.cancel();
-    daemon.wait().await.unwrap();
+    loaded.finish().await;
     rate
+}
+
+/// Like [`rpc_throughput`] for several daemons at once, loaded in turns of `turn`: only the
+/// callers of the daemon whose turn it is call, in the order 0, 1, 1, 0, 0, 1, ... (for two),
+/// so the machine's drift over seconds falls on all alike. Each daemon gets 500 ms of warm-up
+/// turns, then `secs` of turns in all; returns each one's calls per second during its turns.
+pub async fn rpc_throughput_in_turns(
+    configs: Vec<Config>,
+    clients: usize,
+    secs: u64,
+    turn: Duration,
+) -> Vec<f64> {
+    let n = configs.len();
+    let (gate_tx, gate) = tokio::sync::watch::channel(n); // nobody's turn yet
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut loaded = Vec::new();
+    for (me, config) in configs.into_iter().enumerate() {
+        loaded.push(load(config, clients, me, &gate, &stop).await);
+    }
+    for me in 0..n {
+        gate_tx.send_replace(me);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut calls = vec![0u64; n];
+    let mut spent = vec![Duration::ZERO; n];
+    let mut round = 0usize;
+    while spent.iter().any(|s| s.as_secs_f64() < secs as f64) {
+        // Forward, then backward: 0 1 | 1 0 | 0 1 ...
+        let order: Vec<usize> = if round.is_multiple_of(2) {
+            (0..n).collect()
+        } else {
+            (0..n).rev().collect()
+        };
+        round += 1;
+        for me in order {
+            let before = loaded[me].done.load(Ordering::Relaxed);
+            let started = Instant::now();
+            gate_tx.send_replace(me);
+            tokio::time::sleep(turn).await;
+            spent[me] += started.elapsed();
+            calls[me] += loaded[me].done.load(Ordering::Relaxed) - before;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    gate_tx.send_replace(ALL);
+    for l in loaded {
+        l.finish().await;
+    }
+    calls
+        .iter()
+        .zip(&spent)
+        .map(|(c, s)| *c as f64 / s.as_secs_f64())
+        .collect()
 }
 
 pub async fn futures_connect(url: &str, n: usize) -> Vec<tonic::transport::Channel> {

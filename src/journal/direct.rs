@@ -1,4 +1,5 @@
-//! Sync mode's segment writes through `O_DIRECT | O_DSYNC`.
+//! Sync mode's segment writes through `O_DIRECT | O_DSYNC` (`--journal-direct-io true`; off
+//! by default, as it measured neutral end to end on the project machine, see `docs/journal.md`).
 //!
 //! A group is written with one `pwrite` that returns once it is durable, instead of a buffered
 //! `pwrite` and an `fdatasync`: the records skip the page cache and the sync's writeback pass.

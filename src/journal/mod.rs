@@ -88,7 +88,7 @@ impl JournalConfig {
             truncate_corrupt: false,
             commit_delay: DEFAULT_COMMIT_DELAY,
             commit_siblings: DEFAULT_COMMIT_SIBLINGS,
-            direct_io: true,
+            direct_io: false,
             replay_chunk: DEFAULT_REPLAY_CHUNK,
         }
     }

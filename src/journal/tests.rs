@@ -1256,7 +1256,10 @@ async fn direct_and_buffered_sync_writes_replay_alike() {
         direct_io: false,
         ..jconfig(dir.path())
     };
-    let direct = jconfig(dir.path());
+    let direct = JournalConfig {
+        direct_io: true,
+        ..jconfig(dir.path())
+    };
     let s = open(dir.path(), &buffered).unwrap();
     workload(&s).await;
     let mut before = dump(&s);

@@ -2,8 +2,8 @@
 //! them with one `write`, syncs with one `fdatasync`, and only then publishes the durable LSN
 //! that callers wait for. A write or sync error is fatal: it is logged, the journal refuses
 //! further appends, and the daemon stops with a non-zero exit (a retried fsync can lie).
-//! In sync mode the write and the sync are usually one: the segment is written through
-//! `O_DIRECT | O_DSYNC` ([`super::direct`]) where the file system allows it.
+//! With `--journal-direct-io` the write and the sync are one in sync mode: the segment is
+//! written through `O_DIRECT | O_DSYNC` ([`super::direct`]) where the file system allows it.
 //!
 //! Segments are preallocated (`fallocate`) to their full size when they are opened, and
 //! written in place: an `fdatasync` then only has data to flush, not the growing file's size
