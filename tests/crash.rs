@@ -292,7 +292,11 @@ async fn kill_dash_nine_under_load_loses_nothing_acknowledged() {
         }
         // Every other daemon writes with direct I/O: kills land under both write paths, and
         // each replays what the other wrote.
-        let direct = if round.is_multiple_of(2) { "true" } else { "false" };
+        let direct = if round.is_multiple_of(2) {
+            "true"
+        } else {
+            "false"
+        };
         child = spawn_with(dir.path(), port, &["--journal-direct-io", direct]);
         let channel = connect(port).await;
         let snapshot = {

@@ -31,6 +31,11 @@ use std::{
 /// recovery never see it; deleted when the writer starts.
 pub(super) const SPARE_NAME: &str = "segment.spare";
 
+/// The most zeros the writer waits for when it opens its segment at start-up (~65 ms for this
+/// much on the project machine): a larger `--segment-size` keeps the rest of that first
+/// segment preallocated only.
+pub(super) const START_FILL_MAX: u64 = 64 << 20;
+
 /// Zeros are written this many bytes at a time.
 const ZERO_CHUNK: usize = 1 << 20;
 

@@ -1288,3 +1288,23 @@ async fn direct_and_buffered_sync_writes_replay_alike() {
     );
     assert_eq!(dump(&open(dir.path(), &direct).unwrap()), before);
 }
+
+/// Start-up waits for at most `START_FILL_MAX` of zeros, whatever the segment size.
+#[tokio::test(start_paused = true)]
+async fn start_up_fills_a_huge_segment_only_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = JournalConfig {
+        segment_bytes: prefill::START_FILL_MAX + (1 << 20),
+        ..jconfig(dir.path())
+    };
+    let s = open(dir.path(), &jc).unwrap();
+    let seg = segment_file(dir.path());
+    assert_eq!(first_hole(&seg), prefill::START_FILL_MAX);
+    s.register_game_session(registration("gs-huge", 2))
+        .await
+        .unwrap();
+    s.journal().close();
+    let r = open(dir.path(), &jc).unwrap();
+    assert!(r.game_session_ids().iter().any(|g| g.as_str() == "gs-huge"));
+    r.journal().close();
+}

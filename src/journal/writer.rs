@@ -102,8 +102,12 @@ impl Writer {
             None => (segment::segment_path(&config.dir, recovered.next_lsn), 0),
         };
         let file = open_segment(&path, config.segment_bytes).map_err(io_err(&path))?;
-        prefill::zero_fill(&file, len, config.segment_bytes, &AtomicBool::new(false))
-            .map_err(io_err(&path))?;
+        // Start-up waits for at most START_FILL_MAX of zeros (a huge --segment-size keeps the
+        // rest preallocated only); the spare segments are filled whole, on their own thread.
+        let fill_to = config
+            .segment_bytes
+            .min(len.saturating_add(prefill::START_FILL_MAX));
+        prefill::zero_fill(&file, len, fill_to, &AtomicBool::new(false)).map_err(io_err(&path))?;
         let spare = config.dir.join(prefill::SPARE_NAME);
         match std::fs::remove_file(&spare) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&spare)(e)),
