@@ -1029,6 +1029,24 @@ fn lsns_stop_at_48_bits() {
     );
 }
 
+/// Opens a store with its metrics attached and `n` game sessions of 1000 seats, `<prefix><i>`.
+async fn open_metered_with_games(
+    dir: &Path,
+    jc: &JournalConfig,
+    prefix: &str,
+    n: usize,
+) -> (Arc<Store>, Arc<crate::metrics::Metrics>) {
+    let s = open(dir, jc).unwrap();
+    let m = crate::metrics::Metrics::new(s.clone());
+    s.journal().set_metrics(m.clone());
+    for g in 0..n {
+        s.register_game_session(registration(&format!("{prefix}{g}"), 1000))
+            .await
+            .unwrap();
+    }
+    (s, m)
+}
+
 /// The journal's syncs so far, from its metrics.
 fn syncs(m: &crate::metrics::Metrics) -> u64 {
     m.render()
@@ -1059,14 +1077,7 @@ fn concurrent_callers_share_syncs_through_the_commit_delay_and_nothing_is_lost()
             commit_siblings: 1,
             ..jconfig(dir.path())
         };
-        let s = open(dir.path(), &jc).unwrap();
-        let m = crate::metrics::Metrics::new(s.clone());
-        s.journal().set_metrics(m.clone());
-        for g in 0..8 {
-            s.register_game_session(registration(&format!("gs-{g}"), 1000))
-                .await
-                .unwrap();
-        }
+        let (s, m) = open_metered_with_games(dir.path(), &jc, "gs-", 8).await;
         let before = syncs(&m);
         let tasks: Vec<_> = (0..32)
             .map(|c| {
@@ -1196,55 +1207,46 @@ async fn the_writer_starts_on_written_zeros_and_drops_a_stale_spare() {
 
 /// From half way through a segment the next one is zero-filled on another thread, and a
 /// rotation renames it into place; every record replays across the rotations.
-#[test]
-fn rotations_take_the_spare_filled_ahead_and_every_record_replays() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let jc = JournalConfig {
-            segment_bytes: 16 << 10,
-            ..jconfig(dir.path())
-        };
-        let s = open(dir.path(), &jc).unwrap();
-        let m = crate::metrics::Metrics::new(s.clone());
-        s.journal().set_metrics(m.clone());
-        for g in 0..10 {
-            s.register_game_session(registration(&format!("gs-spare-{g}"), 1000))
-                .await
-                .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotations_take_the_spare_filled_ahead_and_every_record_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let jc = JournalConfig {
+        segment_bytes: 16 << 10,
+        ..jconfig(dir.path())
+    };
+    let (s, m) = open_metered_with_games(dir.path(), &jc, "gs-spare-", 10).await;
+    // Each rotation takes the spare if its fill (16 KiB) finished meanwhile; the short
+    // pauses give it the time, so one rotation with zeros comes quickly.
+    let mut i = 0;
+    while segments_started(&m, "zeros") < 2 {
+        assert!(i < 10_000, "no rotation took a filled spare");
+        let game = format!("gs-spare-{}", i / 1000);
+        s.reserve(reservation(&game, &[format!("p{i}").as_str()]))
+            .await
+            .unwrap();
+        i += 1;
+        if i % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // Each rotation takes the spare if its fill (16 KiB) finished meanwhile; the short
-        // pauses give it the time, so one rotation with zeros comes quickly.
-        let mut i = 0;
-        while segments_started(&m, "zeros") < 2 {
-            assert!(i < 10_000, "no rotation took a filled spare");
-            let game = format!("gs-spare-{}", i / 1000);
-            s.reserve(reservation(&game, &[format!("p{i}").as_str()]))
-                .await
-                .unwrap();
-            i += 1;
-            if i % 20 == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-        let before = dump(&s);
-        s.journal().close();
-        let segments =
-            segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX).unwrap();
-        assert!(segments.len() >= 3, "{segments:?}");
-        // The current segment came from a spare if the last rotation took one; the spare
-        // of the next is never listed as a segment.
-        assert!(segments
-            .iter()
-            .all(|(_, p)| p.file_name().unwrap() != prefill::SPARE_NAME));
-        let r = open(dir.path(), &jc).unwrap();
-        assert_eq!(dump(&r), before);
-        r.journal().close();
-    });
+    }
+    let before = dump(&s);
+    s.journal().close();
+    let segments =
+        segment::list(dir.path(), segment::SEGMENT_PREFIX, segment::SEGMENT_SUFFIX).unwrap();
+    assert!(segments.len() >= 3, "{segments:?}");
+    // The current segment came from a spare if the last rotation took one; the spare
+    // of the next is never listed as a segment.
+    assert!(segments
+        .iter()
+        .all(|(_, p)| p.file_name().unwrap() != prefill::SPARE_NAME));
+    assert_replays_as(dir.path(), &jc, &before);
+}
+
+/// Reopens the journal in `dir` and checks that it replays to `before`.
+fn assert_replays_as(dir: &Path, jc: &JournalConfig, before: &[String]) {
+    let r = open(dir, jc).unwrap();
+    assert_eq!(dump(&r), before);
+    r.journal().close();
 }
 
 /// Sync mode writes the same segment bytes with direct I/O as with write + fdatasync, so a
@@ -1286,7 +1288,7 @@ async fn direct_and_buffered_sync_writes_replay_alike() {
         bytes[data..].iter().all(|&b| b == 0),
         "zeros after the frames"
     );
-    assert_eq!(dump(&open(dir.path(), &direct).unwrap()), before);
+    assert_replays_as(dir.path(), &direct, &before);
 }
 
 /// Start-up waits for at most `START_FILL_MAX` of zeros, whatever the segment size.
