@@ -6,7 +6,10 @@
 //! [`reader`] reads committed records back in LSN order for consumers that keep their own
 //! cursor; [`protowire`] is replay's borrowed view of checkpoints and player-session records
 //! (see [`recovery`]); [`encode`] writes checkpoints of player-session records straight into
-//! bytes on the append path. Files in `--data-dir`: `journal-<lsn>.log` segments, `snapshot-<lsn>.snap`, and `LOCK`.
+//! bytes on the append path. The writer's segments are zero-filled ahead (`prefill`) and, with
+//! `--journal-direct-io`, written through `O_DIRECT | O_DSYNC` (`direct`). Files in
+//! `--data-dir`: `journal-<lsn>.log` segments, `segment.spare`, `snapshot-<lsn>.snap`, and
+//! `LOCK`.
 
 mod direct;
 pub mod encode;
