@@ -37,38 +37,33 @@ pub(super) struct Direct {
 
 impl Direct {
     /// Opens the segment at `path`, whose frames end at `len`, for direct writes; `file` is
-    /// its buffered handle (to read the partial block). `None` when the file system refuses
-    /// direct I/O: the probe writes the partial block back as it is, so nothing changes.
+    /// its buffered handle (to read the partial block). `None`, logged, when the file system
+    /// refuses direct I/O (the open or the probe fails): the probe writes the partial block
+    /// back as it is, so nothing changes.
     pub(super) fn open(path: &Path, file: &File, len: u64) -> Option<Direct> {
-        let flags = rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC;
-        let opened = OpenOptions::new()
-            .write(true)
-            .custom_flags(flags.bits() as i32)
-            .open(path);
-        let direct_file = match opened {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::info!(path = %path.display(), error = %e,
-                    "journal: no direct I/O here; writes are synced with fdatasync");
-                return None;
-            }
+        let opened = || -> io::Result<Direct> {
+            let flags = rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::DSYNC;
+            let direct_file = OpenOptions::new()
+                .write(true)
+                .custom_flags(flags.bits() as i32)
+                .open(path)?;
+            let start = len - len % BLOCK as u64;
+            let mut tail = vec![0u8; (len - start) as usize];
+            file.read_exact_at(&mut tail, start)?;
+            let mut direct = Direct {
+                file: direct_file,
+                tail,
+                buf: Vec::new(),
+            };
+            direct.write(&[], len)?;
+            Ok(direct)
         };
-        let start = len - len % BLOCK as u64;
-        let mut tail = vec![0u8; (len - start) as usize];
-        file.read_exact_at(&mut tail, start).ok()?;
-        let mut direct = Direct {
-            file: direct_file,
-            tail,
-            buf: Vec::new(),
-        };
-        match direct.write(&[], len) {
-            Ok(()) => Some(direct),
-            Err(e) => {
+        opened()
+            .inspect_err(|e| {
                 tracing::info!(path = %path.display(), error = %e,
-                    "journal: direct I/O refused; writes are synced with fdatasync");
-                None
-            }
-        }
+                    "journal: no direct I/O here; writes are synced with fdatasync")
+            })
+            .ok()
     }
 
     /// Writes `records` at `len`, the segment's end, and returns once they are durable. The

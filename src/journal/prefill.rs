@@ -39,11 +39,12 @@ pub(super) const START_FILL_MAX: u64 = 64 << 20;
 /// Zeros are written this many bytes at a time.
 const ZERO_CHUNK: usize = 1 << 20;
 
-/// Writes zeros over every hole or unwritten extent of `file` between `from` and `bytes`, then
-/// syncs it (data and size), unless there was none. Returns the bytes written. A file shorter
-/// than `bytes` is extended. (A file system that cannot tell unwritten extents from data
-/// reports none, and its segment stays preallocated only.) `stop` is checked between chunks (the fill is then left partial,
-/// unsynced: its file is not used).
+/// Writes zeros from the first hole or unwritten extent of `file` at or after `from` up to
+/// `bytes` (everything past `from` is beyond the segment's frames), then syncs it (data and
+/// size), unless there was none. Returns the bytes written. A file shorter than `bytes` is
+/// extended. (A file system that cannot tell unwritten extents from data reports none, and
+/// its segment stays preallocated only.) `stop` is checked between chunks: the fill is then
+/// left partial and unsynced, and its file is not used.
 pub(super) fn zero_fill(file: &File, from: u64, bytes: u64, stop: &AtomicBool) -> io::Result<u64> {
     // Past the end of the file everything is to be written (and SEEK_HOLE refuses).
     let first_hole = if from >= file.metadata()?.len() {
@@ -103,7 +104,7 @@ impl Spare {
         })
     }
 
-    /// Whether the spare is filled (or failed), so [`Spare::take`] will not wait.
+    /// Whether the spare is filled (or failed), so [`Spare::into_segment`] will not wait.
     pub(super) fn is_done(&self) -> bool {
         self.filling.as_ref().is_none_or(|h| h.is_finished())
     }

@@ -86,6 +86,8 @@ pub(super) struct Writer {
     /// Sync mode with `--journal-direct-io`: the segment's direct, synchronous handle (each
     /// write is durable when it returns, so there is no `fdatasync`).
     direct: Option<Direct>,
+    /// Whether each new segment is opened for direct writes: `--journal-direct-io` in sync
+    /// mode, until the file system refuses it once (it is not asked again every segment).
     direct_io: bool,
     on_fatal: Arc<dyn Fn(String) + Send + Sync>,
 }
@@ -114,8 +116,10 @@ impl Writer {
             _ => {}
         }
         segment::sync_dir(&config.dir).map_err(io_err(&config.dir))?;
-        let direct_io = config.direct_io && inner.mode == Mode::Sync;
-        let direct = direct_io.then(|| Direct::open(&path, &file, len)).flatten();
+        let direct = (config.direct_io && inner.mode == Mode::Sync)
+            .then(|| Direct::open(&path, &file, len))
+            .flatten();
+        let direct_io = direct.is_some();
         Ok(Writer {
             inner,
             dir: config.dir.clone(),
@@ -193,8 +197,8 @@ impl Writer {
                 let buf = std::mem::replace(&mut p.buf, std::mem::take(&mut spare));
                 (buf, p.buffered_last, p.closed)
             };
-            // With direct I/O the write is the sync: timed as one.
-            let started = Instant::now();
+            // With direct I/O the write is the sync, and is timed as one.
+            let written_at = Instant::now();
             if !buf.is_empty() {
                 let written = match &mut self.direct {
                     Some(d) => d.write(&buf, self.segment_len),
@@ -216,7 +220,7 @@ impl Writer {
             };
             if sync_now {
                 let started = if self.direct.is_some() {
-                    started
+                    written_at
                 } else {
                     let before = Instant::now();
                     if let Err(e) = self.file.sync_data() {
@@ -278,6 +282,7 @@ impl Writer {
         } else {
             None
         };
+        self.direct_io = self.direct.is_some();
         self.segment_len = 0;
         tracing::debug!(path = %path.display(), zeroed, "new journal segment");
         if let Some(m) = self.inner.metrics.get() {
