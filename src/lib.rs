@@ -170,13 +170,18 @@ async fn open_journal(
     let journal = Journal::new(jc.durability);
     let store = Arc::new(Store::new(Clock::system(), store_config, journal.clone()));
     let started = Instant::now();
+    // Recovery and the writer's start (which may zero-fill its segment) block: off the
+    // runtime's workers.
     let recovered = {
-        let (jc, store) = (jc.clone(), store.clone());
-        tokio::task::spawn_blocking(move || recovery::recover(&jc, &store))
-            .await
-            .context("recovery panicked")??
+        let (jc, store, journal) = (jc.clone(), store.clone(), journal.clone());
+        tokio::task::spawn_blocking(move || {
+            let recovered = recovery::recover(&jc, &store)?;
+            journal.start(&jc, &recovered, on_fatal)?;
+            Ok::<_, journal::JournalError>(recovered)
+        })
+        .await
+        .context("recovery panicked")??
     };
-    journal.start(jc, &recovered, on_fatal)?;
     store.finish_recovery();
     let (game_sessions, player_sessions) = store.len();
     tracing::info!(
