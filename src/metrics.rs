@@ -163,7 +163,7 @@ impl Metrics {
         let journal_fsync = latency_histogram();
         registry.register(
             "journal_fsync_duration_seconds",
-            "Duration of each journal fdatasync",
+            "Duration of each journal fdatasync (with direct I/O, of each durable write)",
             journal_fsync.clone(),
         );
         let journal_bytes = Counter::default();
